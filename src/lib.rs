@@ -8,4 +8,15 @@
 //!
 //! Modules are declared in data-flow order; each imports only the ones above it.
 
+pub mod artifact;
+pub mod cli;
 pub mod config;
+pub mod lab;
+pub mod probe;
+pub mod reflector;
+pub mod render;
+pub mod report;
+pub mod run;
+pub mod sockopt;
+pub mod stats;
+pub mod sweep;

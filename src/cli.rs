@@ -1,0 +1,125 @@
+//! The command line: clap arguments and one file per subcommand.
+//!
+//! The only place `anyhow` is used. Exit status: 0 success, 1 a finding at `--fail-on`
+//! (later commands), 2 an error (bad configuration, unreadable file, setup failure).
+
+mod aggregate;
+mod check;
+mod probe;
+mod reflect;
+mod sweep;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+/// latmap maps network latency and loss between the regions of a fleet.
+///
+/// Start with `latmap sweep`: it reads regions.toml (the repository's example emulates a
+/// ten-region WAN on this machine, no root needed), probes every path and writes
+/// latmap-out/run.json.
+#[derive(Debug, Parser)]
+#[command(name = "latmap", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "LATMAP_CONFIG",
+        default_value = "regions.toml"
+    )]
+    pub config: PathBuf,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and print a summary; every problem is reported with
+    /// FILE:LINE:COL (exit 2 if any).
+    Check(check::Args),
+    /// Probe every other region from one region and write its region report
+    /// (what a job in that region runs).
+    Probe(probe::Args),
+    /// Merge region reports into one run file.
+    Aggregate(aggregate::Args),
+    /// Probe from every region that can run here (all of them in a lab), write
+    /// DIR/run.json and print the RTT matrix.
+    Sweep(sweep::Args),
+    /// Run a STAMP session-reflector (RFC 8762) so other regions' UDP probes get answers.
+    Reflect(reflect::Args),
+}
+
+/// Parses arguments, runs the command, maps the outcome to an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(e) = err.downcast_ref::<config::ConfigError>() {
+                eprintln!("{e}");
+                let n = e.diagnostics.len();
+                eprintln!(
+                    "latmap: {n} problem{} in the configuration",
+                    if n == 1 { "" } else { "s" }
+                );
+            } else {
+                eprintln!("latmap: {err:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(args) => check::run(&cli.config, args),
+        Command::Probe(args) => probe::run(&cli.config, args),
+        Command::Aggregate(args) => aggregate::run(args),
+        Command::Sweep(args) => sweep::run(&cli.config, args),
+        Command::Reflect(args) => reflect::run(args),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(config::load(path)?)
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Writes `text` to stdout; a closed pipe (`latmap ... | head`) is not an error.
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

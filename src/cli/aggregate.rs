@@ -1,0 +1,58 @@
+//! `latmap aggregate R1.json R2.json ... --out run.json`: merge region reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::ProbeKind;
+use crate::render::table::rtt_matrix;
+use crate::report::RegionReport;
+use crate::run::Run;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Region reports written by `latmap probe`.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Where to write the run.
+    #[arg(long, short = 'o', default_value = "run.json")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let reports = args
+        .reports
+        .iter()
+        .map(|p| RegionReport::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let run = Run::from_reports(&reports)?;
+    run.write(&args.out)?;
+    super::print(&tables(&run))?;
+    let missing: Vec<&str> = run
+        .regions
+        .iter()
+        .filter(|r| !r.reported)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("latmap: no data from {}", missing.join(", "));
+    }
+    eprintln!(
+        "latmap: {} paths from {} reports written to {}",
+        run.paths.len(),
+        reports.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One RTT matrix per probe kind present in the run.
+pub fn tables(run: &Run) -> String {
+    let mut s = String::new();
+    for kind in ProbeKind::ALL {
+        if run.paths.iter().any(|p| p.kind == kind) {
+            s.push_str(&rtt_matrix(run, kind).to_string());
+            s.push('\n');
+        }
+    }
+    s
+}

@@ -1,0 +1,5 @@
+//! Outputs for people: the RTT matrix as a terminal table (more formats follow).
+//!
+//! Reads runs; never probes.
+
+pub mod table;

@@ -1,0 +1,201 @@
+//! Region reports: one prober's paths with their statistics, as a `RegionReport`.
+//!
+//! A path entry is the same in a region report and in a run, so aggregation is a merge.
+//! This module turns raw probe outcomes into those entries; it does no I/O except the
+//! JSON read/write helpers, and knows nothing of runs, graphs or rendering.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Location, ProbeKind};
+use crate::probe::{Outcome, PathResult, ProberHealth, ProberOutput};
+use crate::stats::{RttSummary, Z95, wilson_interval};
+
+/// The schema tag of a region report.
+pub const REPORT_SCHEMA: &str = "latmap.report/1";
+
+/// One measured path: a source region, a target of another region, one probe kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathEntry {
+    pub source: String,
+    pub target: String,
+    pub kind: ProbeKind,
+    /// The target as configured: an address or hostname, with its port if any.
+    pub target_spec: String,
+    /// The address probed (`ip` or `ip:port`); `null` when a hostname did not resolve.
+    pub address: Option<String>,
+    /// Time to resolve the hostname, in microseconds; `null` for an IP address.
+    pub resolve_us: Option<u64>,
+    /// Why the hostname did not resolve; then nothing was sent.
+    pub resolve_error: Option<String>,
+    /// Probes sent (a probe whose send failed is not counted).
+    pub sent: u64,
+    /// Probes answered in time.
+    pub received: u64,
+    /// TCP connections refused (the host answered; nobody listens).
+    pub refused: u64,
+    /// ICMP errors received instead of a reply.
+    pub icmp_errors: u64,
+    /// Probes that could not be sent.
+    pub send_failed: u64,
+    /// Replies that came after their timeout (not in the samples).
+    pub late: u64,
+    /// Replies to a probe that was already answered.
+    pub duplicates: u64,
+    /// `1 − received / sent`; `null` when nothing was sent.
+    pub loss: Option<f64>,
+    /// 95% Wilson score interval of the loss ratio.
+    pub loss_ci: Option<[f64; 2]>,
+    /// RTT summary in microseconds; `null` when nothing came back.
+    pub rtt_us: Option<RttSummary>,
+    /// Every probe's RTT in send order, in microseconds; `null` for a probe without reply.
+    pub samples_us: Vec<Option<u64>>,
+}
+
+impl PathEntry {
+    /// Builds the entry of one probed path.
+    pub fn from_result(source: &str, result: &PathResult) -> PathEntry {
+        let path = &result.path;
+        let samples_us: Vec<Option<u64>> = result
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Reply(rtt) => Some(rtt.as_micros() as u64),
+                _ => None,
+            })
+            .collect();
+        let count = |want: Outcome| result.outcomes.iter().filter(|&&o| o == want).count() as u64;
+        let send_failed = count(Outcome::SendFailed);
+        let sent = result.outcomes.len() as u64 - send_failed;
+        let received = samples_us.iter().flatten().count() as u64;
+        let (loss, loss_ci) = loss_fields(sent, received);
+        PathEntry {
+            source: source.to_string(),
+            target: path.target_region.clone(),
+            kind: path.kind,
+            target_spec: path.target.to_string(),
+            address: path.address.as_ref().ok().map(|a| {
+                if path.kind == ProbeKind::Icmp {
+                    a.ip().to_string()
+                } else {
+                    a.to_string()
+                }
+            }),
+            resolve_us: path.resolve_time.map(|d| d.as_micros() as u64),
+            resolve_error: path.address.as_ref().err().cloned(),
+            sent,
+            received,
+            refused: count(Outcome::Refused),
+            icmp_errors: count(Outcome::IcmpError),
+            send_failed,
+            late: result.late,
+            duplicates: result.duplicates,
+            loss,
+            loss_ci,
+            rtt_us: RttSummary::from_samples(&samples_us),
+            samples_us,
+        }
+    }
+
+    /// The key that orders and identifies a path within a run.
+    pub fn key(&self) -> (&str, &str, ProbeKind, &str) {
+        (&self.source, &self.target, self.kind, &self.target_spec)
+    }
+}
+
+/// Loss ratio and its 95% Wilson interval.
+pub fn loss_fields(sent: u64, received: u64) -> (Option<f64>, Option<[f64; 2]>) {
+    if sent == 0 {
+        return (None, None);
+    }
+    let lost = sent.saturating_sub(received);
+    let loss = lost as f64 / sent as f64;
+    let ci = wilson_interval(lost, sent, Z95).map(|(lo, hi)| [round6(lo), round6(hi)]);
+    (Some(round6(loss)), ci)
+}
+
+fn round6(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// A region as listed in reports and runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionInfo {
+    pub name: String,
+    pub location: Option<Location>,
+}
+
+impl RegionInfo {
+    /// Every region of the configuration, in its order.
+    pub fn all(config: &Config) -> Vec<RegionInfo> {
+        config
+            .regions
+            .iter()
+            .map(|r| RegionInfo {
+                name: r.name.clone(),
+                location: r.location,
+            })
+            .collect()
+    }
+}
+
+/// What one region's prober measured in one sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionReport {
+    pub schema: String,
+    pub region: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// All regions of the fleet as the prober's configuration knew them, so that an
+    /// aggregator can tell a region that sent nothing ("no data").
+    pub regions: Vec<RegionInfo>,
+    pub prober: ProberHealth,
+    pub paths: Vec<PathEntry>,
+}
+
+impl RegionReport {
+    pub fn new(
+        config: &Config,
+        output: &ProberOutput,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+    ) -> RegionReport {
+        RegionReport {
+            schema: REPORT_SCHEMA.to_string(),
+            region: output.region.clone(),
+            started_at,
+            finished_at,
+            regions: RegionInfo::all(config),
+            prober: output.health.clone(),
+            paths: output
+                .results
+                .iter()
+                .map(|r| PathEntry::from_result(&output.region, r))
+                .collect(),
+        }
+    }
+
+    /// Reads a region report, rejecting other schemas with a clear error.
+    pub fn read(path: &Path) -> Result<RegionReport, crate::artifact::ArtifactError> {
+        crate::artifact::read_versioned(path, "latmap.report/")
+    }
+}
+
+/// Probes per outcome, for logs and summaries.
+pub fn outcome_counts(results: &[PathResult]) -> BTreeMap<&'static str, u64> {
+    let mut m = BTreeMap::new();
+    for o in results.iter().flat_map(|r| &r.outcomes) {
+        let k = match o {
+            Outcome::Reply(_) => "reply",
+            Outcome::Lost => "lost",
+            Outcome::Refused => "refused",
+            Outcome::IcmpError => "icmp-error",
+            Outcome::SendFailed => "send-failed",
+        };
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}

@@ -1,0 +1,174 @@
+//! Sweeps: plan each region's paths, start the lab if there is one, run the probers
+//! concurrently and collect their region reports.
+//!
+//! Shared by `latmap probe` (one region), `latmap sweep` (every region that can probe
+//! from here) and, later, the agent. Produces reports; merging them into a run is the
+//! caller's choice.
+
+use std::net::{IpAddr, SocketAddr};
+
+use chrono::Utc;
+
+use crate::config::{Config, Host, ProbeKind, Target};
+use crate::lab::{Lab, LabError};
+use crate::probe::dns::Resolver;
+use crate::probe::{PlannedPath, ProbeError, ProberSpec, Progress, run_prober};
+use crate::report::RegionReport;
+
+/// Why a sweep could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("region {region}: {source}")]
+    Probe { region: String, source: ProbeError },
+    #[error("a prober stopped unexpectedly: {0}; please report this as a bug")]
+    Internal(String),
+    #[error("no region {0:?} in the configuration; `latmap check` lists the regions")]
+    UnknownRegion(String),
+}
+
+/// Plans the paths of the prober of region `index`: every target of every other region,
+/// with every configured kind. Hostnames are resolved here, once.
+pub async fn plan(
+    config: &Config,
+    index: usize,
+    lab: Option<&Lab>,
+    resolver: &Resolver,
+) -> ProberSpec {
+    let region = &config.regions[index];
+    let mut paths = Vec::new();
+    for (j, other) in config.regions.iter().enumerate() {
+        if j == index {
+            continue;
+        }
+        let targets: Vec<Target> = match lab {
+            Some(lab) => {
+                let a = lab.target(j);
+                vec![Target {
+                    host: Host::Ip(a.ip()),
+                    port: Some(a.port()),
+                }]
+            }
+            None => other.targets.clone(),
+        };
+        for target in &targets {
+            let (ip, resolve_time) = match &target.host {
+                Host::Ip(ip) => (Ok(*ip), None),
+                Host::Name(name) => {
+                    let (ip, took) = resolver.resolve(name).await;
+                    (ip, Some(took))
+                }
+            };
+            for &kind in &config.probe.kinds {
+                let address = ip.clone().and_then(|ip| address_for(kind, ip, target.port));
+                paths.push(PlannedPath {
+                    target_region: other.name.clone(),
+                    kind,
+                    target: target.clone(),
+                    address,
+                    resolve_time,
+                });
+            }
+        }
+    }
+    let source = match lab {
+        Some(lab) => Some(lab.source(index)),
+        None => region.source,
+    };
+    ProberSpec {
+        region: region.name.clone(),
+        source,
+        paths,
+        settings: config.probe.clone(),
+    }
+}
+
+fn address_for(kind: ProbeKind, ip: IpAddr, port: Option<u16>) -> Result<SocketAddr, String> {
+    match kind {
+        ProbeKind::Icmp => Ok(SocketAddr::new(ip, 0)),
+        ProbeKind::Udp | ProbeKind::Tcp => port
+            .or(kind.default_port())
+            .map(|p| SocketAddr::new(ip, p))
+            .ok_or_else(|| format!("{kind} probes need a port; write the target as HOST:PORT")),
+    }
+}
+
+/// The regions whose prober can run on this machine: all of them in a lab; otherwise
+/// those with a `source` address that this machine has.
+pub fn local_regions(config: &Config) -> Vec<usize> {
+    if config.lab.is_some() {
+        return (0..config.regions.len()).collect();
+    }
+    config
+        .regions
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.source
+                .is_some_and(|ip| std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok())
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Runs the probers of the given regions concurrently (starting the lab if the
+/// configuration has one) and returns one report per region, in the order given.
+pub async fn probe_regions(
+    config: &Config,
+    regions: &[usize],
+    progress: Option<Progress>,
+    on_planned: impl FnOnce(u64),
+) -> Result<Vec<RegionReport>, SweepError> {
+    let lab = match &config.lab {
+        Some(_) => Some(Lab::start(config)?),
+        None => None,
+    };
+    let resolver = Resolver::from_system();
+    let mut specs = Vec::with_capacity(regions.len());
+    for &i in regions {
+        specs.push(plan(config, i, lab.as_ref(), &resolver).await);
+    }
+    on_planned(specs.iter().map(ProberSpec::total_probes).sum());
+    let mut tasks = Vec::new();
+    for spec in specs {
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Utc::now();
+            let out = run_prober(&spec, progress).await;
+            (spec.region, started, Utc::now(), out)
+        }));
+    }
+    let mut reports = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (region, started, finished, out) = task
+            .await
+            .map_err(|e| SweepError::Internal(e.to_string()))?;
+        let out = out.map_err(|source| SweepError::Probe {
+            region: region.clone(),
+            source,
+        })?;
+        reports.push(RegionReport::new(config, &out, started, finished));
+    }
+    if let Some(lab) = lab {
+        for (i, s) in lab.reflectors().stats().iter().enumerate() {
+            tracing::debug!(
+                region = %config.regions[i].name,
+                received = s.received.load(std::sync::atomic::Ordering::Relaxed),
+                dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
+                "lab reflector"
+            );
+        }
+    }
+    Ok(reports)
+}
+
+/// Index of a region by name.
+pub fn region_index(config: &Config, name: &str) -> Result<usize, SweepError> {
+    config
+        .regions
+        .iter()
+        .position(|r| r.name == name)
+        .ok_or_else(|| SweepError::UnknownRegion(name.to_string()))
+}
