@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::config::{ProbeKind, ProbeSettings, Target};
 
@@ -120,6 +119,8 @@ pub enum ProbeError {
         family: &'static str,
         source: std::io::Error,
     },
+    #[error("the prober's send loop stopped unexpectedly: {0}; please report this as a bug")]
+    Internal(String),
     #[error("cannot bind {kind} socket to {addr}: {source}; is {addr} an address of this host?")]
     Bind {
         kind: ProbeKind,
@@ -196,53 +197,28 @@ pub async fn run_prober(
     }
     let tcp = tcp::TcpSender::new(spec.source, settings.timeout);
 
-    let count = settings.count as usize;
-    let mut handles: Vec<Vec<JoinHandle<Outcome>>> = spec
+    let senders = Senders {
+        udp4,
+        udp6,
+        icmp4,
+        icmp6,
+        tcp,
+    };
+    let schedule: Vec<(usize, ProbeKind, SocketAddr)> = spec
         .paths
         .iter()
-        .map(|_| Vec::with_capacity(count))
+        .enumerate()
+        .filter_map(|(i, p)| p.address.as_ref().ok().map(|a| (i, p.kind, *a)))
         .collect();
-    let start = Instant::now();
-    let mut next_send = start;
-    let mut lag_sum = Duration::ZERO;
-    let mut lag_max = Duration::ZERO;
-    let mut sends = 0u32;
-    for round in 0..count {
-        let round_start = start + settings.interval * round as u32;
-        for (index, path) in spec.paths.iter().enumerate() {
-            let Ok(addr) = path.address else { continue };
-            let due = next_send.max(round_start);
-            tokio::time::sleep_until(due).await;
-            let now = Instant::now();
-            let lag = now - due;
-            lag_sum += lag;
-            lag_max = lag_max.max(lag);
-            sends += 1;
-            let handle = match (path.kind, addr.is_ipv6()) {
-                (ProbeKind::Udp, false) => udp4.as_mut().map(|s| s.send(index, addr)),
-                (ProbeKind::Udp, true) => udp6.as_mut().map(|s| s.send(index, addr)),
-                (ProbeKind::Icmp, v6) => match if v6 { icmp6.as_mut() } else { icmp4.as_mut() } {
-                    Some(s) => Some(s.send(addr.ip()).await),
-                    None => None,
-                },
-                (ProbeKind::Tcp, _) => Some(tcp.send(addr)),
-            };
-            let handle = handle.unwrap_or_else(|| tokio::spawn(async { Outcome::SendFailed }));
-            let handle = match &progress {
-                Some(progress) => {
-                    let progress = progress.clone();
-                    tokio::spawn(async move {
-                        let outcome = handle.await.unwrap_or(Outcome::SendFailed);
-                        progress(1);
-                        outcome
-                    })
-                }
-                None => handle,
-            };
-            handles[index].push(handle);
-            next_send = Instant::now() + settings.gap;
-        }
-    }
+    let loop_settings = settings.clone();
+    let path_count = spec.paths.len();
+    // The send loop runs on a thread of its own: std's sleep is precise to tens of
+    // microseconds, where tokio's timer rounds up to whole milliseconds.
+    let (senders, handles, lag) = tokio::task::spawn_blocking(move || {
+        send_loop(senders, &schedule, path_count, &loop_settings, progress)
+    })
+    .await
+    .map_err(|e| ProbeError::Internal(e.to_string()))?;
 
     let mut results = Vec::with_capacity(spec.paths.len());
     for (path, path_handles) in spec.paths.iter().zip(handles) {
@@ -261,10 +237,9 @@ pub async fn run_prober(
         result.late = c.late.load(Ordering::Relaxed);
         result.duplicates = c.duplicates.load(Ordering::Relaxed);
     }
-    if sends > 0 {
-        health.send_lag_mean_us = (lag_sum / sends).as_micros() as u64;
-        health.send_lag_max_us = lag_max.as_micros() as u64;
-    }
+    drop(senders);
+    health.send_lag_mean_us = lag.mean_us();
+    health.send_lag_max_us = lag.max.as_micros() as u64;
     health.unmatched = counters.unmatched.load(Ordering::Relaxed);
     health.malformed = counters.malformed.load(Ordering::Relaxed);
     Ok(ProberOutput {
@@ -272,4 +247,107 @@ pub async fn run_prober(
         results,
         health,
     })
+}
+
+/// The sockets of one prober.
+struct Senders {
+    udp4: Option<udp::UdpSender>,
+    udp6: Option<udp::UdpSender>,
+    icmp4: Option<icmp::IcmpSender>,
+    icmp6: Option<icmp::IcmpSender>,
+    tcp: tcp::TcpSender,
+}
+
+impl Senders {
+    fn send(
+        &mut self,
+        index: usize,
+        kind: ProbeKind,
+        addr: SocketAddr,
+    ) -> Option<JoinHandle<Outcome>> {
+        let v6 = addr.is_ipv6();
+        match kind {
+            ProbeKind::Udp => if v6 {
+                self.udp6.as_mut()
+            } else {
+                self.udp4.as_mut()
+            }
+            .map(|s| s.send(index, addr)),
+            ProbeKind::Icmp => if v6 {
+                self.icmp6.as_mut()
+            } else {
+                self.icmp4.as_mut()
+            }
+            .map(|s| s.send(addr.ip())),
+            ProbeKind::Tcp => Some(self.tcp.send(addr)),
+        }
+    }
+}
+
+/// How far sends fell behind their schedule.
+#[derive(Debug, Default)]
+struct Lag {
+    sum: Duration,
+    max: Duration,
+    sends: u32,
+}
+
+impl Lag {
+    fn mean_us(&self) -> u64 {
+        if self.sends == 0 {
+            0
+        } else {
+            (self.sum / self.sends).as_micros() as u64
+        }
+    }
+}
+
+/// Sends every probe on schedule: rounds of one probe per path, round `r` no earlier
+/// than `r * interval` after the start, and at least `gap` between two sends.
+/// Runs on a blocking thread inside the runtime (the senders spawn tasks).
+fn send_loop(
+    mut senders: Senders,
+    schedule: &[(usize, ProbeKind, SocketAddr)],
+    path_count: usize,
+    settings: &ProbeSettings,
+    progress: Option<Progress>,
+) -> (Senders, Vec<Vec<JoinHandle<Outcome>>>, Lag) {
+    let count = settings.count as usize;
+    let mut handles: Vec<Vec<JoinHandle<Outcome>>> =
+        (0..path_count).map(|_| Vec::with_capacity(count)).collect();
+    let mut lag = Lag::default();
+    let start = std::time::Instant::now();
+    let mut next_send = start;
+    for round in 0..count {
+        let round_start = start + settings.interval * round as u32;
+        for &(index, kind, addr) in schedule {
+            let due = next_send.max(round_start);
+            let now = std::time::Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let now = std::time::Instant::now();
+            let late = now.saturating_duration_since(due);
+            lag.sum += late;
+            lag.max = lag.max.max(late);
+            lag.sends += 1;
+            let handle = senders
+                .send(index, kind, addr)
+                .unwrap_or_else(|| tokio::spawn(async { Outcome::SendFailed }));
+            let handle = match &progress {
+                Some(progress) => {
+                    let progress = progress.clone();
+                    tokio::spawn(async move {
+                        let outcome = handle.await.unwrap_or(Outcome::SendFailed);
+                        progress(1);
+                        outcome
+                    })
+                }
+                None => handle,
+            };
+            handles[index].push(handle);
+            next_send = now + settings.gap;
+        }
+    }
+    (senders, handles, lag)
 }

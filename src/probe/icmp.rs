@@ -68,14 +68,17 @@ impl IcmpSender {
         self.socket_type
     }
 
-    pub(crate) async fn send(&mut self, host: IpAddr) -> JoinHandle<Outcome> {
+    /// Sends one echo request (from a task it spawns) and resolves to its outcome.
+    pub(crate) fn send(&mut self, host: IpAddr) -> JoinHandle<Outcome> {
         let seq = self.next_seq.entry(host).or_insert_with(rand::random);
         let this_seq = *seq;
         *seq = seq.wrapping_add(1);
-        let mut pinger = self.client.pinger(host, self.ident).await;
-        pinger.timeout(self.timeout);
+        let client = self.client.clone();
+        let (ident, timeout) = (self.ident, self.timeout);
         let payload = self.payload.clone();
         tokio::spawn(async move {
+            let mut pinger = client.pinger(host, ident).await;
+            pinger.timeout(timeout);
             match pinger.ping(PingSequence(this_seq), &payload).await {
                 Ok((packet, rtt)) if is_echo_reply(&packet) => Outcome::Reply(rtt),
                 Ok(_) => Outcome::IcmpError,

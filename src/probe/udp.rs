@@ -23,7 +23,6 @@ enum Slot {
     Waiting {
         path: usize,
         from: SocketAddr,
-        sent: Instant,
         reply: oneshot::Sender<(Instant, ReflectorPacket)>,
     },
     Answered {
@@ -37,7 +36,7 @@ enum Slot {
 type Slots = Arc<Mutex<HashMap<u32, Slot>>>;
 
 pub(crate) struct UdpSender {
-    socket: Arc<UdpSocket>,
+    socket: std::net::UdpSocket,
     slots: Slots,
     next_seq: u32,
     packet_len: usize,
@@ -80,12 +79,15 @@ impl UdpSender {
         let _ = socket.set_recv_buffer_size(4 << 20);
         socket.set_nonblocking(true).map_err(bind_err)?;
         socket.bind(&addr.into()).map_err(bind_err)?;
-        let socket = UdpSocket::from_std(socket.into()).map_err(bind_err)?;
-        let socket = Arc::new(socket);
+        // Sends go through a plain clone of the socket: tokio's try_send_to reports
+        // "would block" until its reactor has seen the socket writable once, which
+        // would fail the first probe of a sweep.
+        let sender = socket.try_clone().map_err(bind_err)?.into();
+        let socket = Arc::new(UdpSocket::from_std(socket.into()).map_err(bind_err)?);
         let slots: Slots = Arc::default();
-        let receiver = tokio::spawn(receive(socket.clone(), slots.clone(), counters, paths));
+        let receiver = tokio::spawn(receive(socket, slots.clone(), counters, paths));
         Ok(UdpSender {
-            socket,
+            socket: sender,
             slots,
             // Start at a random point so two sweeps' packets are never confused.
             next_seq: rand::random(),
@@ -113,11 +115,10 @@ impl UdpSender {
             Slot::Waiting {
                 path,
                 from: to,
-                sent,
                 reply: tx,
             },
         );
-        let sent_ok = match self.socket.try_send_to(&buf, to) {
+        let sent_ok = match self.socket.send_to(&buf, to) {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(%to, error = %e, "udp send failed");
@@ -185,10 +186,8 @@ async fn receive(
             Some(Slot::Waiting {
                 path,
                 from: expected,
-                sent,
                 reply,
             }) if expected == from => {
-                let _ = sent;
                 let _ = reply.send((received, packet));
                 slots.insert(seq, Slot::Answered { path });
             }

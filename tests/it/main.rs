@@ -1,0 +1,5 @@
+//! latmap's integration tests: one binary, real sockets on loopback, the built CLI.
+
+mod harness;
+mod lab;
+mod probes;

@@ -1,0 +1,257 @@
+//! Each probe kind against real sockets on loopback.
+
+use std::net::{TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Dir, can_ping, read_json, timing_lock};
+
+fn path<'a>(run: &'a Value, source: &str, target: &str) -> &'a Value {
+    run["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"] == source && p["target"] == target)
+        .unwrap_or_else(|| panic!("no path {source} -> {target} in {run}"))
+}
+
+#[test]
+fn icmp_reaches_ipv4_and_ipv6_loopback() {
+    if !can_ping() {
+        eprintln!(
+            "skipped: no ICMP socket allowed (not root, and net.ipv4.ping_group_range excludes us)"
+        );
+        return;
+    }
+    let _t = timing_lock();
+    let dir = Dir::new();
+    dir.write(
+        "regions.toml",
+        r#"
+[probe]
+kinds = ["icmp"]
+count = 20
+interval = "5ms"
+
+[[region]]
+name = "v4"
+source = "127.0.0.1"
+targets = ["127.0.0.1"]
+
+[[region]]
+name = "v6"
+source = "::1"
+targets = ["::1"]
+
+[[region]]
+name = "by-name"
+source = "127.0.0.1"
+targets = ["localhost"]
+"#,
+    );
+    let out = dir.latmap(&["sweep", "-v"]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("ICMPv4 socket") && out.stderr.contains("ICMPv6 socket"),
+        "{}",
+        out.stderr
+    );
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    for (s, t, addr) in [
+        ("v4", "v6", "::1"),
+        ("v6", "v4", "127.0.0.1"),
+        ("v6", "by-name", "127.0.0.1"),
+    ] {
+        let p = path(&run, s, t);
+        assert_eq!(p["kind"], "icmp");
+        assert_eq!(p["address"], addr);
+        assert_eq!(
+            (p["sent"].as_u64(), p["received"].as_u64()),
+            (Some(20), Some(20)),
+            "{p}"
+        );
+        let rtt = &p["rtt_us"];
+        assert!(
+            rtt["max"].as_u64().unwrap() < 100_000,
+            "loopback RTT under 100 ms: {rtt}"
+        );
+        assert_eq!(p["samples_us"].as_array().unwrap().len(), 20);
+        let sockets = &run["probers"][s]["sockets"];
+        assert!(
+            sockets
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| v == "raw" || v == "datagram"),
+            "{sockets}"
+        );
+    }
+    // The hostname was resolved once, and the lookup time is kept.
+    let named = path(&run, "v4", "by-name");
+    assert_eq!(named["target_spec"], "localhost");
+    assert_eq!(named["address"], "127.0.0.1");
+    assert!(named["resolve_us"].as_u64().is_some(), "{named}");
+}
+
+#[test]
+fn icmp_survives_ten_thousand_replies_in_flight() {
+    if !can_ping() {
+        eprintln!("skipped: no ICMP socket allowed");
+        return;
+    }
+    let _t = timing_lock();
+    let dir = Dir::new();
+    // Four loopback targets x 2,500 probes, sent back to back (gap 0, no interval): up
+    // to 10,000 replies queue on one socket before the receive task drains them.
+    let mut text = String::from(
+        "[probe]\nkinds = [\"icmp\"]\ncount = 2500\ninterval = \"0s\"\ngap = \"0s\"\ntimeout = \"5s\"\n\n",
+    );
+    text.push_str(
+        "[[region]]\nname = \"src\"\nsource = \"127.0.0.1\"\ntargets = [\"127.0.0.1\"]\n",
+    );
+    for i in 2..=5 {
+        text.push_str(&format!(
+            "\n[[region]]\nname = \"dst-{i}\"\ntargets = [\"127.0.0.{i}\"]\n"
+        ));
+    }
+    dir.write("regions.toml", &text);
+    dir.latmap(&["sweep", "--region", "src"]).assert_ok();
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    let received: u64 = run["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["received"].as_u64().unwrap())
+        .sum();
+    assert_eq!(received, 10_000);
+}
+
+#[test]
+fn tcp_connect_to_open_and_closed_ports() {
+    let _t = timing_lock();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    // A port that was free a moment ago and has no listener now.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = Dir::new();
+    dir.write(
+        "regions.toml",
+        &format!(
+            r#"
+[probe]
+kinds = ["tcp"]
+count = 5
+interval = "10ms"
+timeout = "5s"
+
+[[region]]
+name = "src"
+source = "127.0.0.1"
+targets = ["127.0.0.1:{open}"]
+
+[[region]]
+name = "open"
+targets = ["127.0.0.1:{open}"]
+
+[[region]]
+name = "closed"
+targets = ["127.0.0.1:{closed}"]
+"#
+        ),
+    );
+    let start = Instant::now();
+    dir.latmap(&["sweep", "--region", "src"]).assert_ok();
+    // A refused connect answers at once: the sweep does not wait out the 5 s timeouts.
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "took {:?}",
+        start.elapsed()
+    );
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    let o = path(&run, "src", "open");
+    assert_eq!(
+        (
+            o["sent"].as_u64(),
+            o["received"].as_u64(),
+            o["refused"].as_u64()
+        ),
+        (Some(5), Some(5), Some(0))
+    );
+    assert_eq!(o["address"], format!("127.0.0.1:{open}"));
+    let c = path(&run, "src", "closed");
+    assert_eq!(
+        (
+            c["sent"].as_u64(),
+            c["received"].as_u64(),
+            c["refused"].as_u64()
+        ),
+        (Some(5), Some(0), Some(5))
+    );
+    assert!(c["rtt_us"].is_null());
+    assert_eq!(c["loss"].as_f64(), Some(1.0));
+    // Only the probing region reported; the others are "no data".
+    assert_eq!(run["regions"][1]["reported"], false);
+}
+
+#[test]
+fn stamp_reflector_answers_and_counts_bad_packets() {
+    let _t = timing_lock();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let reflector = std::process::Command::new(env!("CARGO_BIN_EXE_latmap"))
+        .args(["reflect", "--listen", &listen])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A packet too short to be STAMP: counted and ignored, never answered.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    probe.send_to(b"hello", &listen).unwrap();
+    assert!(
+        probe.recv_from(&mut [0u8; 100]).is_err(),
+        "a bad packet got an answer"
+    );
+    let dir = Dir::new();
+    dir.write(
+        "regions.toml",
+        &format!(
+            "[probe]\nkinds = [\"udp\"]\ncount = 10\ninterval = \"5ms\"\n\n[[region]]\nname = \"here\"\nsource = \"127.0.0.1\"\ntargets = [\"127.0.0.1:1\"]\n\n[[region]]\nname = \"there\"\ntargets = [\"{listen}\"]\n"
+        ),
+    );
+    dir.latmap(&["sweep", "--region", "here"]).assert_ok();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(reflector.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = reflector.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reflected 10 packets, ignored 1 malformed"),
+        "{stderr}"
+    );
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    let p = path(&run, "here", "there");
+    assert_eq!(
+        (p["sent"].as_u64(), p["received"].as_u64()),
+        (Some(10), Some(10))
+    );
+    assert!(p["rtt_us"]["p50"].as_u64().unwrap() < 50_000);
+}
