@@ -5,7 +5,12 @@
 //! `FILE:LINE:COL: what is wrong; what to do` ([`ConfigError`]). It never probes,
 //! never touches the network and never panics on any input.
 
+mod lab;
 mod load;
+mod matrix;
+mod raw;
+mod suggest;
+mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -92,27 +97,40 @@ impl Target {
             return Err("empty target".into());
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Target { host: Host::Ip(ip), port: None });
+            return Ok(Target {
+                host: Host::Ip(ip),
+                port: None,
+            });
         }
         if let Ok(sa) = s.parse::<SocketAddr>() {
-            return Ok(Target { host: Host::Ip(sa.ip()), port: Some(sa.port()) });
+            return Ok(Target {
+                host: Host::Ip(sa.ip()),
+                port: Some(sa.port()),
+            });
         }
         if s.starts_with('[') {
-            return Err(format!("`{s}` is not an IPv6 address in the form [addr]:port"));
+            return Err(format!(
+                "`{s}` is not an IPv6 address in the form [addr]:port"
+            ));
         }
         let (name, port) = match s.rsplit_once(':') {
             Some((name, port)) => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| format!("port `{port}` in `{s}` is not a number from 0 to 65535"))?;
+                let port = port.parse::<u16>().map_err(|_| {
+                    format!("port `{port}` in `{s}` is not a number from 0 to 65535")
+                })?;
                 (name, Some(port))
             }
             None => (s, None),
         };
         if !is_hostname(name) {
-            return Err(format!("`{name}` is neither an IP address nor a valid hostname"));
+            return Err(format!(
+                "`{name}` is neither an IP address nor a valid hostname"
+            ));
         }
-        Ok(Target { host: Host::Name(name.to_ascii_lowercase()), port })
+        Ok(Target {
+            host: Host::Name(name.to_ascii_lowercase()),
+            port,
+        })
     }
 }
 
@@ -172,7 +190,9 @@ impl std::str::FromStr for ProbeKind {
             "icmp" => Ok(ProbeKind::Icmp),
             "udp" => Ok(ProbeKind::Udp),
             "tcp" => Ok(ProbeKind::Tcp),
-            other => Err(format!("unknown probe kind `{other}`: use icmp, udp or tcp")),
+            other => Err(format!(
+                "unknown probe kind `{other}`: use icmp, udp or tcp"
+            )),
         }
     }
 }
@@ -267,6 +287,10 @@ pub struct SquareMatrix {
 
 impl SquareMatrix {
     pub fn get(&self, source: usize, target: usize) -> Option<f64> {
-        self.cells.get(source).and_then(|row| row.get(target)).copied().flatten()
+        self.cells
+            .get(source)
+            .and_then(|row| row.get(target))
+            .copied()
+            .flatten()
     }
 }
