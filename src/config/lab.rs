@@ -54,7 +54,7 @@ pub(super) fn assemble(
 ) -> Option<Config> {
     let in_lab = raw.lab.is_some();
     let probe = validate::probe(raw.probe.as_ref(), in_lab, out);
-    let checked = validate::regions(&raw.regions, &probe.kinds, in_lab, text, out);
+    let checked = validate::regions(raw, &probe.kinds, text, out);
     let (regions, lab) = match &raw.lab {
         None => {
             enough_regions(raw, None, out);
@@ -92,6 +92,9 @@ fn enough_regions(
             ));
         }
         return;
+    }
+    if raw.broken.contains(&"region") {
+        return; // Reported as such; counting would mislead.
     }
     let in_lab = raw.lab.is_some();
     let what = if in_lab {
@@ -336,17 +339,21 @@ fn geo_lab(
     let base_ms = lab.base_ms.as_ref().map_or(Some(DEFAULT_BASE_MS), |v| {
         num_in(v, "base_ms", 0.0, f64::INFINITY, out)
     });
+    // A misspelt or broken `matrix` key: the lab's mode is unknown.
+    let mode_unsure = lab.broken.contains(&"matrix");
     if raw.regions.is_empty() {
-        out.push(Problem::new(
+        if !mode_unsure && !raw.broken.contains(&"region") {
+            out.push(Problem::new(
             lab.span.clone(),
             "a lab needs regions: add [[region]] entries with a name and a location, or set matrix = \"...\" \
              to take them from a CSV file",
         ));
+        }
     } else {
         enough_regions(raw, None, out);
     }
     for c in &checked {
-        if c.region.location.is_none() && !c.location_key {
+        if c.region.location.is_none() && !c.location_key && !mode_unsure {
             out.push(Problem::new(
                 c.name_span.clone(),
                 format!(
@@ -387,8 +394,9 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
             }
         }
     }
+    let broken = |key| raw.broken.contains(&key);
     match (&raw.source, &raw.target) {
-        (None, None) => {
+        (None, None) if !broken("source") && !broken("target") => {
             ok = false;
             out.push(Problem::new(
                 raw.span.clone(),
@@ -415,7 +423,7 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         .as_ref()
         .map_or(Some(0.0), |v| num_in(v, "loss_pct", 0.0, 100.0, out));
     let (extra_ms, loss_pct) = (extra_ms?, loss_pct?);
-    if extra_ms == 0.0 && loss_pct == 0.0 {
+    if extra_ms == 0.0 && loss_pct == 0.0 && !broken("extra_ms") && !broken("loss_pct") {
         out.push(Problem::new(
             raw.span.clone(),
             "this fault changes nothing; set extra_ms or loss_pct above 0",

@@ -53,6 +53,8 @@ pub(super) struct RawConfig {
     pub probe: Option<RawProbe>,
     pub regions: Vec<RawRegion>,
     pub lab: Option<RawLab>,
+    /// Top-level keys present but unusable, or meant by a misspelt key.
+    pub broken: Vec<&'static str>,
 }
 
 /// `[probe]`.
@@ -75,8 +77,8 @@ pub(super) struct RawRegion {
     pub location: Option<RawLocation>,
     pub targets: Option<At<Vec<At<String>>>>,
     pub source: Option<At<String>>,
-    /// Set when a key was present but unusable (wrong type), so that "missing" is not
-    /// reported on top of "wrong type".
+    /// Keys present but unusable, or meant by a misspelt key: "missing" is not
+    /// reported on top of that.
     pub broken: Vec<&'static str>,
 }
 
@@ -86,7 +88,8 @@ pub(super) struct RawLocation {
     pub span: Span,
     pub lat: Option<At<f64>>,
     pub lon: Option<At<f64>>,
-    pub broken: bool,
+    /// As [`RawRegion::broken`].
+    pub broken: Vec<&'static str>,
 }
 
 /// `[lab]`.
@@ -101,6 +104,8 @@ pub(super) struct RawLab {
     pub inflation: Option<At<f64>>,
     pub base_ms: Option<At<f64>>,
     pub faults: Vec<RawFault>,
+    /// As [`RawRegion::broken`].
+    pub broken: Vec<&'static str>,
 }
 
 /// One `[[lab.fault]]`.
@@ -112,6 +117,8 @@ pub(super) struct RawFault {
     pub both_directions: Option<At<bool>>,
     pub extra_ms: Option<At<f64>>,
     pub loss_pct: Option<At<f64>>,
+    /// As [`RawRegion::broken`].
+    pub broken: Vec<&'static str>,
 }
 
 pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab"];
@@ -141,44 +148,79 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 /// Reads the parsed document. Every problem found is pushed to `out`.
 pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
-    let mut r = Reader { out };
+    let mut r = Reader {
+        out,
+        failed: Vec::new(),
+    };
     r.unknown_keys(root, TOP_KEYS, "at the top level");
     let mut raw = RawConfig::default();
     if let Some((key, value)) = root.get_key_value("probe") {
         match value.get_ref() {
-            DeValue::Table(t) => raw.probe = Some(r.probe(t)),
-            DeValue::Array(_) => r.problem(
+            DeValue::Table(t) => raw.probe = Some(r.scoped(|r| r.probe(t)).0),
+            DeValue::Array(_) => r.fail(
+                "probe",
                 key.span(),
                 "probe must be one table; write [probe], not [[probe]]",
             ),
-            other => r.wrong_type(key, value, "a table", "[probe] on a line of its own", other),
+            other => {
+                r.wrong_type(key, value, "a table", "[probe] on a line of its own", other);
+                r.failed.push("probe");
+            }
         }
     }
     if let Some((key, value)) = root.get_key_value("region") {
         raw.regions = r.tables(key, value, "region", "[[region]]", |r, t, span| {
-            r.region(t, span)
+            let (mut region, broken) = r.scoped(|r| r.region(t, span));
+            region.broken = broken;
+            region
         });
     }
     if let Some((key, value)) = root.get_key_value("lab") {
         match value.get_ref() {
-            DeValue::Table(t) => raw.lab = Some(r.lab(t, value.span())),
-            DeValue::Array(_) => r.problem(
+            DeValue::Table(t) => {
+                let (mut lab, broken) = r.scoped(|r| r.lab(t, value.span()));
+                lab.broken = broken;
+                raw.lab = Some(lab);
+            }
+            DeValue::Array(_) => r.fail(
+                "lab",
                 key.span(),
                 "lab must be one table; write [lab], not [[lab]]",
             ),
-            other => r.wrong_type(key, value, "a table", "[lab] on a line of its own", other),
+            other => {
+                r.wrong_type(key, value, "a table", "[lab] on a line of its own", other);
+                r.failed.push("lab");
+            }
         }
     }
+    raw.broken = std::mem::take(&mut r.failed);
     raw
 }
 
 struct Reader<'o> {
     out: &'o mut Vec<Problem>,
+    /// Keys of the table being read that are present but unusable (wrong type or shape)
+    /// or that a misspelt key most likely meant.
+    failed: Vec<&'static str>,
 }
 
 impl Reader<'_> {
     fn problem(&mut self, span: Span, message: impl Into<String>) {
         self.out.push(Problem::new(span, message));
+    }
+
+    /// A problem that makes `key` unusable.
+    fn fail(&mut self, key: &'static str, span: Span, message: impl Into<String>) {
+        self.failed.push(key);
+        self.problem(span, message);
+    }
+
+    /// Runs `read` on a nested table, returning what it read and the keys that failed
+    /// in it (the enclosing table's list is kept apart).
+    fn scoped<T>(&mut self, read: impl FnOnce(&mut Self) -> T) -> (T, Vec<&'static str>) {
+        let outer = std::mem::take(&mut self.failed);
+        let value = read(self);
+        (value, std::mem::replace(&mut self.failed, outer))
     }
 
     fn probe(&mut self, t: &DeTable<'_>) -> RawProbe {
@@ -202,23 +244,17 @@ impl Reader<'_> {
             source: self.string(t, "source", r#""10.0.0.5""#),
             ..RawRegion::default()
         };
-        for key in ["name", "targets", "source"] {
-            if t.contains_key(key) && region_field_missing(&region, key) {
-                region.broken.push(key);
-            }
-        }
         if let Some((key, value)) = t.get_key_value("location") {
             match value.get_ref() {
-                DeValue::Table(l) => region.location = Some(self.location(l, value.span())),
+                DeValue::Table(l) => {
+                    let (mut location, broken) = self.scoped(|r| r.location(l, value.span()));
+                    location.broken = broken;
+                    region.location = Some(location);
+                }
                 other => {
-                    self.wrong_type(
-                        key,
-                        value,
-                        "a table",
-                        "location = { lat = 38.9, lon = -77.4 }",
-                        other,
-                    );
-                    region.broken.push("location");
+                    let example = "location = { lat = 38.9, lon = -77.4 }";
+                    self.wrong_type(key, value, "a table", example, other);
+                    self.failed.push("location");
                 }
             }
         }
@@ -227,15 +263,11 @@ impl Reader<'_> {
 
     fn location(&mut self, t: &DeTable<'_>, span: Span) -> RawLocation {
         self.unknown_keys(t, LOCATION_KEYS, "in location");
-        let lat = self.number(t, "lat", "38.9");
-        let lon = self.number(t, "lon", "-77.4");
-        let broken =
-            (t.contains_key("lat") && lat.is_none()) || (t.contains_key("lon") && lon.is_none());
         RawLocation {
             span,
-            lat,
-            lon,
-            broken,
+            lat: self.number(t, "lat", "38.9"),
+            lon: self.number(t, "lon", "-77.4"),
+            broken: Vec::new(),
         }
     }
 
@@ -250,11 +282,13 @@ impl Reader<'_> {
             seed: self.integer(t, "seed", "1"),
             inflation: self.number(t, "inflation", "1.6"),
             base_ms: self.number(t, "base_ms", "1.0"),
-            faults: Vec::new(),
+            ..RawLab::default()
         };
         if let Some((key, value)) = t.get_key_value("fault") {
             lab.faults = self.tables(key, value, "fault", "[[lab.fault]]", |r, t, span| {
-                r.fault(t, span)
+                let (mut fault, broken) = r.scoped(|r| r.fault(t, span));
+                fault.broken = broken;
+                fault
             });
         }
         lab
@@ -269,15 +303,17 @@ impl Reader<'_> {
             both_directions: self.boolean(t, "both_directions", "true"),
             extra_ms: self.number(t, "extra_ms", "120.0"),
             loss_pct: self.number(t, "loss_pct", "5.0"),
+            broken: Vec::new(),
         }
     }
 
     /// An array of tables (`[[header]]` or `key = [{...}, ...]`), each read with `each`.
+    /// `name` is marked failed if the value is not an array of tables.
     fn tables<T>(
         &mut self,
         key: &Key<'_>,
         value: &Value<'_>,
-        name: &str,
+        name: &'static str,
         header: &str,
         mut each: impl FnMut(&mut Self, &DeTable<'_>, Span) -> T,
     ) -> Vec<T> {
@@ -287,7 +323,8 @@ impl Reader<'_> {
                 for item in items.iter() {
                     match item.get_ref() {
                         DeValue::Table(t) => out.push(each(self, t, item.span())),
-                        other => self.problem(
+                        other => self.fail(
+                            name,
                             item.span(),
                             format!(
                                 "each {name} must be a table, not {}; write {header} followed by its keys",
@@ -299,33 +336,35 @@ impl Reader<'_> {
                 out
             }
             DeValue::Table(_) => {
-                self.problem(
+                self.fail(
+                    name,
                     key.span(),
                     format!("{name} must be a list of tables; write {header} (double brackets) before each one"),
                 );
                 Vec::new()
             }
             other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "a list of tables",
-                    &format!("{header} before each one"),
-                    other,
-                );
+                let example = format!("{header} before each one");
+                self.wrong_type(key, value, "a list of tables", &example, other);
+                self.failed.push(name);
                 Vec::new()
             }
         }
     }
 
-    fn unknown_keys(&mut self, t: &DeTable<'_>, allowed: &[&str], place: &str) {
+    /// Reports keys of `t` not in `allowed`. A key that looks like a misspelling of an
+    /// allowed one marks that one failed.
+    fn unknown_keys(&mut self, t: &DeTable<'_>, allowed: &[&'static str], place: &str) {
         for key in t.keys() {
             let name = key.get_ref().as_ref();
             if allowed.contains(&name) {
                 continue;
             }
             let message = match closest(name, allowed) {
-                Some(best) => format!("unknown key {name:?} {place}; did you mean {best:?}?"),
+                Some(best) => {
+                    self.failed.push(best);
+                    format!("unknown key {name:?} {place}; did you mean {best:?}?")
+                }
                 None => format!(
                     "unknown key {name:?} {place}; the keys allowed here are {}",
                     list(allowed)
@@ -353,109 +392,100 @@ impl Reader<'_> {
         );
     }
 
-    fn string(&mut self, t: &DeTable<'_>, name: &str, example: &str) -> Option<At<String>> {
+    /// `got`, marking `name` failed when it is `None` (the key was present but unusable).
+    fn mark<T>(&mut self, name: &'static str, got: Option<T>) -> Option<T> {
+        if got.is_none() {
+            self.failed.push(name);
+        }
+        got
+    }
+
+    fn string(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<String>> {
         let (key, value) = t.get_key_value(name)?;
-        match value.get_ref() {
+        let got = match value.get_ref() {
             DeValue::String(s) => Some(at(key, value, s.to_string())),
             other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "a string",
-                    &format!("{name} = {example}"),
-                    other,
-                );
+                self.wrong_type(key, value, "a string", &format!("{name} = {ex}"), other);
                 None
             }
-        }
+        };
+        self.mark(name, got)
     }
 
     /// An integer, saturated to `i128` so that a huge literal fails the range check
     /// with the range's message.
-    fn integer(&mut self, t: &DeTable<'_>, name: &str, example: &str) -> Option<At<i128>> {
+    fn integer(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<i128>> {
         let (key, value) = t.get_key_value(name)?;
-        match value.get_ref() {
+        let got = match value.get_ref() {
             DeValue::Integer(i) => {
                 let digits = i.as_str();
-                let n =
-                    i128::from_str_radix(digits, i.radix()).unwrap_or(if digits.starts_with('-') {
-                        i128::MIN
-                    } else {
-                        i128::MAX
-                    });
+                let saturated = if digits.starts_with('-') {
+                    i128::MIN
+                } else {
+                    i128::MAX
+                };
+                let n = i128::from_str_radix(digits, i.radix()).unwrap_or(saturated);
                 Some(at(key, value, n))
             }
             DeValue::Float(_) => {
-                self.problem(
-                    value.span(),
-                    format!("{name} must be a whole number; write it like {name} = {example}"),
-                );
+                let message = format!("{name} must be a whole number; write it like {name} = {ex}");
+                self.problem(value.span(), message);
                 None
             }
             other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "an integer",
-                    &format!("{name} = {example}"),
-                    other,
-                );
+                self.wrong_type(key, value, "an integer", &format!("{name} = {ex}"), other);
                 None
             }
-        }
+        };
+        self.mark(name, got)
     }
 
     /// A number: an integer or a float. `nan` and `inf` come through (as such) and fail
     /// the range checks later.
-    fn number(&mut self, t: &DeTable<'_>, name: &str, example: &str) -> Option<At<f64>> {
+    fn number(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<f64>> {
         let (key, value) = t.get_key_value(name)?;
-        let n = match value.get_ref() {
-            DeValue::Float(f) => f.as_str().parse::<f64>().unwrap_or(f64::NAN),
-            DeValue::Integer(i) => match i128::from_str_radix(i.as_str(), i.radix()) {
-                Ok(n) => n as f64,
-                Err(_) => f64::INFINITY,
-            },
+        let got = match value.get_ref() {
+            DeValue::Float(f) => Some(f.as_str().parse::<f64>().unwrap_or(f64::NAN)),
+            DeValue::Integer(i) => Some(
+                i128::from_str_radix(i.as_str(), i.radix()).map_or(f64::INFINITY, |n| n as f64),
+            ),
             other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "a number",
-                    &format!("{name} = {example}"),
-                    other,
-                );
-                return None;
+                self.wrong_type(key, value, "a number", &format!("{name} = {ex}"), other);
+                None
             }
         };
-        Some(at(key, value, n))
+        let got = got.map(|n| at(key, value, n));
+        self.mark(name, got)
     }
 
-    fn boolean(&mut self, t: &DeTable<'_>, name: &str, example: &str) -> Option<At<bool>> {
+    fn boolean(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<bool>> {
         let (key, value) = t.get_key_value(name)?;
-        match value.get_ref() {
+        let got = match value.get_ref() {
             DeValue::Boolean(b) => Some(at(key, value, *b)),
             other => {
                 self.wrong_type(
                     key,
                     value,
                     "true or false",
-                    &format!("{name} = {example}"),
+                    &format!("{name} = {ex}"),
                     other,
                 );
                 None
             }
-        }
+        };
+        self.mark(name, got)
     }
 
     /// A duration's text; it is parsed by `validate`.
-    fn duration(&mut self, t: &DeTable<'_>, name: &str) -> Option<At<String>> {
+    fn duration(&mut self, t: &DeTable<'_>, name: &'static str) -> Option<At<String>> {
         let (key, value) = t.get_key_value(name)?;
-        match value.get_ref() {
+        let got = match value.get_ref() {
             DeValue::String(s) => Some(at(key, value, s.to_string())),
             DeValue::Integer(_) | DeValue::Float(_) => {
-                self.problem(
-                    value.span(),
-                    format!("{name} must be a string: durations are strings with a unit, like \"250ms\" or \"1s\""),
+                let message = format!(
+                    "{name} must be a string: durations are strings with a unit, like \"250ms\" or \"1s\""
                 );
+                self.problem(value.span(), message);
                 None
             }
             other => {
@@ -468,20 +498,21 @@ impl Reader<'_> {
                 );
                 None
             }
-        }
+        };
+        self.mark(name, got)
     }
 
     fn strings(
         &mut self,
         t: &DeTable<'_>,
-        name: &str,
-        example: &str,
+        name: &'static str,
+        ex: &str,
     ) -> Option<At<Vec<At<String>>>> {
         let (key, value) = t.get_key_value(name)?;
         let DeValue::Array(items) = value.get_ref() else {
-            let what = format!("{name} = {example}");
-            self.wrong_type(key, value, "a list of strings", &what, value.get_ref());
-            return None;
+            let example = format!("{name} = {ex}");
+            self.wrong_type(key, value, "a list of strings", &example, value.get_ref());
+            return self.mark(name, None);
         };
         let mut ok = true;
         let mut list = Vec::new();
@@ -494,26 +525,16 @@ impl Reader<'_> {
                 }),
                 other => {
                     ok = false;
-                    self.problem(
-                        item.span(),
-                        format!(
-                            "each item of {name} must be a string, not {}; write it like {name} = {example}",
-                            a(other.type_str())
-                        ),
+                    let message = format!(
+                        "each item of {name} must be a string, not {}; write it like {name} = {ex}",
+                        a(other.type_str())
                     );
+                    self.problem(item.span(), message);
                 }
             }
         }
-        ok.then(|| at(key, value, list))
-    }
-}
-
-fn region_field_missing(region: &RawRegion, key: &str) -> bool {
-    match key {
-        "name" => region.name.is_none(),
-        "targets" => region.targets.is_none(),
-        "source" => region.source.is_none(),
-        _ => false,
+        let got = ok.then(|| at(key, value, list));
+        self.mark(name, got)
     }
 }
 

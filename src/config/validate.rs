@@ -12,7 +12,7 @@ use std::time::Duration;
 use humantime::DurationError;
 
 use super::load::line_col;
-use super::raw::{At, Problem, RawProbe, RawRegion, Span};
+use super::raw::{At, Problem, RawConfig, RawProbe, RawRegion, Span};
 use super::suggest::{closest, list};
 use super::{Host, Location, ProbeKind, ProbeSettings, Region, Target};
 
@@ -191,9 +191,15 @@ pub(super) fn int_in(
     if (lo..=hi).contains(&at.value) {
         return Some(at.value);
     }
+    // TOML integers are 64-bit: a bound beyond that is no bound.
+    let range = if hi >= i128::from(i64::MAX) {
+        format!("a whole number >= {lo}")
+    } else {
+        format!("a whole number from {lo} to {hi}")
+    };
     out.push(Problem::new(
         at.span.clone(),
-        format!("{key} is out of range; use a whole number from {lo} to {hi}"),
+        format!("{key} is out of range; use {range}"),
     ));
     None
 }
@@ -225,15 +231,17 @@ pub(super) fn num_in(
 /// The `[[region]]` entries: names (valid, unique), locations, targets and sources.
 /// Regions without a usable name are left out (their problem is reported).
 pub(super) fn regions(
-    raw: &[RawRegion],
+    raw: &RawConfig,
     kinds: &[ProbeKind],
-    in_lab: bool,
     text: &str,
     out: &mut Vec<Problem>,
 ) -> Vec<CheckedRegion> {
+    let in_lab = raw.lab.is_some();
+    // With a misspelt or broken [lab], whether regions need targets is unknown.
+    let lab_unsure = raw.broken.contains(&"lab");
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
     let mut checked = Vec::new();
-    for r in raw {
+    for r in &raw.regions {
         let name = match &r.name {
             None => {
                 if !r.broken.contains(&"name") {
@@ -273,7 +281,7 @@ pub(super) fn regions(
             lab_region(r, out);
             (Vec::new(), None)
         } else {
-            (targets(r, &label, kinds, out), source(r, out))
+            (targets(r, &label, kinds, lab_unsure, out), source(r, out))
         };
         if let Some(name) = name {
             checked.push(CheckedRegion {
@@ -300,7 +308,8 @@ fn location(raw: &super::raw::RawLocation, out: &mut Vec<Problem>) -> Option<Loc
         .lon
         .as_ref()
         .and_then(|v| num_in(v, "lon", -180.0, 180.0, out));
-    if (raw.lat.is_none() || raw.lon.is_none()) && !raw.broken {
+    let broken = raw.broken.contains(&"lat") || raw.broken.contains(&"lon");
+    if (raw.lat.is_none() || raw.lon.is_none()) && !broken {
         out.push(Problem::new(
             raw.span.clone(),
             "location needs both lat and lon; write it like location = { lat = 38.9, lon = -77.4 }",
@@ -328,9 +337,15 @@ fn lab_region(r: &RawRegion, out: &mut Vec<Problem>) {
     }
 }
 
-fn targets(r: &RawRegion, label: &str, kinds: &[ProbeKind], out: &mut Vec<Problem>) -> Vec<Target> {
+fn targets(
+    r: &RawRegion,
+    label: &str,
+    kinds: &[ProbeKind],
+    lab_unsure: bool,
+    out: &mut Vec<Problem>,
+) -> Vec<Target> {
     let Some(raw) = &r.targets else {
-        if !r.broken.contains(&"targets") {
+        if !r.broken.contains(&"targets") && !lab_unsure {
             let span = r
                 .name
                 .as_ref()
