@@ -294,3 +294,6 @@ impl SquareMatrix {
             .flatten()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,7 +93,7 @@ fn enough_regions(
         }
         return;
     }
-    if raw.broken.contains(&"region") {
+    if raw.broken.contains(&"region") || raw.broken.contains(&"lab") {
         return; // Reported as such; counting would mislead.
     }
     let in_lab = raw.lab.is_some();

@@ -353,14 +353,21 @@ impl Reader<'_> {
     }
 
     /// Reports keys of `t` not in `allowed`. A key that looks like a misspelling of an
-    /// allowed one marks that one failed.
+    /// allowed key marks that one failed.
     fn unknown_keys(&mut self, t: &DeTable<'_>, allowed: &[&'static str], place: &str) {
         for key in t.keys() {
             let name = key.get_ref().as_ref();
             if allowed.contains(&name) {
                 continue;
             }
-            let message = match closest(name, allowed) {
+            // A key already in the table is not what a misspelling meant, unless it is a
+            // list of tables (those repeat).
+            let candidates: Vec<&'static str> = allowed
+                .iter()
+                .copied()
+                .filter(|k| t.get(*k).is_none_or(|v| v.get_ref().is_array()))
+                .collect();
+            let message = match closest(name, &candidates) {
                 Some(best) => {
                     self.failed.push(best);
                     format!("unknown key {name:?} {place}; did you mean {best:?}?")
