@@ -4,6 +4,10 @@
 //! that turns a TOML file into it. Loading reports every problem at once as
 //! `FILE:LINE:COL: what is wrong; what to do` ([`ConfigError`]). It never probes,
 //! never touches the network and never panics on any input.
+//!
+//! Loading goes `load` (files, locations) → `raw` (TOML shape and types) → `validate`
+//! (`[probe]`, `[[region]]`) and `lab` (`[lab]`, with CSV matrices parsed by `matrix`).
+//! The file format is described in `docs/config.md`.
 
 mod lab;
 mod load;

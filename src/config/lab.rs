@@ -3,7 +3,7 @@
 //! This module decides the region list (the `[[region]]` entries, or a matrix's names),
 //! matches regions against the lab's matrices, checks the geo mode's locations and the
 //! faults' region names, and builds the [`Config`] when the pieces are there. Matrices
-//! arrive already parsed ([`matrix`](super::matrix)); no file input here.
+//! arrive already parsed (`matrix`); no file input here.
 
 use std::path::{Path, PathBuf};
 

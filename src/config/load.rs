@@ -1,11 +1,10 @@
-//! Loading `regions.toml` into a [`Config`](super::Config), with located diagnostics.
+//! Loading `regions.toml` into a [`Config`], with located diagnostics.
 //!
 //! This module owns the public entry points ([`load`], [`parse`]), the diagnostic types
 //! and the reading of files (the configuration and the lab's CSV matrices). It turns
 //! byte spans into `LINE:COL` and sorts what the other steps found. The steps
-//! themselves live beside it: [`raw`](super::raw) reads the TOML's shape,
-//! [`matrix`](super::matrix) parses CSV text, [`validate`](super::validate) and
-//! [`lab`](super::lab) give the values their meaning. It must not panic on any input.
+//! themselves live beside it: `raw` reads the TOML's shape, `matrix` parses CSV text,
+//! `validate` and `lab` give the values their meaning. It must not panic on any input.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -153,6 +152,16 @@ fn read_matrix(
         ));
         return None;
     }
+    if written.chars().any(char::is_control) {
+        problems.push(Problem::new(
+            key.span.clone(),
+            format!(
+                "{} {written:?} contains a control character; give the path of a CSV file",
+                unit.key()
+            ),
+        ));
+        return None;
+    }
     let resolved: PathBuf = dir.join(written);
     let csv_file = resolved.display().to_string();
     files.add(&csv_file);
@@ -233,7 +242,10 @@ fn syntax_diagnostics(text: &str, file: &str, errors: &[toml::de::Error]) -> Vec
 
 /// Rewrites the TOML parser's message into ours: what is wrong; what to do.
 fn syntax_message(text: &str, span: &Span, message: &str) -> String {
-    let message = message.trim().trim_end_matches('.');
+    let message = message
+        .trim()
+        .trim_end_matches('.')
+        .replace(['\n', '\r'], " ");
     if message == "duplicate key" {
         let key = text.get(span.clone()).unwrap_or("").trim();
         return format!(

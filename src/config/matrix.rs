@@ -4,7 +4,7 @@
 //! its header, and reports every problem in the file as a [`Diagnostic`] located at
 //! `FILE:LINE:COL` (the column of the cell's first character). It does no file input and
 //! knows nothing of the configuration: matching names against `[[region]]` entries is
-//! done by [`lab`](super::lab).
+//! done by `lab`.
 //!
 //! The shape: a header `,name1,name2,...` (the first cell is a label and ignored), then
 //! one row `name,v1,v2,...` per name, in any order. Cells are trimmed. An empty cell or

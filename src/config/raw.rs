@@ -5,7 +5,7 @@
 //! the byte spans of keys and values for diagnostics. It reports unknown keys (with a
 //! "did you mean" when one is close) and wrong types, every one of them, and carries on.
 //! It gives values no meaning: ranges, durations, targets and cross-references are
-//! checked by [`validate`](super::validate) and [`lab`](super::lab).
+//! checked by `validate` and `lab`.
 //!
 //! The walk is done by hand rather than with serde so that one run reports every
 //! unknown key and every wrong type in a table, not only the first.

@@ -463,6 +463,11 @@ fn matrix_lab_rules() {
         ),
         ("[lab]\nmatrix = \"\"", vec![], Some("matrix is empty")),
         (
+            "[lab]\nmatrix = \"a\\nb.csv\"",
+            vec![],
+            Some("matrix \"a\\nb.csv\" contains a control character"),
+        ),
+        (
             "[lab]\nmatrix = \"rtt.csv\"\nloss = \"nope.csv\"",
             vec![("rtt.csv", RTT)],
             Some("t:3:8: cannot read nope.csv"),
@@ -808,8 +813,12 @@ fn no_input_panics() {
             }
         }
         std::fs::write(&path, &bytes).expect("write");
-        let _ = load(&path);
-        let _ = parse(&String::from_utf8_lossy(&bytes), &path);
+        for result in [load(&path), parse(&String::from_utf8_lossy(&bytes), &path)] {
+            if let Err(e) = result {
+                assert!(!e.diagnostics.is_empty());
+                assert_eq!(e.to_string().lines().count(), e.diagnostics.len(), "{e}");
+            }
+        }
     }
 
     // Random bytes, deep nesting, huge values, and CSV files that are not UTF-8.

@@ -1,9 +1,9 @@
 //! Meaning of `[probe]` and `[[region]]`: ranges, durations, names, targets.
 //!
-//! Pure functions from the raw values ([`raw`](super::raw)) to the typed settings, each
+//! Pure functions from the raw values (`raw`) to the typed settings, each
 //! pushing every problem it finds and returning its best result so that later checks
 //! can still run. What depends on `[lab]` (matrices, locations, faults) is in
-//! [`lab`](super::lab). No file input here.
+//! `lab`. No file input here.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
