@@ -35,10 +35,12 @@ pub(super) struct MatrixInput {
     pub matrix: Option<NamedMatrix>,
 }
 
-/// The lab's matrix files; `None` where a file is not given or could not be read.
+/// The lab's matrix files.
 #[derive(Debug, Default)]
 pub(super) struct LabInput {
+    /// `None` if the file could not be read (a problem was reported).
     pub rtt: Option<MatrixInput>,
+    /// `None` if no loss file is given; `Some(None)` if it could not be read.
     pub loss: Option<Option<MatrixInput>>,
 }
 
@@ -172,27 +174,27 @@ fn matrix_lab(
             ));
         }
     }
-    let Some(rtt) = input.rtt else {
-        return (None, None);
-    };
+    let rtt = input.rtt;
 
     // The region list: the config's, or the matrix's names.
     let regions: Option<Vec<Region>> = if raw.regions.is_empty() {
-        rtt.header.as_ref().map(|names| {
-            enough_regions(raw, Some((&matrix_key.span, &rtt, names.len())), out);
-            names
-                .iter()
-                .map(|n| Region {
-                    name: n.clone(),
-                    location: None,
-                    targets: Vec::new(),
-                    source: None,
-                })
-                .collect()
-        })
+        let rtt = rtt.as_ref();
+        rtt.and_then(|r| Some((r, r.header.as_ref()?)))
+            .map(|(rtt, names)| {
+                enough_regions(raw, Some((&matrix_key.span, rtt, names.len())), out);
+                names
+                    .iter()
+                    .map(|n| Region {
+                        name: n.clone(),
+                        location: None,
+                        targets: Vec::new(),
+                        source: None,
+                    })
+                    .collect()
+            })
     } else {
         enough_regions(raw, None, out);
-        if let Some(names) = &rtt.header {
+        if let Some((rtt, names)) = rtt.as_ref().and_then(|r| Some((r, r.header.as_ref()?))) {
             for c in &checked {
                 if !names.contains(&c.region.name) {
                     out.push(not_in_matrix(
@@ -205,6 +207,9 @@ fn matrix_lab(
             }
         }
         Some(checked.into_iter().map(|c| c.region).collect())
+    };
+    let Some(rtt) = rtt else {
+        return (regions, None); // Unreadable: already reported.
     };
 
     // The loss file must name the same regions as the RTT file.

@@ -537,6 +537,24 @@ fn matrix_lab_rules() {
 }
 
 #[test]
+fn an_unreadable_matrix_does_not_stop_other_checks() {
+    let text = "[lab]\nmatrix = \"nope.csv\"\n[[region]]\nname = \"a\"\n[[region]]\nname = \"b\"\n\
+                [[lab.fault]]\nsource = \"c\"\nextra_ms = 1\n";
+    let (_dir, result) = parse_in_dir(text, &[]);
+    let err = result.expect_err("broken");
+    let messages: Vec<&str> = err.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert!(
+        messages[0].starts_with("cannot read nope.csv"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[1].starts_with("fault names an unknown region \"c\""),
+        "{messages:#?}"
+    );
+}
+
+#[test]
 fn diagnostics_are_sorted_by_file_then_position() {
     let text = "[lab]\nmatrix = \"rtt.csv\"\n\n[[lab.fault]]\nsource = \"zz\"\nextra_ms = 1\n\n[probe]\ncount = 0\n";
     let (_dir, result) = parse_in_dir(text, &[("rtt.csv", ",a,b\na,,x\nb,y,\n")]);
