@@ -335,6 +335,14 @@ fn lab_rules() {
             Some("the lab emulates only udp probes"),
         ),
         (
+            format!("[probe]\nkinds = [\"udp\", \"udp\"]\n{GEO_LAB}"),
+            Some("probe kind \"udp\" is listed twice"),
+        ),
+        (
+            format!("[probe]\nkinds = [\"quic\"]\n{GEO_LAB}"),
+            Some("unknown probe kind \"quic\""),
+        ),
+        (
             GEO_LAB.replace(
                 "location = { lat = 10, lon = 20 }\n",
                 "targets = [\"10.0.0.1\"]\nlocation = { lat = 10, lon = 20 }\n",

@@ -72,7 +72,13 @@ pub(super) fn probe(raw: Option<&RawProbe>, in_lab: bool, out: &mut Vec<Problem>
     if let Some(kinds) = &raw.kinds {
         let parsed = probe_kinds(kinds, out);
         if in_lab {
-            if parsed.as_deref() != Some(&[ProbeKind::Udp][..]) && !kinds.value.is_empty() {
+            // Unknown kinds, duplicates and empty lists are reported by `probe_kinds`.
+            let other = |k: &At<String>| {
+                k.value
+                    .parse()
+                    .is_ok_and(|k: ProbeKind| k != ProbeKind::Udp)
+            };
+            if kinds.value.iter().any(other) {
                 out.push(Problem::new(
                     kinds.span.clone(),
                     "the lab emulates only udp probes; set kinds = [\"udp\"] or remove the key",
