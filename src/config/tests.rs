@@ -545,6 +545,21 @@ fn matrix_lab_rules() {
 }
 
 #[test]
+fn many_syntax_errors_are_capped() {
+    let text = "a = \n".repeat(30);
+    let got = problems(&text);
+    assert_eq!(got.len(), 11, "{got:#?}");
+    assert!(
+        got[..10].iter().all(|m| m.contains("invalid TOML")),
+        "{got:#?}"
+    );
+    assert!(
+        got[10].contains("more TOML syntax errors after this one"),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn an_unreadable_matrix_does_not_stop_other_checks() {
     let text = "[lab]\nmatrix = \"nope.csv\"\n[[region]]\nname = \"a\"\n[[region]]\nname = \"b\"\n\
                 [[lab.fault]]\nsource = \"c\"\nextra_ms = 1\n";
