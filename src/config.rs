@@ -4,8 +4,17 @@
 //! that turns a TOML file into it. Loading reports every problem at once as
 //! `FILE:LINE:COL: what is wrong; what to do` ([`ConfigError`]). It never probes,
 //! never touches the network and never panics on any input.
+//!
+//! Loading goes `load` (files, locations) → `raw` (TOML shape and types) → `validate`
+//! (`[probe]`, `[[region]]`) and `lab` (`[lab]`, with CSV matrices parsed by `matrix`).
+//! The file format is described in `docs/config.md`.
 
+mod lab;
 mod load;
+mod matrix;
+mod raw;
+mod suggest;
+mod validate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -289,3 +298,6 @@ impl SquareMatrix {
             .flatten()
     }
 }
+
+#[cfg(test)]
+mod tests;

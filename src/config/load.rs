@@ -1,16 +1,45 @@
-//! Loading `regions.toml` into a [`Config`](super::Config), with located diagnostics.
+//! Loading `regions.toml` into a [`Config`], with located diagnostics.
+//!
+//! This module owns the public entry points ([`load`], [`parse`]), the diagnostic types
+//! and the reading of files (the configuration and the lab's CSV matrices). It turns
+//! byte spans into `LINE:COL` and sorts what the other steps found. The steps
+//! themselves live beside it: `raw` reads the TOML's shape, `matrix` parses CSV text,
+//! `validate` and `lab` give the values their meaning. It must not panic on any input.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml::de::DeTable;
 
 use super::Config;
+use super::lab::{self, LabInput, MatrixInput};
+use super::matrix::{self, Unit};
+use super::raw::{self, Problem, Span};
 
-/// One problem found in a configuration file.
+/// Syntax errors beyond this many are summarised in one line.
+const MAX_SYNTAX_ERRORS: usize = 10;
+
+/// One problem found in a configuration file (or in a CSV file it names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The file, as given by the caller (CSV files: joined to the config file's folder).
     pub file: String,
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column, in characters.
     pub column: usize,
+    /// What is wrong; what to do.
     pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
 }
 
 /// Every problem found in a configuration, reported at once.
@@ -22,13 +51,314 @@ pub struct ConfigError {
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let _ = path;
-    todo!()
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+        diagnostics: vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message: format!(
+                "cannot read {file}: {e}; check the path and that the file is readable"
+            ),
+        }],
+    })?;
+    let text = utf8(&bytes, &file).map_err(|d| ConfigError {
+        diagnostics: vec![d],
+    })?;
+    parse(text, path)
 }
 
 /// Validates configuration text as if read from `path` (relative lab files are resolved
 /// against `path`'s folder).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let _ = (text, path);
-    todo!()
+    let file = path.display().to_string();
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(ConfigError {
+            diagnostics: syntax_diagnostics(text, &file, &syntax),
+        });
+    }
+
+    let mut problems = Vec::new();
+    let raw = raw::read(root.get_ref(), &mut problems);
+    let mut files = FileOrder::new(&file);
+    let mut csv_diagnostics = Vec::new();
+
+    let matrices = raw
+        .lab
+        .as_ref()
+        .and_then(|l| l.matrix.as_ref())
+        .map(|rtt_key| {
+            let dir = path.parent().unwrap_or(Path::new(""));
+            let mut read = |key: &raw::At<String>, unit: Unit| {
+                read_matrix(
+                    dir,
+                    &file,
+                    key,
+                    unit,
+                    &mut problems,
+                    &mut csv_diagnostics,
+                    &mut files,
+                )
+            };
+            let rtt = read(rtt_key, Unit::RttMs);
+            let loss = raw
+                .lab
+                .as_ref()
+                .and_then(|l| l.loss.as_ref())
+                .map(|k| read(k, Unit::LossPct));
+            LabInput { rtt, loss }
+        });
+
+    let config = lab::assemble(&raw, text, path, matrices, &mut problems);
+
+    let mut diagnostics: Vec<Diagnostic> = problems
+        .into_iter()
+        .map(|p| locate(text, &file, &p.span, p.message))
+        .collect();
+    diagnostics.extend(csv_diagnostics);
+    match config {
+        Some(config) if diagnostics.is_empty() => Ok(config),
+        _ => {
+            files.sort(&mut diagnostics);
+            if diagnostics.is_empty() {
+                // Defensive: `assemble` returns None only after reporting a problem.
+                diagnostics.push(at(&file, 1, 1, "the configuration is invalid".into()));
+            }
+            Err(ConfigError { diagnostics })
+        }
+    }
+}
+
+/// Reads and parses one CSV matrix named by `key` (a path relative to `dir`). A file that
+/// cannot be read is a problem at the key; a broken file gives diagnostics in the file.
+fn read_matrix(
+    dir: &Path,
+    config_file: &str,
+    key: &raw::At<String>,
+    unit: Unit,
+    problems: &mut Vec<Problem>,
+    csv_diagnostics: &mut Vec<Diagnostic>,
+    files: &mut FileOrder,
+) -> Option<MatrixInput> {
+    let written = key.value.as_str();
+    if written.trim().is_empty() {
+        problems.push(Problem::new(
+            key.span.clone(),
+            format!(
+                "{} is empty; give the path of a CSV file, relative to {config_file}",
+                unit.key()
+            ),
+        ));
+        return None;
+    }
+    if written.chars().any(char::is_control) {
+        problems.push(Problem::new(
+            key.span.clone(),
+            format!(
+                "{} {written:?} contains a control character; give the path of a CSV file",
+                unit.key()
+            ),
+        ));
+        return None;
+    }
+    let resolved: PathBuf = dir.join(written);
+    let csv_file = resolved.display().to_string();
+    files.add(&csv_file);
+    let bytes = match std::fs::read(&resolved) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let hint = if Path::new(written).is_absolute() {
+                "check the path".to_string()
+            } else {
+                format!("check the path, it is relative to {config_file}")
+            };
+            problems.push(Problem::new(
+                key.span.clone(),
+                format!("cannot read {written}: {e}; {hint}"),
+            ));
+            return None;
+        }
+    };
+    let text = match utf8(&bytes, &csv_file) {
+        Ok(text) => text,
+        Err(d) => {
+            csv_diagnostics.push(d);
+            return None;
+        }
+    };
+    let parsed = matrix::parse(text, &csv_file, unit);
+    csv_diagnostics.extend(parsed.diagnostics);
+    Some(MatrixInput {
+        file: resolved,
+        display: csv_file,
+        header: parsed.header,
+        matrix: parsed.matrix,
+    })
+}
+
+/// The file's text, or a diagnostic at the first byte that is not UTF-8.
+fn utf8<'a>(bytes: &'a [u8], file: &str) -> Result<&'a str, Diagnostic> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        // The prefix is valid UTF-8 by definition of `valid_up_to`.
+        let prefix = std::str::from_utf8(valid).unwrap_or("");
+        let (line, column) = line_col(prefix, prefix.len());
+        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
+        at(
+            file,
+            line,
+            column,
+            format!("the file is not UTF-8 (byte 0x{byte:02x} here); save it as UTF-8 text"),
+        )
+    })
+}
+
+fn syntax_diagnostics(text: &str, file: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = errors
+        .iter()
+        .map(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let message = syntax_message(text, &span, e.message());
+            locate(text, file, &span, message)
+        })
+        .collect();
+    out.sort_by_key(|d| (d.line, d.column));
+    out.dedup();
+    if out.len() > MAX_SYNTAX_ERRORS {
+        let rest = out.len() - MAX_SYNTAX_ERRORS;
+        out.truncate(MAX_SYNTAX_ERRORS);
+        let last = &out[MAX_SYNTAX_ERRORS - 1];
+        let (line, column) = (last.line, last.column);
+        out.push(at(
+            file,
+            line,
+            column,
+            format!("{rest} more TOML syntax errors after this one; fix the ones above first"),
+        ));
+    }
+    out
+}
+
+/// Rewrites the TOML parser's message into ours: what is wrong; what to do.
+fn syntax_message(text: &str, span: &Span, message: &str) -> String {
+    let message = message
+        .trim()
+        .trim_end_matches('.')
+        .replace(['\n', '\r'], " ");
+    if message == "duplicate key" {
+        let key = text.get(span.clone()).unwrap_or("").trim();
+        return format!(
+            "invalid TOML: {key:?} is defined twice; define each key and [table] once \
+             (a list of tables is written [[table]])"
+        );
+    }
+    format!("invalid TOML: {message}; fix the syntax (see https://toml.io)")
+}
+
+fn at(file: &str, line: usize, column: usize, message: String) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+fn locate(text: &str, file: &str, span: &Span, message: String) -> Diagnostic {
+    let (line, column) = line_col(text, span.start);
+    at(file, line, column, message)
+}
+
+/// 1-based line and character column of byte `offset` in `text` (clamped to the text;
+/// any offset is accepted, even one inside a character).
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let bytes = text.as_bytes();
+    let before = &bytes[..offset.min(bytes.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    // Count characters by their first byte (UTF-8 continuation bytes are 0b10xx_xxxx).
+    let column = before[line_start..]
+        .iter()
+        .filter(|&&b| b & 0xC0 != 0x80)
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// The order files are reported in: the configuration, then the CSV files it names.
+struct FileOrder {
+    files: Vec<String>,
+}
+
+impl FileOrder {
+    fn new(config_file: &str) -> Self {
+        FileOrder {
+            files: vec![config_file.to_string()],
+        }
+    }
+
+    fn add(&mut self, file: &str) {
+        if !self.files.iter().any(|f| f == file) {
+            self.files.push(file.to_string());
+        }
+    }
+
+    fn sort(&self, diagnostics: &mut Vec<Diagnostic>) {
+        let rank = |d: &Diagnostic| {
+            self.files
+                .iter()
+                .position(|f| *f == d.file)
+                .unwrap_or(usize::MAX)
+        };
+        diagnostics.sort_by(|a, b| {
+            (rank(a), &a.file, a.line, a.column).cmp(&(rank(b), &b.file, b.line, b.column))
+        });
+        diagnostics.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let text = "ab\nçé = 1\n\nx";
+        for (offset, expected) in [
+            (0, (1, 1)),
+            (2, (1, 3)),
+            (3, (2, 1)),
+            (5, (2, 2)), // after "ç" (2 bytes)
+            (7, (2, 3)),
+            (4, (2, 2)), // inside "ç": counted as past it
+            (12, (3, 1)),
+            (13, (4, 1)),
+            (999, (4, 2)),
+        ] {
+            assert_eq!(line_col(text, offset), expected, "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_is_located() {
+        let d = utf8(b"[probe]\ncount = \xff\n", "x.toml").unwrap_err();
+        assert_eq!((d.line, d.column), (2, 9));
+        assert!(d.message.contains("not UTF-8"), "{}", d.message);
+    }
+
+    #[test]
+    fn display_is_one_line_per_diagnostic() {
+        let err = ConfigError {
+            diagnostics: vec![
+                at("a.toml", 1, 2, "one".into()),
+                at("a.toml", 3, 4, "two".into()),
+            ],
+        };
+        assert_eq!(err.to_string(), "a.toml:1:2: one\na.toml:3:4: two");
+        assert_eq!(err.diagnostics[0].to_string(), "a.toml:1:2: one");
+    }
 }
