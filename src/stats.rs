@@ -108,7 +108,18 @@ pub fn wilson_interval(lost: u64, sent: u64, z: f64) -> Option<(f64, f64)> {
     let denom = 1.0 + z2 / n;
     let centre = (p + z2 / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
-    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+    // At the edges the bound is exactly 0 (or 1); rounding would leave a tiny residue.
+    let low = if lost == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let high = if lost >= sent {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    Some((low, high))
 }
 
 #[cfg(test)]

@@ -94,13 +94,9 @@ pub(super) fn probe(raw: Option<&RawProbe>, in_lab: bool, out: &mut Vec<Problem>
         }
     }
     if let Some(interval) = &raw.interval {
-        match duration(interval, "interval", out) {
-            Some(d) if d.is_zero() => out.push(Problem::new(
-                interval.span.clone(),
-                "interval must be above 0; write it like \"100ms\"",
-            )),
-            Some(d) => settings.interval = d,
-            None => {}
+        // 0 is allowed: rounds follow each other as fast as `gap` allows.
+        if let Some(d) = duration(interval, "interval", out) {
+            settings.interval = d;
         }
     }
     if let Some(d) = raw.gap.as_ref().and_then(|d| duration(d, "gap", out)) {

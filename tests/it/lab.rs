@@ -184,12 +184,13 @@ fn matrix_lab_of_21_regions_matches_the_csv() {
     let names: Vec<String> = (0..21).map(|i| format!("region-{i:02}")).collect();
     let mut rng = Lcg(42);
     let n = names.len();
-    let mut rtt = vec![vec![0.0; n]; n];
-    for i in 0..n {
-        for j in 0..n {
-            rtt[i][j] = (2.0 + rng.next() * 330.0 * 1000.0).round() / 1000.0;
-        }
-    }
+    let rtt: Vec<Vec<f64>> = (0..n)
+        .map(|_| {
+            (0..n)
+                .map(|_| ((2.0 + rng.next() * 330.0) * 1000.0).round() / 1000.0)
+                .collect()
+        })
+        .collect();
     let mut loss = vec![vec![0.0; n]; n];
     loss[0][1] = 10.0;
     loss[5][7] = 2.0;
