@@ -22,7 +22,7 @@ use crate::config::{self, Config};
 /// ten-region WAN on this machine, no root needed), probes every path and writes
 /// latmap-out/run.json.
 #[derive(Debug, Parser)]
-#[command(name = "latmap", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "latmap", version, about, max_term_width = 100, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Configuration file.
     #[arg(
@@ -39,6 +39,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+const AFTER_HELP: &str = "\
+Examples:
+  latmap sweep                          emulated ten-region WAN from ./regions.toml
+  latmap check -c fleet.toml            validate a configuration
+  latmap probe -c fleet.toml -r eu-west-1 -o eu-west-1.json
+  latmap aggregate *.json -o run.json   merge the regions' reports
+
+Exit status: 0 success, 2 error (bad configuration, unreadable file, setup failure).
+Documentation: docs/config.md, docs/run-format.md, docs/privileges.md";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -311,6 +311,9 @@ fn push(shared: &Shared, at: Instant, action: Action) {
 }
 
 fn schedule_loop(shared: &Shared) {
+    // Linux lets a sleeping thread wake up to 50 µs late by default ("timer slack");
+    // this thread's whole job is waking on time.
+    let _ = nix::sys::prctl::set_timerslack(1);
     let mut q = lock(&shared.queue);
     loop {
         if shared.stop.load(Ordering::Relaxed) {

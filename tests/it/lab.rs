@@ -16,6 +16,7 @@ fn check_against_truth(run: &Value, truth: &BTreeMap<(String, String), (Option<f
     let paths = run["paths"].as_array().expect("paths");
     assert_eq!(paths.len(), truth.len(), "one path per (source, target)");
     let mut worst: f64 = 0.0;
+    let mut errors = Vec::new();
     for p in paths {
         let key = (
             p["source"].as_str().unwrap().to_string(),
@@ -39,6 +40,7 @@ fn check_against_truth(run: &Value, truth: &BTreeMap<(String, String), (Option<f
                     / 1000.0;
                 let err = (got - want).abs();
                 worst = worst.max(err);
+                errors.push(got - want);
                 assert!(
                     err <= rtt_tolerance_ms(*want),
                     "{key:?}: p50 {got:.3} ms, lab RTT {want:.3} ms"
@@ -52,7 +54,11 @@ fn check_against_truth(run: &Value, truth: &BTreeMap<(String, String), (Option<f
             }
         }
     }
-    eprintln!("worst p50 error: {worst:.3} ms over {} paths", paths.len());
+    let mean = errors.iter().sum::<f64>() / errors.len().max(1) as f64;
+    eprintln!(
+        "p50 error over {} paths: mean {mean:+.3} ms, worst {worst:.3} ms",
+        errors.len()
+    );
 }
 
 fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
