@@ -42,11 +42,20 @@ impl IcmpSender {
         let mut builder = Config::builder()
             .kind(if v6 { ICMP::V6 } else { ICMP::V4 })
             .sock_type_hint(Type::DGRAM);
-        if let Some(source) = source {
-            builder = builder.bind(SocketAddr::new(source, 0));
+        let bind = source.map(|ip| SocketAddr::new(ip, 0));
+        if let Some(addr) = bind {
+            builder = builder.bind(addr);
         }
-        let client = Client::new(&builder.build())
-            .map_err(|source| ProbeError::IcmpSocket { family, source })?;
+        let client =
+            Client::new(&builder.build()).map_err(|source| match (source.kind(), bind) {
+                // The socket opened but the source address is not one of this host's.
+                (std::io::ErrorKind::AddrNotAvailable, Some(addr)) => ProbeError::Bind {
+                    kind: crate::config::ProbeKind::Icmp,
+                    addr,
+                    source,
+                },
+                _ => ProbeError::IcmpSocket { family, source },
+            })?;
         let socket = client.get_socket();
         let socket_type = if socket.get_type() == Type::DGRAM {
             "datagram"

@@ -87,6 +87,16 @@ fn sweep_without_a_local_region_says_what_to_do() {
         "{}",
         out.stderr
     );
+    // Asked for explicitly, the region's prober fails to bind before sending anything.
+    let out = dir.latmap(&["sweep", "--region", "a"]);
+    assert_eq!(out.status, Some(2));
+    assert!(
+        out.stderr
+            .contains("region a: cannot bind icmp socket to 192.0.2.10:0")
+            && out.stderr.contains("an address of this host"),
+        "{}",
+        out.stderr
+    );
     let out = dir.latmap(&["probe", "--region", "nowhere"]);
     assert_eq!(out.status, Some(2));
     assert!(

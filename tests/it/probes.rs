@@ -255,3 +255,97 @@ fn stamp_reflector_answers_and_counts_bad_packets() {
     );
     assert!(p["rtt_us"]["p50"].as_u64().unwrap() < 50_000);
 }
+
+#[test]
+fn tcp_connect_that_gets_no_answer_is_lost_not_refused() {
+    let _t = timing_lock();
+    // A listener that never accepts, with its accept queue already full: the kernel
+    // drops further SYNs, so a connect neither succeeds nor is refused.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let _queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let dir = Dir::new();
+    dir.write(
+        "regions.toml",
+        &format!(
+            "[probe]\nkinds = [\"tcp\"]\ncount = 3\ninterval = \"10ms\"\ntimeout = \"300ms\"\n\n[[region]]\nname = \"src\"\nsource = \"127.0.0.1\"\ntargets = [\"127.0.0.1:{port}\"]\n\n[[region]]\nname = \"full\"\ntargets = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    dir.latmap(&["sweep", "--region", "src"]).assert_ok();
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    let p = path(&run, "src", "full");
+    assert_eq!(
+        (
+            p["sent"].as_u64(),
+            p["received"].as_u64(),
+            p["refused"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{p}"
+    );
+    assert_eq!(p["samples_us"], serde_json::json!([null, null, null]));
+}
+
+/// A STAMP reflector that holds every request 30 ms between its receive (T2) and
+/// transmit (T3) timestamps, as a busy reflector would.
+fn slow_reflector(dwell: Duration) -> std::net::SocketAddr {
+    use latmap::probe::stamp::{
+        ERROR_ESTIMATE, NtpTimestamp, PACKET_LEN, ReflectorPacket, SenderPacket,
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let t2 = NtpTimestamp::now();
+            let Ok(req) = SenderPacket::decode(&buf[..len]) else {
+                continue;
+            };
+            std::thread::sleep(dwell);
+            let mut reply = vec![0u8; len.max(PACKET_LEN)];
+            ReflectorPacket {
+                seq: req.seq,
+                timestamp: NtpTimestamp::now(),
+                error_estimate: ERROR_ESTIMATE,
+                receive_timestamp: t2,
+                sender_seq: req.seq,
+                sender_timestamp: req.timestamp,
+                sender_error_estimate: req.error_estimate,
+                sender_ttl: 0,
+            }
+            .encode(&mut reply);
+            let _ = socket.send_to(&reply, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn stamp_rtt_excludes_the_reflectors_dwell_time() {
+    let _t = timing_lock();
+    let slow = slow_reflector(Duration::from_millis(30));
+    let dir = Dir::new();
+    dir.write(
+        "regions.toml",
+        &format!(
+            "[probe]\nkinds = [\"udp\"]\ncount = 10\ninterval = \"50ms\"\n\n[[region]]\nname = \"here\"\nsource = \"127.0.0.1\"\ntargets = [\"127.0.0.1:1\"]\n\n[[region]]\nname = \"slow\"\ntargets = [\"{slow}\"]\n"
+        ),
+    );
+    dir.latmap(&["sweep", "--region", "here"]).assert_ok();
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    let p = path(&run, "here", "slow");
+    assert_eq!(p["received"].as_u64(), Some(10), "{p}");
+    // The raw round trip is over 30 ms; the network part on loopback is well under 5 ms.
+    let p50 = p["rtt_us"]["p50"].as_u64().unwrap();
+    assert!(p50 < 5_000, "dwell time not removed: p50 {p50} us");
+}
