@@ -154,19 +154,28 @@ fn region_rules() {
         ),
         (
             "name = \"-c\"\ntargets = [\"10.0.0.3\"]",
-            Some("starts with \"-\""),
+            Some("starts or ends with '-'"),
         ),
         (
             "name = \".c\"\ntargets = [\"10.0.0.3\"]",
-            Some("starts with \".\""),
+            Some("starts or ends with '.'"),
         ),
         (
             "name = \"\"\ntargets = [\"10.0.0.3\"]",
             Some("a region name is empty"),
         ),
+        ("name = \"zürich\"\ntargets = [\"10.0.0.3\"]", None),
         (
-            "name = \"zürich\"\ntargets = [\"10.0.0.3\"]",
-            Some("contains 'ü'"),
+            "name = \"Europe (Ireland)\"\ntargets = [\"10.0.0.3\"]",
+            None,
+        ),
+        (
+            "name = \"eu/west\"\ntargets = [\"10.0.0.3\"]",
+            Some("contains '/'"),
+        ),
+        (
+            "name = \"eu-west \"\ntargets = [\"10.0.0.3\"]",
+            Some("starts or ends with ' '"),
         ),
         (
             "targets = [\"10.0.0.3\"]",

@@ -34,9 +34,15 @@ pub(super) struct CheckedRegion {
     pub location_key: bool,
 }
 
-/// Why `name` cannot be a region name, if it cannot.
+/// Characters a region name may not contain: they would break file names
+/// (`REGION.json`), CSV cells or Markdown tables.
+const NAME_FORBIDDEN: &[char] = &['/', '\\', '|', ',', '"'];
+
+/// Why `name` cannot be a region name, if it cannot. Names are kebab-case by
+/// convention (`eu-west-1`), but any readable name is allowed, so that a published
+/// matrix whose header says `Europe (Ireland)` works as it is.
 pub(super) fn region_name_problem(name: &str) -> Option<String> {
-    let allowed = "1 to 63 letters, digits, '.', '_' or '-', not starting with '-' or '.'";
+    let allowed = "1 to 63 characters, no control characters and none of / \\ | , \", not starting with '-' or '.' or a space";
     if name.is_empty() {
         return Some(format!("a region name is empty; use {allowed}"));
     }
@@ -47,16 +53,23 @@ pub(super) fn region_name_problem(name: &str) -> Option<String> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .find(|c| c.is_control() || NAME_FORBIDDEN.contains(c))
     {
         return Some(format!(
             "region name {name:?} contains {c:?}; use {allowed}"
         ));
     }
-    if name.starts_with(['-', '.']) {
+    if name.starts_with(['-', '.'])
+        || name.starts_with(char::is_whitespace)
+        || name.ends_with(char::is_whitespace)
+    {
         return Some(format!(
-            "region name {name:?} starts with {:?}; use {allowed}",
-            &name[..1]
+            "region name {name:?} starts or ends with {:?}; use {allowed}",
+            if name.ends_with(char::is_whitespace) {
+                ' '
+            } else {
+                name.chars().next().unwrap_or(' ')
+            }
         ));
     }
     None
