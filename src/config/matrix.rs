@@ -282,11 +282,23 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// One cell's value: `None` for empty or `-`.
+/// One cell's value: `None` for empty, `-`, `n/a` or `na`. A trailing unit that
+/// matches the file (`ms` for RTTs, `%` for loss) is accepted, as published tables
+/// often carry one.
 fn value(cell: &str, unit: Unit) -> Result<Option<f64>, String> {
-    if cell.is_empty() || cell == "-" {
+    if cell.is_empty()
+        || cell == "-"
+        || cell.eq_ignore_ascii_case("n/a")
+        || cell.eq_ignore_ascii_case("na")
+    {
         return Ok(None);
     }
+    let cell = match unit {
+        Unit::RttMs => cell.strip_suffix("ms"),
+        Unit::LossPct => cell.strip_suffix('%'),
+    }
+    .map(str::trim_end)
+    .unwrap_or(cell);
     let fix = match unit {
         Unit::RttMs => {
             "write a number of milliseconds >= 0, like 12.5, or leave the cell empty for no path"
@@ -375,6 +387,33 @@ mod tests {
                 vec![Some(2.0), None, Some(3.0)],
                 vec![Some(4.0), Some(5.0), None],
             ]
+        );
+    }
+
+    #[test]
+    fn units_and_not_available_cells() {
+        let text = ",a,b,c\na,,12.5 ms,N/A\nb,3ms,,na\nc,-,7,\n";
+        let m = parse(text, "m.csv", Unit::RttMs).matrix.expect("valid");
+        assert_eq!(
+            m.cells,
+            vec![
+                vec![None, Some(12.5), None],
+                vec![Some(3.0), None, None],
+                vec![None, Some(7.0), None],
+            ]
+        );
+        let loss = parse(",a,b\na,,2.5%\nb,0 %,\n", "l.csv", Unit::LossPct)
+            .matrix
+            .expect("valid");
+        assert_eq!(
+            loss.cells,
+            vec![vec![None, Some(2.5)], vec![Some(0.0), None]]
+        );
+        // A unit of the other file is not accepted.
+        assert!(
+            !parse(",a,b\na,,2%\nb,1,\n", "m.csv", Unit::RttMs)
+                .diagnostics
+                .is_empty()
         );
     }
 
