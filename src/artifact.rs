@@ -12,20 +12,21 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Errors reading or writing an artifact.
+/// Errors reading or writing an artifact. The messages leave the cause out: it is the
+/// error's `source`, which the CLI prints after it.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not valid JSON: {source}")]
+    #[error("{path} is not valid JSON")]
     Json {
         path: PathBuf,
         source: serde_json::Error,

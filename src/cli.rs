@@ -7,6 +7,7 @@ mod aggregate;
 mod check;
 mod probe;
 mod reflect;
+mod render;
 mod sweep;
 
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ Examples:
   latmap check -c fleet.toml            validate a configuration
   latmap probe -c fleet.toml -r eu-west-1 -o eu-west-1.json
   latmap aggregate *.json -o run.json   merge the regions' reports
+  latmap render run.json --view loss    draw the loss heatmap beside run.json
 
 Exit status: 0 success, 2 error (bad configuration, unreadable file, setup failure).
 Documentation: docs/config.md, docs/run-format.md, docs/privileges.md";
@@ -63,6 +65,8 @@ pub enum Command {
     /// Probe from every region that can run here (all of them in a lab), write
     /// DIR/run.json and print the RTT matrix.
     Sweep(sweep::Args),
+    /// Draw a run as an SVG heatmap (rows: source, columns: target).
+    Render(render::Args),
     /// Run a STAMP session-reflector (RFC 8762) so other regions' UDP probes get answers.
     Reflect(reflect::Args),
 }
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aggregate(args) => aggregate::run(args),
         Command::Sweep(args) => sweep::run(&cli.config, args),
         Command::Reflect(args) => reflect::run(args),
+        Command::Render(args) => render::run(args),
     }
 }
 

@@ -2,4 +2,6 @@
 //!
 //! Reads runs; never probes.
 
+pub mod heatmap;
+pub mod scale;
 pub mod table;

@@ -26,6 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let run = Run::from_reports(&reports)?;
     run.write(&args.out)?;
+    super::render::write_default_heatmaps(&run, &args.out)?;
     super::print(&tables(&run))?;
     let missing: Vec<&str> = run
         .regions
@@ -37,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("latmap: no data from {}", missing.join(", "));
     }
     eprintln!(
-        "latmap: {} paths from {} reports written to {}",
+        "latmap: {} paths from {} reports written to {} (heatmaps beside it)",
         run.paths.len(),
         reports.len(),
         args.out.display()

@@ -59,13 +59,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let run = Run::from_reports(&reports)?;
     let out = args.out.join("run.json");
     run.write(&out)?;
+    super::render::write_default_heatmaps(&run, &out)?;
     super::print(&super::aggregate::tables(&run))?;
     eprintln!(
-        "latmap: swept {} paths from {} regions in {:.1} s; run written to {}",
+        "latmap: swept {} paths from {} regions in {:.1} s; run and heatmaps written to {}",
         run.paths.len(),
         reports.len(),
         started.elapsed().as_secs_f64(),
-        out.display()
+        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod harness;
+mod heatmap;
 mod lab;
 mod netns;
 mod probes;

@@ -1,0 +1,75 @@
+//! `latmap render`: draw a run as an SVG heatmap.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::artifact::write_atomic;
+use crate::config::ProbeKind;
+use crate::render::heatmap::{Options, Order, View, heatmap_svg};
+use crate::run::Run;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The run to draw (run.json).
+    pub run: PathBuf,
+    /// What the colour shows.
+    #[arg(long, value_enum, default_value = "rtt")]
+    pub view: View,
+    /// Row and column order.
+    #[arg(long, value_enum, default_value = "config")]
+    pub order: Order,
+    /// The run to compare against (needed by --view delta).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// The probe kind to draw [default: the kind with the most paths].
+    #[arg(long)]
+    pub kind: Option<ProbeKind>,
+    /// Where to write the SVG [default: heatmap-VIEW.svg beside the run].
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let run = Run::read(&args.run)?;
+    let baseline = args.baseline.as_deref().map(Run::read).transpose()?;
+    let opts = Options {
+        view: args.view,
+        order: args.order,
+        kind: args.kind,
+        baseline: baseline.as_ref(),
+    };
+    let svg = heatmap_svg(&run, &opts)?;
+    let out = args.out.unwrap_or_else(|| beside(&args.run, args.view));
+    write_atomic(&out, svg.as_bytes())?;
+    eprintln!(
+        "latmap: {} heatmap written to {}",
+        args.view.as_str(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `heatmap-VIEW.svg` in the folder of `run`.
+fn beside(run: &Path, view: View) -> PathBuf {
+    run.parent()
+        .unwrap_or(Path::new(""))
+        .join(format!("heatmap-{}.svg", view.as_str()))
+}
+
+/// Writes `heatmap-rtt.svg` and `heatmap-loss.svg` beside a run file (what `sweep` and
+/// `aggregate` leave next to run.json).
+pub fn write_default_heatmaps(run: &Run, run_path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for view in [View::Rtt, View::Loss] {
+        let opts = Options {
+            view,
+            order: Order::Config,
+            kind: None,
+            baseline: None,
+        };
+        let path = beside(run_path, view);
+        write_atomic(&path, heatmap_svg(run, &opts)?.as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
