@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod check;
+mod diff;
 mod probe;
 mod reflect;
 mod render;
@@ -48,8 +49,10 @@ Examples:
   latmap probe -c fleet.toml -r eu-west-1 -o eu-west-1.json
   latmap aggregate *.json -o run.json   merge the regions' reports
   latmap render run.json --view loss    draw the loss heatmap beside run.json
+  latmap diff base.json run.json --format markdown   gate a change in CI
 
-Exit status: 0 success, 2 error (bad configuration, unreadable file, setup failure).
+Exit status: 0 success; 1 a regression (`diff`); 2 error (bad configuration, unreadable
+file, setup failure).
 Documentation: docs/config.md, docs/run-format.md, docs/privileges.md";
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +68,9 @@ pub enum Command {
     /// Probe from every region that can run here (all of them in a lab), write
     /// DIR/run.json and print the RTT matrix.
     Sweep(sweep::Args),
+    /// Compare two runs path by path and exit 1 when a path got slower or lossier
+    /// (statistically significant and beyond the thresholds).
+    Diff(diff::Args),
     /// Draw a run as an SVG heatmap (rows: source, columns: target).
     Render(render::Args),
     /// Run a STAMP session-reflector (RFC 8762) so other regions' UDP probes get answers.
@@ -101,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => sweep::run(&cli.config, args),
         Command::Reflect(args) => reflect::run(args),
         Command::Render(args) => render::run(args),
+        Command::Diff(args) => diff::run(args),
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod config;
+pub mod diff;
 pub mod lab;
 pub mod probe;
 pub mod reflector;

@@ -2,6 +2,7 @@
 //!
 //! Reads runs; never probes.
 
+pub mod diff;
 pub mod heatmap;
 pub mod scale;
 pub mod table;

@@ -1,0 +1,332 @@
+//! A `RunDiff` for people and for CI: a terminal table, Markdown for a pull-request
+//! comment, JSON, and JUnit XML (one test case per path).
+
+use std::fmt::Write;
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Color, ContentArrangement, Table};
+
+use crate::diff::{PathDiff, RunDiff, Verdict};
+
+fn ms(us: Option<u64>) -> String {
+    match us {
+        Some(us) => {
+            let v = us as f64 / 1000.0;
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        }
+        None => "–".into(),
+    }
+}
+
+fn pct(loss: Option<f64>) -> String {
+    loss.map(|l| format!("{:.1}%", l * 100.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn delta_ms(us: Option<i64>) -> String {
+    us.map(|d| format!("{:+.1}", d as f64 / 1000.0))
+        .unwrap_or_default()
+}
+
+/// The one-line summary that opens every format.
+pub fn summary(d: &RunDiff) -> String {
+    let r = d.count(Verdict::Regression);
+    let i = d.count(Verdict::Improvement);
+    let u = d.count(Verdict::Unchanged);
+    let mut s = format!(
+        "{r} regression{}, {i} improvement{}, {u} unchanged",
+        if r == 1 { "" } else { "s" },
+        if i == 1 { "" } else { "s" }
+    );
+    let mut extra = Vec::new();
+    if !d.appeared.is_empty() {
+        extra.push(format!(
+            "{} new path{}",
+            d.appeared.len(),
+            if d.appeared.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !d.vanished.is_empty() {
+        extra.push(format!("{} vanished", d.vanished.len()));
+    }
+    if !d.findings_new.is_empty() {
+        extra.push(format!(
+            "{} new finding{}",
+            d.findings_new.len(),
+            if d.findings_new.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !d.findings_resolved.is_empty() {
+        extra.push(format!("{} resolved", d.findings_resolved.len()));
+    }
+    if !extra.is_empty() {
+        s.push_str(&format!("; {}", extra.join(", ")));
+    }
+    s
+}
+
+fn changed(d: &RunDiff) -> impl Iterator<Item = &PathDiff> {
+    d.paths.iter().filter(|p| p.verdict != Verdict::Unchanged)
+}
+
+/// The terminal table of changed paths; colours only when `color` is set.
+pub fn text(d: &RunDiff, color: bool) -> String {
+    let mut out = format!("latmap diff {} → {}: {}\n", d.base, d.current, summary(d));
+    if changed(d).next().is_some() {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Disabled);
+        table.set_header([
+            "verdict", "path", "p50 ms", "Δ", "p95 ms", "Δ", "loss", "why",
+        ]);
+        for p in changed(d) {
+            let mut verdict = comfy_table::Cell::new(p.verdict.as_str());
+            if color {
+                verdict = verdict.fg(if p.verdict == Verdict::Regression {
+                    Color::Red
+                } else {
+                    Color::Green
+                });
+            }
+            table.add_row(vec![
+                verdict,
+                comfy_table::Cell::new(format!(
+                    "{} → {} ({})",
+                    p.key.source, p.key.target, p.key.kind
+                )),
+                comfy_table::Cell::new(format!("{} → {}", ms(p.base.p50_us), ms(p.current.p50_us))),
+                comfy_table::Cell::new(delta_ms(p.p50_delta_us)),
+                comfy_table::Cell::new(format!("{} → {}", ms(p.base.p95_us), ms(p.current.p95_us))),
+                comfy_table::Cell::new(delta_ms(p.p95_delta_us)),
+                comfy_table::Cell::new(format!("{} → {}", pct(p.base.loss), pct(p.current.loss))),
+                comfy_table::Cell::new(p.reasons.join(", ")),
+            ]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    for k in &d.appeared {
+        let _ = writeln!(out, "new path: {k}");
+    }
+    for k in &d.vanished {
+        let _ = writeln!(out, "vanished path: {k}");
+    }
+    for r in &d.regions_appeared {
+        let _ = writeln!(out, "new region: {r}");
+    }
+    for r in &d.regions_vanished {
+        let _ = writeln!(out, "region without data now: {r}");
+    }
+    for a in &d.address_changes {
+        let _ = writeln!(
+            out,
+            "address changed: {}: {} → {}",
+            a.key,
+            a.base.as_deref().unwrap_or("–"),
+            a.current.as_deref().unwrap_or("–")
+        );
+    }
+    for f in &d.findings_new {
+        let _ = writeln!(
+            out,
+            "new finding: [{}] {}: {}",
+            f.severity, f.detector, f.message
+        );
+    }
+    for f in &d.findings_resolved {
+        let _ = writeln!(out, "resolved finding: {}: {}", f.detector, f.message);
+    }
+    out
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn md_rows(out: &mut String, paths: &[&PathDiff]) {
+    out.push_str("| path | p50 ms | Δ p50 | p95 ms | Δ p95 | loss | why |\n|---|---:|---:|---:|---:|---:|---|\n");
+    for p in paths {
+        let _ = writeln!(
+            out,
+            "| {} → {} ({}) | {} → {} | {} | {} → {} | {} | {} → {} | {} |",
+            md_escape(&p.key.source),
+            md_escape(&p.key.target),
+            p.key.kind,
+            ms(p.base.p50_us),
+            ms(p.current.p50_us),
+            delta_ms(p.p50_delta_us),
+            ms(p.base.p95_us),
+            ms(p.current.p95_us),
+            delta_ms(p.p95_delta_us),
+            pct(p.base.loss),
+            pct(p.current.loss),
+            md_escape(&p.reasons.join(", "))
+        );
+    }
+}
+
+/// Markdown for a pull-request comment: the summary line, the regressions, and the rest
+/// folded away.
+pub fn markdown(d: &RunDiff) -> String {
+    let regressions: Vec<&PathDiff> = d
+        .paths
+        .iter()
+        .filter(|p| p.verdict == Verdict::Regression)
+        .collect();
+    let improvements: Vec<&PathDiff> = d
+        .paths
+        .iter()
+        .filter(|p| p.verdict == Verdict::Improvement)
+        .collect();
+    let icon = if regressions.is_empty() { "✅" } else { "❌" };
+    let mut out = format!("### {icon} latmap: {}\n\n", summary(d));
+    let _ = writeln!(
+        out,
+        "Base `{}` → current `{}`; α = {} over all paths (Holm).\n",
+        d.base, d.current, d.thresholds.alpha
+    );
+    if !regressions.is_empty() {
+        out.push_str("#### Regressions\n\n");
+        md_rows(&mut out, &regressions);
+        out.push('\n');
+    }
+    let mut rest = String::new();
+    if !improvements.is_empty() {
+        rest.push_str("#### Improvements\n\n");
+        md_rows(&mut rest, &improvements);
+        rest.push('\n');
+    }
+    let mut list = |title: &str, items: Vec<String>| {
+        if !items.is_empty() {
+            let _ = writeln!(rest, "#### {title}\n");
+            for i in items {
+                let _ = writeln!(rest, "- {}", md_escape(&i));
+            }
+            rest.push('\n');
+        }
+    };
+    list(
+        "New findings",
+        d.findings_new
+            .iter()
+            .map(|f| format!("[{}] {}: {}", f.severity, f.detector, f.message))
+            .collect(),
+    );
+    list(
+        "Resolved findings",
+        d.findings_resolved
+            .iter()
+            .map(|f| format!("{}: {}", f.detector, f.message))
+            .collect(),
+    );
+    list(
+        "New paths",
+        d.appeared.iter().map(|k| k.to_string()).collect(),
+    );
+    list(
+        "Vanished paths",
+        d.vanished.iter().map(|k| k.to_string()).collect(),
+    );
+    list("Regions without data now", d.regions_vanished.clone());
+    list("New regions", d.regions_appeared.clone());
+    list(
+        "Address changes",
+        d.address_changes
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}: {} → {}",
+                    a.key,
+                    a.base.as_deref().unwrap_or("–"),
+                    a.current.as_deref().unwrap_or("–")
+                )
+            })
+            .collect(),
+    );
+    let _ = writeln!(
+        rest,
+        "{} paths unchanged (thresholds: p50 +{}% and +{} ms, p95 +{}% and +{} ms, loss +{} pp).",
+        d.count(Verdict::Unchanged),
+        d.thresholds.p50_pct,
+        d.thresholds.p50_ms,
+        d.thresholds.p95_pct,
+        d.thresholds.p95_ms,
+        d.thresholds.loss_pp
+    );
+    let _ = write!(
+        out,
+        "<details><summary>Everything else</summary>\n\n{rest}\n</details>\n"
+    );
+    out
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// JUnit XML: one test case per path compared, regressions as failures.
+pub fn junit(d: &RunDiff) -> String {
+    let failures = d.count(Verdict::Regression);
+    let tests = d.paths.len();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"latmap diff\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\">"
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"latmap diff {} vs {}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">",
+        xml(&d.current),
+        xml(&d.base)
+    );
+    for p in &d.paths {
+        let name = format!(
+            "{} → {} ({} {})",
+            p.key.source, p.key.target, p.key.kind, p.key.target_spec
+        );
+        let _ = write!(
+            out,
+            "    <testcase classname=\"latmap.{}\" name=\"{}\"",
+            xml(&p.key.source),
+            xml(&name)
+        );
+        let detail = format!(
+            "p50 {} → {} ms, p95 {} → {} ms, loss {} → {}; p-values: rtt {:.3e}, loss {:.3e}",
+            ms(p.base.p50_us),
+            ms(p.current.p50_us),
+            ms(p.base.p95_us),
+            ms(p.current.p95_us),
+            pct(p.base.loss),
+            pct(p.current.loss),
+            p.rtt_p,
+            p.loss_p
+        );
+        if p.verdict == Verdict::Regression {
+            let _ = writeln!(
+                out,
+                ">\n      <failure type=\"regression\" message=\"{}\">{}</failure>\n    </testcase>",
+                xml(&p.reasons.join(", ")),
+                xml(&detail)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                ">\n      <system-out>{}: {}</system-out>\n    </testcase>",
+                p.verdict.as_str(),
+                xml(&detail)
+            );
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
