@@ -206,13 +206,13 @@ pub fn diff(base: &Run, current: &Run, t: &DiffThresholds) -> RunDiff {
             .collect()
     };
     let (bi, ci) = (index(base), index(current));
+    let matched = match_paths(&bi, &ci);
 
     // Raw p-values first, for one correction over the whole family.
     let mut pairs = Vec::new();
     let mut raw = Vec::new();
-    for (key, &c) in &ci {
-        let Some(&b) = bi.get(key) else { continue };
-        let (bp, cp) = (&base.paths[b], &current.paths[c]);
+    for (key, b, c) in &matched {
+        let (bp, cp) = (&base.paths[*b], &current.paths[*c]);
         let bs: Vec<u64> = bp.samples_us.iter().flatten().copied().collect();
         let cs: Vec<u64> = cp.samples_us.iter().flatten().copied().collect();
         let (rtt_p, effect) = mann_whitney(&cs, &bs);
@@ -320,14 +320,14 @@ pub fn diff(base: &Run, current: &Run, t: &DiffThresholds) -> RunDiff {
     paths.sort_by_key(|p| (p.verdict, order.get(&p.key).copied().unwrap_or(usize::MAX)));
 
     let appeared = ci
-        .keys()
-        .filter(|k| !bi.contains_key(*k))
-        .cloned()
+        .iter()
+        .filter(|&(_, &i)| !matched.iter().any(|&(_, _, c)| c == i))
+        .map(|(k, _)| k.clone())
         .collect();
     let vanished = bi
-        .keys()
-        .filter(|k| !ci.contains_key(*k))
-        .cloned()
+        .iter()
+        .filter(|&(_, &i)| !matched.iter().any(|&(_, b, _)| b == i))
+        .map(|(k, _)| k.clone())
         .collect();
     let names = |run: &Run| {
         run.regions
@@ -354,6 +354,44 @@ pub fn diff(base: &Run, current: &Run, t: &DiffThresholds) -> RunDiff {
         findings_new,
         findings_resolved,
     }
+}
+
+/// Pairs the paths of two runs: first by their full key; then, among the rest, a
+/// (source, target, kind) that has exactly one unpaired path on each side is the same
+/// path with a new target (a renamed host, another port) and is paired too, so that the
+/// change shows as an address change rather than a path that vanished and one that
+/// appeared. Returns (current key, base index, current index).
+fn match_paths(
+    bi: &BTreeMap<PathKey, usize>,
+    ci: &BTreeMap<PathKey, usize>,
+) -> Vec<(PathKey, usize, usize)> {
+    let mut out: Vec<(PathKey, usize, usize)> = ci
+        .iter()
+        .filter_map(|(k, &c)| bi.get(k).map(|&b| (k.clone(), b, c)))
+        .collect();
+    let (lb, lc) = (unpaired(bi, ci), unpaired(ci, bi));
+    for (loose_key, cs) in &lc {
+        if let (Some(bs), [(ck, c)]) = (lb.get(loose_key), cs.as_slice())
+            && let [(_, b)] = bs.as_slice()
+        {
+            out.push(((*ck).clone(), *b, *c));
+        }
+    }
+    out.sort_by_key(|(_, _, c)| *c);
+    out
+}
+
+type Loose<'a> = BTreeMap<(&'a str, &'a str, ProbeKind), Vec<(&'a PathKey, usize)>>;
+
+/// The paths of `m` whose key `other` lacks, by (source, target, kind).
+fn unpaired<'a>(m: &'a BTreeMap<PathKey, usize>, other: &BTreeMap<PathKey, usize>) -> Loose<'a> {
+    let mut l: Loose = BTreeMap::new();
+    for (k, &i) in m.iter().filter(|(k, _)| !other.contains_key(*k)) {
+        l.entry((k.source.as_str(), k.target.as_str(), k.kind))
+            .or_default()
+            .push((k, i));
+    }
+    l
 }
 
 fn fmt_delta_ms(us: i64) -> String {
@@ -588,10 +626,14 @@ mod tests {
         cur.paths.retain(|p| p.source != "r2");
         cur.regions[2].reported = false;
         cur.paths[0].address = Some("127.0.0.9:862".into());
+        // A target renamed on a path that has only one: the same path, a new address.
+        cur.paths[1].target_spec = "renamed.example:862".into();
+        cur.paths[1].address = Some("127.0.0.8:862".into());
         let d = diff(&base, &cur, &DiffThresholds::default());
-        assert_eq!(d.vanished.len(), 2);
-        assert!(d.appeared.is_empty());
+        assert_eq!(d.vanished.len(), 2, "{:?}", d.vanished);
+        assert!(d.appeared.is_empty(), "{:?}", d.appeared);
+        assert_eq!(d.paths.len(), 4);
         assert_eq!(d.regions_vanished, ["r2"]);
-        assert_eq!(d.address_changes.len(), 1);
+        assert_eq!(d.address_changes.len(), 2);
     }
 }

@@ -34,7 +34,7 @@ fn run(id: &str, regions: Value, paths: Vec<Value>) -> Value {
 
 /// Four regions: `d` sent no report (no data), `a -> c` is unreachable, `b -> a` loses 20%,
 /// `d` has no location (no inflation for its column).
-fn small_run(scale: f64) -> Value {
+pub fn small_run(scale: f64) -> Value {
     let regions = json!([
         {"name": "a", "location": {"lat": 50.1, "lon": 8.7}, "reported": true},
         {"name": "b", "location": {"lat": 39.0, "lon": -77.5}, "reported": true},

@@ -1,6 +1,7 @@
 //! latmap's integration tests: one binary, real sockets on loopback, the built CLI.
 
 mod cli;
+mod diff;
 mod harness;
 mod heatmap;
 mod lab;
