@@ -18,6 +18,7 @@ pub mod reflector;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod sockopt;
 pub mod stats;
 pub mod sweep;
