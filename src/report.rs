@@ -184,6 +184,12 @@ impl RegionReport {
     }
 }
 
+impl crate::artifact::Versioned for RegionReport {
+    fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
 /// Probes per outcome, for logs and summaries.
 pub fn outcome_counts(results: &[PathResult]) -> BTreeMap<&'static str, u64> {
     let mut m = BTreeMap::new();

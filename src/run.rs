@@ -11,7 +11,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{self, ArtifactError};
+use crate::artifact::{self, ArtifactError, Versioned};
 use crate::config::Location;
 use crate::probe::ProberHealth;
 use crate::report::{PathEntry, RegionReport};
@@ -164,6 +164,12 @@ impl Run {
         self.paths
             .iter()
             .find(|p| p.source == source && p.target == target && p.kind == kind)
+    }
+}
+
+impl Versioned for Run {
+    fn schema(&self) -> &str {
+        &self.schema
     }
 }
 
