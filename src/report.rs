@@ -100,6 +100,41 @@ impl PathEntry {
         }
     }
 
+    /// An entry from RTT samples in send order (`None`: no reply), for runs assembled
+    /// from other sources (imports, tests, benchmarks): `sent`, `received`, the loss and
+    /// the statistics follow from the samples; the address is the target as given.
+    pub fn from_samples(
+        source: &str,
+        target: &str,
+        kind: ProbeKind,
+        target_spec: &str,
+        samples_us: Vec<Option<u64>>,
+    ) -> PathEntry {
+        let sent = samples_us.len() as u64;
+        let received = samples_us.iter().flatten().count() as u64;
+        let (loss, loss_ci) = loss_fields(sent, received);
+        PathEntry {
+            source: source.to_string(),
+            target: target.to_string(),
+            kind,
+            target_spec: target_spec.to_string(),
+            address: Some(target_spec.to_string()),
+            resolve_us: None,
+            resolve_error: None,
+            sent,
+            received,
+            refused: 0,
+            icmp_errors: 0,
+            send_failed: 0,
+            late: 0,
+            duplicates: 0,
+            loss,
+            loss_ci,
+            rtt_us: RttSummary::from_samples(&samples_us),
+            samples_us,
+        }
+    }
+
     /// The key that orders and identifies a path within a run.
     pub fn key(&self) -> (&str, &str, ProbeKind, &str) {
         (&self.source, &self.target, self.kind, &self.target_spec)

@@ -3,7 +3,12 @@
 //! `run.json` has `"schema": "latmap.run/1"` and a stable order (regions as configured,
 //! paths by source, target, kind and target), so two runs diff cleanly. A region that
 //! sent no report is listed with `"reported": false` ("no data"); its paths are absent,
-//! never shown as 100% loss. See docs/run-format.md.
+//! never shown as 100% loss. The analysis stage's findings are stored in the run too;
+//! their type is in `finding`, the detectors come later. See docs/run-format.md.
+
+mod finding;
+
+pub use finding::{Anomaly, Direction, Severity, Subject, Unit};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,9 +33,6 @@ pub struct RunRegion {
     pub reported: bool,
 }
 
-/// A detected anomaly (filled by the analysis stage; empty until then).
-pub type Anomaly = serde_json::Value;
-
 /// One sweep of the fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -42,6 +44,8 @@ pub struct Run {
     /// Each reporting region's prober health.
     pub probers: BTreeMap<String, ProberHealth>,
     pub paths: Vec<PathEntry>,
+    /// Findings of the analysis stage, most severe first (empty when not analysed).
+    #[serde(default)]
     pub anomalies: Vec<Anomaly>,
 }
 
@@ -110,20 +114,7 @@ impl Run {
                 paths.push(p.clone());
             }
         }
-        let order: BTreeMap<&str, usize> = regions
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.name.as_str(), i))
-            .collect();
-        let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
-        paths.sort_by(|a, b| {
-            (rank(&a.source), rank(&a.target), a.kind, &a.target_spec).cmp(&(
-                rank(&b.source),
-                rank(&b.target),
-                b.kind,
-                &b.target_spec,
-            ))
-        });
+        sort_paths(&regions, &mut paths);
         let started_at = reports
             .iter()
             .map(|r| r.started_at)
@@ -144,6 +135,26 @@ impl Run {
             paths,
             anomalies: Vec::new(),
         })
+    }
+
+    /// A run of the given regions and paths (no prober health, no anomalies), for runs
+    /// assembled from other sources; paths are put in the run's order.
+    pub fn new(
+        regions: Vec<RunRegion>,
+        mut paths: Vec<PathEntry>,
+        started_at: DateTime<Utc>,
+    ) -> Run {
+        sort_paths(&regions, &mut paths);
+        Run {
+            schema: RUN_SCHEMA.to_string(),
+            id: run_id(started_at),
+            started_at,
+            finished_at: started_at,
+            regions,
+            probers: BTreeMap::new(),
+            paths,
+            anomalies: Vec::new(),
+        }
     }
 
     pub fn read(path: &Path) -> Result<Run, ArtifactError> {
@@ -171,6 +182,24 @@ impl Versioned for Run {
     fn schema(&self) -> &str {
         &self.schema
     }
+}
+
+/// Orders paths by source region, target region (in `regions` order), kind and target.
+fn sort_paths(regions: &[RunRegion], paths: &mut [PathEntry]) {
+    let order: std::collections::HashMap<&str, usize> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
+    paths.sort_by(|a, b| {
+        (rank(&a.source), rank(&a.target), a.kind, &a.target_spec).cmp(&(
+            rank(&b.source),
+            rank(&b.target),
+            b.kind,
+            &b.target_spec,
+        ))
+    });
 }
 
 /// A run id: the start time, to the second, and a random suffix.
