@@ -4,19 +4,37 @@
 //! regions.toml ──▶ Config ──▶ Prober (one per region) ──▶ RegionReport ──┐
 //!                                                                        ├──▶ Run (run.json)
 //!                        Prober (another region) ──▶ RegionReport ──────┘
+//!                                                                             │
+//!                     LatencyGraph (per probe kind) ──▶ detectors ──▶ Vec<Anomaly> (in the run)
+//!                                                                             │
+//!                                         render: RTT table, report (text, Markdown, JSON)
 //! ```
 //!
-//! Modules are declared in data-flow order; each imports only the ones above it.
+//! Modules are declared in data-flow order; each imports only the ones above it (the
+//! blank lines keep rustfmt from sorting them).
+
+pub mod config;
+
+pub mod stats;
+
+pub mod sockopt;
+
+pub mod probe;
+
+pub mod reflector;
+
+pub mod lab;
 
 pub mod artifact;
-pub mod cli;
-pub mod config;
-pub mod lab;
-pub mod probe;
-pub mod reflector;
-pub mod render;
+
 pub mod report;
+
 pub mod run;
-pub mod sockopt;
-pub mod stats;
+
 pub mod sweep;
+
+pub mod graph;
+
+pub mod render;
+
+pub mod cli;
