@@ -74,6 +74,20 @@ pub struct Location {
     pub lon: f64,
 }
 
+/// Mean Earth radius in km.
+const EARTH_RADIUS_KM: f64 = 6371.0;
+
+impl Location {
+    /// Great-circle distance to `other` in km (haversine, spherical Earth).
+    pub fn great_circle_km(self, other: Location) -> f64 {
+        let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dlat = lat2 - lat1;
+        let dlon = (other.lon - self.lon).to_radians();
+        let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+    }
+}
+
 /// One thing to probe: an IP address or a hostname, with an optional port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {

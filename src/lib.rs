@@ -35,6 +35,8 @@ pub mod sweep;
 
 pub mod graph;
 
+pub mod anomaly;
+
 pub mod render;
 
 pub mod cli;

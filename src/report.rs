@@ -141,6 +141,39 @@ impl PathEntry {
     }
 }
 
+/// `count` samples in send order with `lost` of them lost (spread evenly) and the
+/// replies alternating `rtt_us ∓ jitter_us / 2`, so that the median is `rtt_us` (for an
+/// even number of replies) and the jitter is `jitter_us`. For runs built without
+/// probing: scenario tests and benchmarks.
+pub fn synthetic_samples(
+    rtt_us: u64,
+    lost: usize,
+    jitter_us: u64,
+    count: usize,
+) -> Vec<Option<u64>> {
+    let lost = lost.min(count);
+    let mut samples = Vec::with_capacity(count);
+    let mut next_lost = 0;
+    let mut replies = 0u64;
+    for k in 0..count {
+        // The m-th lost probe is probe floor(m * count / lost).
+        if next_lost < lost && k == next_lost * count / lost {
+            next_lost += 1;
+            samples.push(None);
+            continue;
+        }
+        let half = jitter_us / 2;
+        let v = if replies % 2 == 0 {
+            rtt_us.saturating_sub(half)
+        } else {
+            rtt_us + (jitter_us - half)
+        };
+        replies += 1;
+        samples.push(Some(v));
+    }
+    samples
+}
+
 /// Loss ratio and its 95% Wilson interval.
 pub fn loss_fields(sent: u64, received: u64) -> (Option<f64>, Option<[f64; 2]>) {
     if sent == 0 {

@@ -215,6 +215,22 @@ pub struct PairRule {
 }
 
 impl PairRule {
+    /// A rule from `source` to `target` that overrides nothing yet.
+    pub fn new(source: RegionPattern, target: RegionPattern) -> PairRule {
+        PairRule {
+            source,
+            target,
+            both_directions: false,
+            slo_p95_ms: None,
+            loss_warning_pct: None,
+            loss_critical_pct: None,
+            loss_min_lost: None,
+            jitter_warning_ms: None,
+            jitter_critical_ms: None,
+            skip: DetectorSet::default(),
+        }
+    }
+
     /// Whether the rule applies to the path `source -> target`.
     pub fn applies(&self, source: &str, target: &str) -> bool {
         (self.source.matches(source) && self.target.matches(target))
@@ -246,6 +262,12 @@ impl PairRule {
 pub struct RegionPattern(pub(super) String);
 
 impl RegionPattern {
+    /// A pattern as written (the configuration loader checks its characters; here any
+    /// text is taken, and matches by the same rules).
+    pub fn new(pattern: &str) -> RegionPattern {
+        RegionPattern(pattern.to_string())
+    }
+
     /// `*`: every region.
     pub fn any() -> RegionPattern {
         RegionPattern("*".to_string())
@@ -383,16 +405,8 @@ mod tests {
 
     fn rule(source: &str, target: &str, both: bool) -> PairRule {
         PairRule {
-            source: RegionPattern(source.into()),
-            target: RegionPattern(target.into()),
             both_directions: both,
-            slo_p95_ms: None,
-            loss_warning_pct: None,
-            loss_critical_pct: None,
-            loss_min_lost: None,
-            jitter_warning_ms: None,
-            jitter_critical_ms: None,
-            skip: DetectorSet::default(),
+            ..PairRule::new(RegionPattern::new(source), RegionPattern::new(target))
         }
     }
 
