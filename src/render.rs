@@ -1,5 +1,7 @@
-//! Outputs for people: the RTT matrix as a terminal table (more formats follow).
+//! Outputs for people: the RTT matrix as a terminal table, and the report of a run's
+//! findings as text, Markdown or JSON.
 //!
-//! Reads runs; never probes.
+//! Reads runs; never probes, never runs a detector.
 
+pub mod report;
 pub mod table;
