@@ -3,8 +3,9 @@
 //! time with the read time, and report the peak memory.
 //!
 //! Run with `cargo bench --bench analysis` (options after `--`: `--regions N`,
-//! `--samples N`, `--repeat N`, `--dir DIR`, and `--petgraph` to also time petgraph's
-//! own Floyd-Warshall for comparison). The synthetic run is generated once per
+//! `--samples N`, `--repeat N`, `--dir DIR`, `--petgraph` to also time petgraph's own
+//! Floyd-Warshall, and `--via-value` to also time the old way of reading, through a
+//! `serde_json::Value` tree). The synthetic run is generated once per
 //! size into DIR (default: the system's temporary folder) and kept for later runs;
 //! each measurement runs in a fresh child process, so that the peak resident memory
 //! (VmHWM) is that of reading and analysing alone. Not part of `cargo test`.
@@ -25,6 +26,7 @@ struct Options {
     repeat: usize,
     dir: PathBuf,
     petgraph: bool,
+    via_value: bool,
 }
 
 fn options(args: &[String]) -> Options {
@@ -34,6 +36,7 @@ fn options(args: &[String]) -> Options {
         repeat: 3,
         dir: std::env::temp_dir(),
         petgraph: false,
+        via_value: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -44,6 +47,7 @@ fn options(args: &[String]) -> Options {
             "--repeat" => o.repeat = value().parse().unwrap_or(o.repeat),
             "--dir" => o.dir = PathBuf::from(value()),
             "--petgraph" => o.petgraph = true,
+            "--via-value" => o.via_value = true,
             _ => {}
         }
     }
@@ -52,6 +56,11 @@ fn options(args: &[String]) -> Options {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--measure-value") {
+        let file = args.get(i + 1).expect("--measure-value FILE");
+        measure_via_value(Path::new(file));
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--measure") {
         let file = args.get(i + 1).expect("--measure FILE");
         measure(Path::new(file), args.iter().any(|a| a == "--petgraph"));
@@ -91,6 +100,31 @@ fn main() {
             println!();
         }
     }
+    if o.via_value {
+        let out = Command::new(&exe)
+            .arg("--measure-value")
+            .arg(&file)
+            .output()
+            .expect("run the measurement");
+        print!("\n{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Reads the run as latmap did before streaming: the whole file, a `serde_json::Value`
+/// tree, then the typed run.
+fn measure_via_value(file: &Path) {
+    let t = Instant::now();
+    let bytes = std::fs::read(file).expect("read the file");
+    let value: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    drop(bytes);
+    let run: Run = serde_json::from_value(value).expect("a run");
+    println!(
+        "read through a serde_json::Value: {} for {} paths, peak memory {:.0} MiB",
+        secs(t.elapsed()),
+        run.paths.len(),
+        peak_mib()
+    );
 }
 
 /// A small deterministic generator.
