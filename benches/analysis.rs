@@ -147,16 +147,20 @@ fn generate(o: &Options, file: &Path) {
     let started = Instant::now();
     let mut rng = Lcg(7);
     let n = o.regions;
-    let regions: Vec<RunRegion> = (0..n)
-        .map(|i| {
-            // Uniform on the sphere.
-            let lat = (2.0 * rng.next() - 1.0).asin().to_degrees();
-            let lon = rng.next() * 360.0 - 180.0;
-            RunRegion {
-                name: format!("region-{i:04}"),
-                location: Some(Location { lat, lon }),
-                reported: true,
-            }
+    // Uniform on the sphere.
+    let locations: Vec<Location> = (0..n)
+        .map(|_| Location {
+            lat: (2.0 * rng.next() - 1.0).asin().to_degrees(),
+            lon: rng.next() * 360.0 - 180.0,
+        })
+        .collect();
+    let regions: Vec<RunRegion> = locations
+        .iter()
+        .enumerate()
+        .map(|(i, &location)| RunRegion {
+            name: format!("region-{i:04}"),
+            location: Some(location),
+            reported: true,
         })
         .collect();
     let mut paths = Vec::with_capacity(n * (n - 1));
@@ -165,8 +169,8 @@ fn generate(o: &Options, file: &Path) {
             if i == j {
                 continue;
             }
-            let (a, b) = (regions[i].location.unwrap(), regions[j].location.unwrap());
-            let mut rtt = 1.0 + 1.6 * a.great_circle_km(b) / 100.0 + rng.next() * 0.5;
+            let km = locations[i].great_circle_km(locations[j]);
+            let mut rtt = 1.0 + 1.6 * km / 100.0 + rng.next() * 0.5;
             let mut lost = 0;
             let mut jitter = 0.1 + rng.next() * 0.4;
             if i == 3 {
