@@ -484,4 +484,11 @@ mod tests {
         );
         assert_eq!(skip("ap-south-1", "us-east-1"), [DetectorId::Inflation]);
     }
+
+    #[test]
+    fn the_repository_config_writes_out_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regions.toml");
+        let config = crate::config::load(&path).expect("regions.toml loads");
+        assert_eq!(config.thresholds, Thresholds::default());
+    }
 }

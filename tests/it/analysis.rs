@@ -482,3 +482,77 @@ pub fn assert_default_lab_findings(run: &serde_json::Value) {
     assert_eq!(asymmetric, 9, "{:#?}", region.explains);
     assert!(region.severity >= Severity::Warning);
 }
+
+#[test]
+fn aggregate_finds_anomalies_with_default_or_configured_thresholds() {
+    use latmap::report::{REPORT_SCHEMA, RegionInfo, RegionReport};
+
+    let dir = Dir::new();
+    let path = scenarios().join("region-outgoing.toml");
+    let s: Scenario = toml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("toml");
+    let (run, config) = scenario_run(&s, &path);
+    let infos: Vec<RegionInfo> = run
+        .regions
+        .iter()
+        .map(|r| RegionInfo {
+            name: r.name.clone(),
+            location: r.location,
+        })
+        .collect();
+    let mut files = Vec::new();
+    for r in &run.regions {
+        let report = RegionReport {
+            schema: REPORT_SCHEMA.to_string(),
+            region: r.name.clone(),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            regions: infos.clone(),
+            prober: Default::default(),
+            paths: run
+                .paths
+                .iter()
+                .filter(|p| p.source == r.name)
+                .cloned()
+                .collect(),
+        };
+        let file = format!("{}.json", r.name);
+        latmap::artifact::write_json_atomic(&dir.join(&file), &report).expect("write report");
+        files.push(file);
+    }
+    let mut args: Vec<&str> = vec!["aggregate"];
+    args.extend(files.iter().map(String::as_str));
+    // No regions.toml here: the default thresholds.
+    let out = dir.latmap(&[&args[..], &["-o", "run.json", "--fail-on", "critical"]].concat());
+    assert_eq!(out.status, Some(1), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("CRITICAL  region  d (outgoing)"),
+        "{}",
+        out.stdout
+    );
+    let stored = Run::read(&dir.join("run.json")).expect("a run");
+    assert_eq!(stored.anomalies, analyse(&stored, &config.thresholds));
+    assert_eq!(stored.anomalies.len(), 1);
+    // A named configuration: its thresholds.
+    let mut fleet = String::from("[thresholds]\nskip = [\"region\", \"loss\"]\n");
+    for r in &run.regions {
+        fleet.push_str(&format!(
+            "\n[[region]]\nname = \"{}\"\ntargets = [\"192.0.2.1\"]\n",
+            r.name
+        ));
+    }
+    dir.write("fleet.toml", &fleet);
+    let out = dir.latmap(&[&args[..], &["-o", "run2.json", "-c", "fleet.toml"]].concat());
+    out.assert_ok();
+    let stored = Run::read(&dir.join("run2.json")).expect("a run");
+    assert_eq!(stored.anomalies.len(), 5);
+    assert!(
+        stored
+            .anomalies
+            .iter()
+            .all(|a| a.detector == DetectorId::Asymmetry)
+    );
+    // A named configuration that is missing is an error, not the defaults.
+    let out = dir.latmap(&[&args[..], &["-o", "run3.json", "-c", "nowhere.toml"]].concat());
+    assert_eq!(out.status, Some(2));
+    assert!(out.stderr.contains("nowhere.toml"), "{}", out.stderr);
+}
