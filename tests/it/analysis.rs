@@ -556,3 +556,86 @@ fn aggregate_finds_anomalies_with_default_or_configured_thresholds() {
     assert_eq!(out.status, Some(2));
     assert!(out.stderr.contains("nowhere.toml"), "{}", out.stderr);
 }
+
+/// The `detour` and `asymmetry` findings of a lab run (top level or folded under a region
+/// finding) against the truth `rtt(i, j)` the lab emulated: every pair whose rule holds
+/// by more than the measurement tolerance (`tolerance(rtt)` per RTT involved) is found,
+/// and every pair found holds within it.
+pub fn assert_findings_follow_the_matrix(
+    run: &serde_json::Value,
+    names: &[String],
+    rtt: impl Fn(usize, usize) -> Option<f64>,
+    tolerance: impl Fn(f64) -> f64,
+) {
+    let run: Run = serde_json::from_value(run.clone()).expect("a typed run");
+    let t = latmap::config::Thresholds::default();
+    let n = names.len();
+    let found = |d: DetectorId| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = run
+            .anomalies
+            .iter()
+            .flat_map(|a| std::iter::once(a).chain(&a.explains))
+            .filter(|a| a.detector == d)
+            .filter_map(|a| match &a.subject {
+                Subject::Path { source, target } => Some((source.clone(), target.clone())),
+                Subject::Region { .. } => None,
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    // How far each rule holds in truth (positive: it holds), and its uncertainty.
+    let mut detours = (Vec::new(), Vec::new()); // (must be found, may be found)
+    let mut asymmetric = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in 0..n {
+            let Some(d) = rtt(i, j) else { continue };
+            let best = (0..n)
+                .filter(|&k| k != i && k != j)
+                .filter_map(|k| Some((rtt(i, k)?, rtt(k, j)?)))
+                .min_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+            if let Some((a, b)) = best {
+                let margin = (d - a - b) - (d * t.detour_min_pct / 100.0).max(t.detour_min_ms);
+                let slack = tolerance(d) + tolerance(a) + tolerance(b);
+                let key = (names[i].clone(), names[j].clone());
+                if margin > slack {
+                    detours.0.push(key.clone());
+                }
+                if margin >= -slack {
+                    detours.1.push(key);
+                }
+            }
+            if let Some(back) = rtt(j, i) {
+                if d > back {
+                    let margin =
+                        (d - back) - (back * t.asymmetry_min_pct / 100.0).max(t.asymmetry_min_ms);
+                    let slack = tolerance(d) + tolerance(back);
+                    let key = (names[i].clone(), names[j].clone());
+                    if margin > slack {
+                        asymmetric.0.push(key.clone());
+                    }
+                    if margin >= -slack {
+                        asymmetric.1.push(key);
+                    }
+                }
+            }
+        }
+    }
+    for (what, got, (must, may)) in [
+        ("detour", found(DetectorId::Detour), detours),
+        ("asymmetry", found(DetectorId::Asymmetry), asymmetric),
+    ] {
+        let missed: Vec<_> = must.iter().filter(|k| !got.contains(k)).collect();
+        let extra: Vec<_> = got.iter().filter(|k| !may.contains(k)).collect();
+        assert!(
+            missed.is_empty() && extra.is_empty(),
+            "{what}: missed {missed:?}, not implied by the matrix {extra:?}"
+        );
+        eprintln!(
+            "{what}: {} found; {} implied beyond doubt, {} within the tolerance",
+            got.len(),
+            must.len(),
+            may.len()
+        );
+    }
+}

@@ -252,6 +252,10 @@ fn matrix_lab_of_21_regions_matches_the_csv() {
         }
     }
     check_against_truth(&run, &truth);
+    // The detours and asymmetries found are those the CSV implies, up to the lab's
+    // measurement tolerance on each RTT involved.
+    let rtt_of = |i: usize, j: usize| (i != j && (i, j) != unreachable).then(|| rtt[i][j]);
+    crate::analysis::assert_findings_follow_the_matrix(&run, &names, rtt_of, rtt_tolerance_ms);
 }
 
 #[test]
