@@ -45,8 +45,25 @@ pub struct Run {
     pub probers: BTreeMap<String, ProberHealth>,
     pub paths: Vec<PathEntry>,
     /// Findings of the analysis stage, most severe first (empty when not analysed).
-    #[serde(default)]
+    /// A finding this version cannot read (a detector added by a later version) is
+    /// skipped with a warning, so that newer runs stay readable.
+    #[serde(default, deserialize_with = "known_anomalies")]
     pub anomalies: Vec<Anomaly>,
+}
+
+/// The anomalies this version knows; the others are logged and left out.
+fn known_anomalies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Anomaly>, D::Error> {
+    let raw: Vec<serde_json::Value> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|v| match serde_json::from_value::<Anomaly>(v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("skipping a finding this version of latmap cannot read: {e}");
+                None
+            }
+        })
+        .collect())
 }
 
 /// Why reports cannot be merged.

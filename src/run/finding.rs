@@ -228,6 +228,29 @@ mod tests {
     }
 
     #[test]
+    fn a_run_skips_findings_of_unknown_detectors() {
+        let run = r#"{"schema": "latmap.run/1", "id": "x", "started_at": "1970-01-01T00:00:00Z",
+            "finished_at": "1970-01-01T00:00:00Z", "regions": [], "probers": {}, "paths": [],
+            "anomalies": [
+              {"detector": "from-the-future", "severity": "warning", "kind": "udp",
+               "subject": {"type": "path", "source": "a", "target": "b"},
+               "value": 1.0, "threshold": 1.0, "unit": "ratio", "message": "m"},
+              {"detector": "loss", "severity": "critical", "kind": "udp",
+               "subject": {"type": "path", "source": "a", "target": "b"},
+               "value": 0.2, "threshold": 0.01, "unit": "ratio", "message": "n",
+               "new_field": true}
+            ]}"#;
+        let run: crate::run::Run = serde_json::from_str(run).unwrap();
+        assert_eq!(run.anomalies.len(), 1);
+        assert_eq!(run.anomalies[0].detector, DetectorId::Loss);
+        // Without the key: none.
+        let old = r#"{"schema": "latmap.run/1", "id": "x", "started_at": "1970-01-01T00:00:00Z",
+            "finished_at": "1970-01-01T00:00:00Z", "regions": [], "probers": {}, "paths": []}"#;
+        let run: crate::run::Run = serde_json::from_str(old).unwrap();
+        assert!(run.anomalies.is_empty());
+    }
+
+    #[test]
     fn units_format_for_people() {
         assert_eq!(Unit::Us.format(233_456.0), "233 ms");
         assert_eq!(Unit::Us.format(5_040.0), "5.0 ms");
