@@ -9,14 +9,16 @@ mod diff;
 mod probe;
 mod reflect;
 mod render;
+mod report;
 mod sweep;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Thresholds};
 
 /// latmap maps network latency and loss between the regions of a fleet.
 ///
@@ -47,13 +49,15 @@ Examples:
   latmap sweep                          emulated ten-region WAN from ./regions.toml
   latmap check -c fleet.toml            validate a configuration
   latmap probe -c fleet.toml -r eu-west-1 -o eu-west-1.json
-  latmap aggregate *.json -o run.json   merge the regions' reports
+  latmap aggregate *.json -o run.json   merge the regions' reports and find anomalies
+  latmap report run.json --fail-on critical --format markdown
   latmap render run.json --view loss    draw the loss heatmap beside run.json
   latmap diff base.json run.json --format markdown   gate a change in CI
 
-Exit status: 0 success; 1 a regression (`diff`); 2 error (bad configuration, unreadable
-file, setup failure).
-Documentation: docs/config.md, docs/run-format.md, docs/privileges.md";
+Exit status: 0 success; 1 a finding at --fail-on (`report`) or a regression (`diff`);
+2 error (bad configuration, unreadable file, setup failure).
+Documentation: docs/config.md, docs/anomalies.md, docs/heatmaps.md, docs/ci.md,
+docs/run-format.md, docs/privileges.md";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -63,25 +67,38 @@ pub enum Command {
     /// Probe every other region from one region and write its region report
     /// (what a job in that region runs).
     Probe(probe::Args),
-    /// Merge region reports into one run file.
+    /// Merge region reports into one run file, find its anomalies and print the report.
     Aggregate(aggregate::Args),
     /// Probe from every region that can run here (all of them in a lab), write
-    /// DIR/run.json and print the RTT matrix.
+    /// DIR/run.json, print the RTT matrix and the report of its anomalies.
     Sweep(sweep::Args),
     /// Compare two runs path by path and exit 1 when a path got slower or lossier
     /// (statistically significant and beyond the thresholds).
     Diff(diff::Args),
     /// Draw a run as an SVG heatmap (rows: source, columns: target).
     Render(render::Args),
+    /// Print a run's summary and findings, most severe first (text, Markdown or JSON).
+    Report(report::Args),
     /// Run a STAMP session-reflector (RFC 8762) so other regions' UDP probes get answers.
     Reflect(reflect::Args),
 }
 
 /// Parses arguments, runs the command, maps the outcome to an exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let config = ConfigArg {
+        path: cli.config.clone(),
+        explicit: !matches!(
+            matches.value_source("config"),
+            None | Some(ValueSource::DefaultValue)
+        ),
+    };
     init_logging(cli.verbose);
-    match run(cli) {
+    match run(cli, &config) {
         Ok(code) => code,
         Err(err) => {
             if let Some(e) = err.downcast_ref::<config::ConfigError>() {
@@ -99,15 +116,34 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(&cli.config, args),
         Command::Probe(args) => probe::run(&cli.config, args),
-        Command::Aggregate(args) => aggregate::run(args),
+        Command::Aggregate(args) => aggregate::run(config, args),
         Command::Sweep(args) => sweep::run(&cli.config, args),
         Command::Reflect(args) => reflect::run(args),
         Command::Render(args) => render::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Report(args) => report::run(config, args),
+    }
+}
+
+/// `--config` and whether it was given (on the command line or in `LATMAP_CONFIG`).
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigArg {
+    pub path: PathBuf,
+    pub explicit: bool,
+}
+
+impl ConfigArg {
+    /// The thresholds of the configuration; the defaults when no configuration was
+    /// named and the default file does not exist.
+    pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        if !self.explicit && !Path::new(&self.path).exists() {
+            return Ok(Thresholds::default());
+        }
+        Ok(load_config(&self.path)?.thresholds)
     }
 }
 

@@ -6,7 +6,8 @@
 //! never touches the network and never panics on any input.
 //!
 //! Loading goes `load` (files, locations) → `raw` (TOML shape and types) → `validate`
-//! (`[probe]`, `[[region]]`) and `lab` (`[lab]`, with CSV matrices parsed by `matrix`).
+//! (`[probe]`, `[[region]]`), `lab` (`[lab]`, with CSV matrices parsed by `matrix`) and
+//! `thresholds` (`[thresholds]`, the analysis stage's limits).
 //! The file format is described in `docs/config.md`.
 
 mod lab;
@@ -14,6 +15,7 @@ mod load;
 mod matrix;
 mod raw;
 mod suggest;
+mod thresholds;
 mod validate;
 
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +25,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, Diagnostic, load, parse};
+pub use thresholds::{
+    DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
+};
 
 /// The UDP port of a STAMP session-reflector (RFC 8762, section 4.1).
 pub const STAMP_PORT: u16 = 862;
@@ -38,6 +43,8 @@ pub struct Config {
     pub probe: ProbeSettings,
     /// The emulated WAN, when `[lab]` is present.
     pub lab: Option<LabSettings>,
+    /// `[thresholds]`: the detectors' limits (all defaults when the table is absent).
+    pub thresholds: Thresholds,
 }
 
 impl Config {
@@ -65,6 +72,20 @@ pub struct Region {
 pub struct Location {
     pub lat: f64,
     pub lon: f64,
+}
+
+/// Mean Earth radius in km.
+const EARTH_RADIUS_KM: f64 = 6371.0;
+
+impl Location {
+    /// Great-circle distance to `other` in km (haversine, spherical Earth).
+    pub fn great_circle_km(self, other: Location) -> f64 {
+        let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dlat = lat2 - lat1;
+        let dlon = (other.lon - self.lon).to_radians();
+        let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+    }
 }
 
 /// One thing to probe: an IP address or a hostname, with an optional port.

@@ -398,33 +398,31 @@ fn fmt_delta_ms(us: i64) -> String {
     format!("{:+.1} ms", us as f64 / 1000.0)
 }
 
-/// Findings keyed by (detector, subject): those only in `current` are new, those only
-/// in `base` resolved.
+/// Findings keyed by (detector, probe kind, subject): those only in `current` are new,
+/// those only in `base` resolved. Findings folded under a region finding count too, so
+/// a path that moves under a region finding is neither new nor resolved.
 fn finding_changes(base: &Run, current: &Run) -> (Vec<FindingChange>, Vec<FindingChange>) {
-    let keyed = |run: &Run| -> BTreeMap<(String, String), FindingChange> {
-        run.anomalies
-            .iter()
-            .filter_map(|a| {
-                let field = |k: &str| {
-                    a.get(k).map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    })
-                };
-                let detector = field("detector")?;
-                let subject = field("subject").unwrap_or_default();
-                Some((
-                    (detector.clone(), subject.clone()),
-                    FindingChange {
-                        detector,
-                        severity: field("severity").unwrap_or_default(),
-                        subject,
-                        message: field("message").unwrap_or_default(),
-                    },
-                ))
-            })
-            .collect()
+    fn collect(
+        a: &crate::run::Anomaly,
+        out: &mut BTreeMap<(String, ProbeKind, String), FindingChange>,
+    ) {
+        out.entry((a.detector.to_string(), a.kind, a.subject.to_string()))
+            .or_insert_with(|| FindingChange {
+                detector: a.detector.to_string(),
+                severity: a.severity.to_string(),
+                subject: a.subject.to_string(),
+                message: a.message.clone(),
+            });
+        for inner in &a.explains {
+            collect(inner, out);
+        }
+    }
+    let keyed = |run: &Run| {
+        let mut m = BTreeMap::new();
+        for a in &run.anomalies {
+            collect(a, &mut m);
+        }
+        m
     };
     let (b, c) = (keyed(base), keyed(current));
     let new = c

@@ -26,16 +26,9 @@ pub struct PathTruth {
     pub loss: f64,
 }
 
-/// Mean Earth radius in km.
-const EARTH_RADIUS_KM: f64 = 6371.0;
-
-/// Great-circle distance in km (haversine).
+/// Great-circle distance in km (haversine); see [`Location::great_circle_km`].
 pub fn great_circle_km(a: Location, b: Location) -> f64 {
-    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
-    let dlat = lat2 - lat1;
-    let dlon = (b.lon - a.lon).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+    a.great_circle_km(b)
 }
 
 /// The lab address of the region at `index` (0-based): `127.0.N.1` with N = index + 1

@@ -4,21 +4,30 @@
 //! regions.toml ──▶ Config ──▶ Prober (one per region) ──▶ RegionReport ──┐
 //!                                                                        ├──▶ Run (run.json)
 //!                        Prober (another region) ──▶ RegionReport ──────┘
+//!                                                                             │
+//!                     LatencyGraph (per probe kind) ──▶ detectors ──▶ Vec<Anomaly> (in the run)
+//!                                                                             │
+//!                                         render: RTT table, report (text, Markdown, JSON),
+//!                                                 heatmaps (SVG), diff (text, Markdown, JSON, JUnit)
+//!                          diff: Run (baseline) × Run (current) ──▶ RunDiff ──▶ exit code
 //! ```
 //!
-//! Modules are declared in data-flow order; each imports only the ones above it.
+//! Modules are declared in data-flow order; each imports only the ones above it
+//! (`rustfmt.toml` keeps rustfmt from sorting them).
 
-pub mod artifact;
-pub mod cli;
 pub mod config;
-pub mod diff;
-pub mod lab;
+pub mod stats;
+pub mod sockopt;
 pub mod probe;
 pub mod reflector;
-pub mod render;
+pub mod lab;
+pub mod artifact;
 pub mod report;
 pub mod run;
-pub mod schedule;
-pub mod sockopt;
-pub mod stats;
 pub mod sweep;
+pub mod schedule;
+pub mod graph;
+pub mod anomaly;
+pub mod diff;
+pub mod render;
+pub mod cli;

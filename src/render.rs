@@ -1,8 +1,10 @@
-//! Outputs for people: the RTT matrix as a terminal table (more formats follow).
+//! Outputs for people: the RTT matrix as a terminal table, the report of a run's findings
+//! (text, Markdown, JSON), SVG heatmaps, and diffs (text, Markdown, JSON, JUnit).
 //!
-//! Reads runs; never probes.
+//! Reads runs; never probes, never runs a detector.
 
-pub mod diff;
-pub mod heatmap;
 pub mod scale;
 pub mod table;
+pub mod report;
+pub mod heatmap;
+pub mod diff;

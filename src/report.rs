@@ -100,10 +100,78 @@ impl PathEntry {
         }
     }
 
+    /// An entry from RTT samples in send order (`None`: no reply), for runs assembled
+    /// from other sources (imports, tests, benchmarks): `sent`, `received`, the loss and
+    /// the statistics follow from the samples; the address is the target as given.
+    pub fn from_samples(
+        source: &str,
+        target: &str,
+        kind: ProbeKind,
+        target_spec: &str,
+        samples_us: Vec<Option<u64>>,
+    ) -> PathEntry {
+        let sent = samples_us.len() as u64;
+        let received = samples_us.iter().flatten().count() as u64;
+        let (loss, loss_ci) = loss_fields(sent, received);
+        PathEntry {
+            source: source.to_string(),
+            target: target.to_string(),
+            kind,
+            target_spec: target_spec.to_string(),
+            address: Some(target_spec.to_string()),
+            resolve_us: None,
+            resolve_error: None,
+            sent,
+            received,
+            refused: 0,
+            icmp_errors: 0,
+            send_failed: 0,
+            late: 0,
+            duplicates: 0,
+            loss,
+            loss_ci,
+            rtt_us: RttSummary::from_samples(&samples_us),
+            samples_us,
+        }
+    }
+
     /// The key that orders and identifies a path within a run.
     pub fn key(&self) -> (&str, &str, ProbeKind, &str) {
         (&self.source, &self.target, self.kind, &self.target_spec)
     }
+}
+
+/// `count` samples in send order with `lost` of them lost (spread evenly) and the
+/// replies alternating `rtt_us ∓ jitter_us / 2`, so that the median is `rtt_us` (for an
+/// even number of replies) and the jitter is `jitter_us`. For runs built without
+/// probing: scenario tests and benchmarks.
+pub fn synthetic_samples(
+    rtt_us: u64,
+    lost: usize,
+    jitter_us: u64,
+    count: usize,
+) -> Vec<Option<u64>> {
+    let lost = lost.min(count);
+    let mut samples = Vec::with_capacity(count);
+    let mut next_lost = 0;
+    let mut replies = 0u64;
+    for k in 0..count {
+        // The m-th lost probe is probe floor(m * count / lost).
+        if next_lost < lost && k == next_lost * count / lost {
+            next_lost += 1;
+            samples.push(None);
+            continue;
+        }
+        let half = jitter_us / 2;
+        let v = if replies % 2 == 0 {
+            rtt_us.saturating_sub(half)
+        } else {
+            rtt_us + (jitter_us - half)
+        };
+        replies += 1;
+        samples.push(Some(v));
+    }
+    samples
 }
 
 /// Loss ratio and its 95% Wilson interval.
@@ -181,6 +249,12 @@ impl RegionReport {
     /// Reads a region report, rejecting other schemas with a clear error.
     pub fn read(path: &Path) -> Result<RegionReport, crate::artifact::ArtifactError> {
         crate::artifact::read_versioned(path, "latmap.report/")
+    }
+}
+
+impl crate::artifact::Versioned for RegionReport {
+    fn schema(&self) -> &str {
+        &self.schema
     }
 }
 

@@ -3,7 +3,12 @@
 //! `run.json` has `"schema": "latmap.run/1"` and a stable order (regions as configured,
 //! paths by source, target, kind and target), so two runs diff cleanly. A region that
 //! sent no report is listed with `"reported": false` ("no data"); its paths are absent,
-//! never shown as 100% loss. See docs/run-format.md.
+//! never shown as 100% loss. The analysis stage's findings are stored in the run too;
+//! their type is in `finding`, the detectors come later. See docs/run-format.md.
+
+mod finding;
+
+pub use finding::{Anomaly, Direction, Severity, Subject, Unit};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +16,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{self, ArtifactError};
+use crate::artifact::{self, ArtifactError, Versioned};
 use crate::config::Location;
 use crate::probe::ProberHealth;
 use crate::report::{PathEntry, RegionReport};
@@ -28,9 +33,6 @@ pub struct RunRegion {
     pub reported: bool,
 }
 
-/// A detected anomaly (filled by the analysis stage; empty until then).
-pub type Anomaly = serde_json::Value;
-
 /// One sweep of the fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -42,7 +44,26 @@ pub struct Run {
     /// Each reporting region's prober health.
     pub probers: BTreeMap<String, ProberHealth>,
     pub paths: Vec<PathEntry>,
+    /// Findings of the analysis stage, most severe first (empty when not analysed).
+    /// A finding this version cannot read (a detector added by a later version) is
+    /// skipped with a warning, so that newer runs stay readable.
+    #[serde(default, deserialize_with = "known_anomalies")]
     pub anomalies: Vec<Anomaly>,
+}
+
+/// The anomalies this version knows; the others are logged and left out.
+fn known_anomalies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Anomaly>, D::Error> {
+    let raw: Vec<serde_json::Value> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|v| match serde_json::from_value::<Anomaly>(v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("skipping a finding this version of latmap cannot read: {e}");
+                None
+            }
+        })
+        .collect())
 }
 
 /// Why reports cannot be merged.
@@ -110,20 +131,7 @@ impl Run {
                 paths.push(p.clone());
             }
         }
-        let order: BTreeMap<&str, usize> = regions
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.name.as_str(), i))
-            .collect();
-        let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
-        paths.sort_by(|a, b| {
-            (rank(&a.source), rank(&a.target), a.kind, &a.target_spec).cmp(&(
-                rank(&b.source),
-                rank(&b.target),
-                b.kind,
-                &b.target_spec,
-            ))
-        });
+        sort_paths(&regions, &mut paths);
         let started_at = reports
             .iter()
             .map(|r| r.started_at)
@@ -146,6 +154,26 @@ impl Run {
         })
     }
 
+    /// A run of the given regions and paths (no prober health, no anomalies), for runs
+    /// assembled from other sources; paths are put in the run's order.
+    pub fn new(
+        regions: Vec<RunRegion>,
+        mut paths: Vec<PathEntry>,
+        started_at: DateTime<Utc>,
+    ) -> Run {
+        sort_paths(&regions, &mut paths);
+        Run {
+            schema: RUN_SCHEMA.to_string(),
+            id: run_id(started_at),
+            started_at,
+            finished_at: started_at,
+            regions,
+            probers: BTreeMap::new(),
+            paths,
+            anomalies: Vec::new(),
+        }
+    }
+
     pub fn read(path: &Path) -> Result<Run, ArtifactError> {
         artifact::read_versioned(path, "latmap.run/")
     }
@@ -165,6 +193,30 @@ impl Run {
             .iter()
             .find(|p| p.source == source && p.target == target && p.kind == kind)
     }
+}
+
+impl Versioned for Run {
+    fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+/// Orders paths by source region, target region (in `regions` order), kind and target.
+fn sort_paths(regions: &[RunRegion], paths: &mut [PathEntry]) {
+    let order: std::collections::HashMap<&str, usize> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
+    paths.sort_by(|a, b| {
+        (rank(&a.source), rank(&a.target), a.kind, &a.target_spec).cmp(&(
+            rank(&b.source),
+            rank(&b.target),
+            b.kind,
+            &b.target_spec,
+        ))
+    });
 }
 
 /// A run id: the start time, to the second, and a random suffix.

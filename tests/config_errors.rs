@@ -83,6 +83,7 @@ bad_configs! {
     values_out_of_range => "bad-ranges.toml",
     region_not_in_matrix => "bad-matrix-region-missing.toml",
     wrong_table_shapes => "bad-shape.toml",
+    thresholds_out_of_range_and_unknown => "bad-thresholds.toml",
 }
 
 #[test]

@@ -1,12 +1,18 @@
-//! `latmap aggregate R1.json R2.json ... --out run.json`: merge region reports.
+//! `latmap aggregate R1.json R2.json ... --out run.json`: merge region reports, find
+//! the run's anomalies with the configuration's thresholds, and print the report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::anomaly;
 use crate::config::ProbeKind;
+use crate::render::report::{Format, render};
 use crate::render::table::rtt_matrix;
 use crate::report::RegionReport;
 use crate::run::Run;
+
+use super::ConfigArg;
+use super::report::FailOn;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,18 +22,23 @@ pub struct Args {
     /// Where to write the run.
     #[arg(long, short = 'o', default_value = "run.json")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub fail: FailOn,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
+    let thresholds = config.thresholds()?;
     let reports = args
         .reports
         .iter()
         .map(|p| RegionReport::read(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let run = Run::from_reports(&reports)?;
+    let mut run = Run::from_reports(&reports)?;
+    run.anomalies = anomaly::analyse(&run, &thresholds);
     run.write(&args.out)?;
     super::render::write_default_heatmaps(&run, &args.out)?;
     super::print(&tables(&run))?;
+    super::print(&render(&run, Format::Text))?;
     let missing: Vec<&str> = run
         .regions
         .iter()
@@ -43,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reports.len(),
         args.out.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(args.fail.exit_code(&run))
 }
 
 /// One RTT matrix per probe kind present in the run.

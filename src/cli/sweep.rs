@@ -1,4 +1,5 @@
-//! `latmap sweep`: every local region's prober (all regions in a lab), one run file.
+//! `latmap sweep`: every local region's prober (all regions in a lab), one run file,
+//! its anomalies found with the configuration's thresholds, and the report.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,8 +9,12 @@ use std::time::Instant;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::anomaly;
+use crate::render::report::{Format, render};
 use crate::run::Run;
 use crate::sweep::{local_regions, probe_regions, region_index};
+
+use super::report::FailOn;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +25,8 @@ pub struct Args {
     /// probe from here].
     #[arg(long, short = 'r')]
     pub region: Vec<String>,
+    #[command(flatten)]
+    pub fail: FailOn,
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -56,11 +63,13 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         move |total| length_bar.set_length(total),
     ))?;
     bar.finish_and_clear();
-    let run = Run::from_reports(&reports)?;
+    let mut run = Run::from_reports(&reports)?;
+    run.anomalies = anomaly::analyse(&run, &config.thresholds);
     let out = args.out.join("run.json");
     run.write(&out)?;
     super::render::write_default_heatmaps(&run, &out)?;
     super::print(&super::aggregate::tables(&run))?;
+    super::print(&render(&run, Format::Text))?;
     eprintln!(
         "latmap: swept {} paths from {} regions in {:.1} s; run and heatmaps written to {}",
         run.paths.len(),
@@ -68,5 +77,5 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         args.out.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(args.fail.exit_code(&run))
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::matrix::NamedMatrix;
 use super::raw::{At, Problem, RawConfig, RawFault, RawLab, Span};
 use super::suggest::closest;
+use super::thresholds;
 use super::validate::{self, CheckedRegion, int_in, num_in};
 use super::{Config, LabFault, LabSettings, LabSource, Region, SquareMatrix};
 
@@ -60,19 +61,28 @@ pub(super) fn assemble(
     let (regions, lab) = match &raw.lab {
         None => {
             enough_regions(raw, None, out);
-            (checked.into_iter().map(|c| c.region).collect(), None)
+            (Some(checked.into_iter().map(|c| c.region).collect()), None)
         }
         Some(lab) => {
             let (regions, settings) =
                 self::lab(lab, raw, checked, matrices.unwrap_or_default(), out);
-            (regions?, Some(settings?))
+            (regions, Some(settings))
         }
+    };
+    let names: Option<Vec<&str>> = regions
+        .as_ref()
+        .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
+    let thresholds = thresholds::check(raw.thresholds.as_ref(), names.as_deref(), out);
+    let lab = match lab {
+        Some(settings) => Some(settings?),
+        None => None,
     };
     Some(Config {
         path: path.to_path_buf(),
-        regions,
+        regions: regions?,
         probe,
         lab,
+        thresholds: thresholds?,
     })
 }
 

@@ -18,6 +18,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::suggest::{closest, list};
 
+mod thresholds;
+
+pub(super) use thresholds::{PAIR_LIMIT_KEYS, RawLimits, RawPair, RawThresholds};
+
 /// A byte range in the configuration text.
 pub(super) type Span = Range<usize>;
 
@@ -53,6 +57,7 @@ pub(super) struct RawConfig {
     pub probe: Option<RawProbe>,
     pub regions: Vec<RawRegion>,
     pub lab: Option<RawLab>,
+    pub thresholds: Option<RawThresholds>,
     /// Top-level keys present but unusable, or meant by a misspelt key.
     pub broken: Vec<&'static str>,
 }
@@ -121,7 +126,7 @@ pub(super) struct RawFault {
     pub broken: Vec<&'static str>,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab"];
+pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab", "thresholds"];
 pub(super) const PROBE_KEYS: &[&str] = &["kinds", "count", "interval", "gap", "timeout", "payload"];
 pub(super) const REGION_KEYS: &[&str] = &["name", "location", "targets", "source"];
 pub(super) const LOCATION_KEYS: &[&str] = &["lat", "lon"];
@@ -193,6 +198,7 @@ pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
             }
         }
     }
+    raw.thresholds = thresholds::read(root, &mut r);
     raw.broken = std::mem::take(&mut r.failed);
     raw
 }
@@ -621,7 +627,7 @@ mod tests {
             ),
             (
                 "colour = 1",
-                "unknown key \"colour\" at the top level; the keys allowed here are \"probe\", \"region\" and \"lab\"",
+                "unknown key \"colour\" at the top level; the keys allowed here are \"probe\", \"region\", \"lab\" and \"thresholds\"",
             ),
             (
                 "[probe]\ncuont = 1",

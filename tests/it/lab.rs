@@ -144,6 +144,18 @@ fn default_lab_sweep_matches_the_emulated_truth() {
     assert_eq!(run["regions"].as_array().unwrap().len(), 10);
     assert!(run["anomalies"].as_array().is_some());
     check_against_truth(&run, &geo_truth(&text));
+    // The three injected faults are found, and nothing else.
+    crate::analysis::assert_default_lab_findings(&run);
+    assert!(out.stdout.contains("4 findings"), "{}", out.stdout);
+    let report = dir.latmap(&["report", "out/run.json", "--fail-on", "critical"]);
+    assert_eq!(report.status, Some(1), "{}", report.stderr);
+    assert!(
+        report
+            .stdout
+            .contains("CRITICAL  loss  eu-west-1 → us-east-1"),
+        "{}",
+        report.stdout
+    );
     // The matrix table names every region.
     for r in run["regions"].as_array().unwrap() {
         assert!(
@@ -240,6 +252,10 @@ fn matrix_lab_of_21_regions_matches_the_csv() {
         }
     }
     check_against_truth(&run, &truth);
+    // The detours and asymmetries found are those the CSV implies, up to the lab's
+    // measurement tolerance on each RTT involved.
+    let rtt_of = |i: usize, j: usize| (i != j && (i, j) != unreachable).then(|| rtt[i][j]);
+    crate::analysis::assert_findings_follow_the_matrix(&run, &names, rtt_of, rtt_tolerance_ms);
 }
 
 #[test]

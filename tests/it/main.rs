@@ -1,5 +1,6 @@
 //! latmap's integration tests: one binary, real sockets on loopback, the built CLI.
 
+mod analysis;
 mod cli;
 mod diff;
 mod harness;
