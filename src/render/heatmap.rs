@@ -14,7 +14,7 @@ use super::scale::{self, Rgb, Scale, Transform};
 use crate::config::{Location, ProbeKind};
 use crate::lab::great_circle_km;
 use crate::report::PathEntry;
-use crate::run::Run;
+use crate::run::{Anomaly, Direction, Run, Severity, Subject};
 
 /// What the colour shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -168,13 +168,16 @@ pub fn heatmap_svg(run: &Run, opts: &Options) -> Result<String, HeatmapError> {
         .map(|&i| run.regions[i].name.as_str())
         .collect();
 
+    // Findings of the drawn kind: outlines and tooltip lines.
+    let findings = Findings::of(run, kind);
+    let mut outlines: Vec<Option<Severity>> = Vec::with_capacity(n * n);
     // Cells and their tooltips, in drawing order.
     let mut cells = Vec::with_capacity(n * n);
     for &si in &order {
         let s = &run.regions[si];
         for &ti in &order {
             let t = &run.regions[ti];
-            let (cell, tip) = cell_of(
+            let (cell, mut tip) = cell_of(
                 run,
                 opts.view,
                 s.name.as_str(),
@@ -186,6 +189,23 @@ pub fn heatmap_svg(run: &Run, opts: &Options) -> Result<String, HeatmapError> {
                 s.location,
                 t.location,
             );
+            let mut outline = None;
+            if let Some(f) = findings.paths.get(&(s.name.as_str(), t.name.as_str())) {
+                outline = Some(f.severity);
+                for line in &f.lines {
+                    tip.push('\n');
+                    tip.push_str(line);
+                }
+            }
+            for (region, line) in &findings.region_lines {
+                let row = region.0 == s.name && region.1;
+                let col = region.0 == t.name && !region.1;
+                if (row || col) && si != ti {
+                    tip.push('\n');
+                    tip.push_str(line);
+                }
+            }
+            outlines.push(outline);
             cells.push((cell, tip));
         }
     }
@@ -344,6 +364,44 @@ pub fn heatmap_svg(run: &Run, opts: &Options) -> Result<String, HeatmapError> {
         out.push_str("\n</g>\n");
     }
 
+    // Outlines of anomalous cells, inside the cell so neighbours stay visible; a bar
+    // beside the label of a region that has a region finding.
+    if outlines.iter().any(Option::is_some) || !findings.regions.is_empty() {
+        out.push_str("<g fill=\"none\">\n");
+        for (k, o) in outlines.iter().enumerate() {
+            let Some(sev) = o else { continue };
+            let (colour, w) = severity_stroke(*sev);
+            let (x, y) = (gx + (k % n) * c, gy + (k / n) * c);
+            let half = w as f64 / 2.0;
+            let _ = writeln!(
+                out,
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" stroke=\"{}\" stroke-width=\"{w}\"/>",
+                x as f64 + half,
+                y as f64 + half,
+                c as f64 - 2.0 * half,
+                c as f64 - 2.0 * half,
+                colour.hex()
+            );
+        }
+        for (name, outgoing, sev) in &findings.regions {
+            let Some(pos) = names.iter().position(|n| n == name) else {
+                continue;
+            };
+            let (colour, _) = severity_stroke(*sev);
+            let (x, y, w, h) = if *outgoing {
+                (gx - 4, gy + pos * c, 3, c)
+            } else {
+                (gx + pos * c, gy - 4, c, 3)
+            };
+            let _ = writeln!(
+                out,
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" fill=\"{}\"/>",
+                colour.hex()
+            );
+        }
+        out.push_str("</g>\n");
+    }
+
     // Values, where a cell is large enough to read them.
     if c >= 36 {
         let _ = writeln!(
@@ -376,6 +434,73 @@ pub fn heatmap_svg(run: &Run, opts: &Options) -> Result<String, HeatmapError> {
     legend(&mut out, opts.view, &scale, lx, gy, bar_h);
     out.push_str("</svg>\n");
     Ok(out)
+}
+
+fn severity_stroke(s: Severity) -> (Rgb, u8) {
+    match s {
+        Severity::Warning => (scale::WARNING, 2),
+        Severity::Critical => (scale::CRITICAL, 3),
+    }
+}
+
+/// A path's findings, for its outline and tooltip.
+struct PathFindings {
+    severity: Severity,
+    lines: Vec<String>,
+}
+
+/// The findings of one probe kind, arranged for drawing.
+struct Findings<'r> {
+    paths: BTreeMap<(&'r str, &'r str), PathFindings>,
+    /// (region, outgoing?, severity) of region findings; `both` gives two entries.
+    regions: Vec<(&'r str, bool, Severity)>,
+    /// ((region, outgoing?), tooltip line) for the cells of a region's row or column.
+    region_lines: Vec<((&'r str, bool), String)>,
+}
+
+impl<'r> Findings<'r> {
+    fn of(run: &'r Run, kind: ProbeKind) -> Findings<'r> {
+        let mut f = Findings {
+            paths: BTreeMap::new(),
+            regions: Vec::new(),
+            region_lines: Vec::new(),
+        };
+        fn walk<'r>(a: &'r Anomaly, f: &mut Findings<'r>) {
+            let line = format!("{} {}: {}", a.severity, a.detector, a.message);
+            match &a.subject {
+                Subject::Path { source, target } => {
+                    let e =
+                        f.paths
+                            .entry((source.as_str(), target.as_str()))
+                            .or_insert(PathFindings {
+                                severity: a.severity,
+                                lines: Vec::new(),
+                            });
+                    e.severity = e.severity.max(a.severity);
+                    e.lines.push(line);
+                }
+                Subject::Region { region, direction } => {
+                    let dirs: &[bool] = match direction {
+                        Direction::Outgoing => &[true],
+                        Direction::Incoming => &[false],
+                        Direction::Both => &[true, false],
+                    };
+                    for &outgoing in dirs {
+                        f.regions.push((region.as_str(), outgoing, a.severity));
+                        f.region_lines
+                            .push(((region.as_str(), outgoing), line.clone()));
+                    }
+                }
+            }
+            for inner in &a.explains {
+                walk(inner, f);
+            }
+        }
+        for a in run.anomalies.iter().filter(|a| a.kind == kind) {
+            walk(a, &mut f);
+        }
+        f
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

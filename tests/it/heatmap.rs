@@ -32,6 +32,13 @@ fn run(id: &str, regions: Value, paths: Vec<Value>) -> Value {
     })
 }
 
+/// A path finding as the analysis stage stores it.
+fn finding(detector: &str, severity: &str, source: &str, target: &str, message: &str) -> Value {
+    json!({"detector": detector, "severity": severity, "kind": "udp",
+           "subject": {"type": "path", "source": source, "target": target},
+           "value": 0.2, "threshold": 0.01, "unit": "ratio", "message": message})
+}
+
 /// Four regions: `d` sent no report (no data), `a -> c` is unreachable, `b -> a` loses 20%,
 /// `d` has no location (no inflation for its column).
 pub fn small_run(scale: f64) -> Value {
@@ -52,15 +59,21 @@ pub fn small_run(scale: f64) -> Value {
         path("c", "b", Some(60.0), 10, 10),
         path("c", "d", Some(15.0), 10, 10),
     ];
-    run(
-        if scale == 1.0 {
-            "20260102T030405Z-000001"
-        } else {
-            "20260101T000000Z-000000"
-        },
-        regions,
-        paths,
-    )
+    let id = if scale == 1.0 {
+        "20260102T030405Z-000001"
+    } else {
+        "20260101T000000Z-000000"
+    };
+    let mut r = run(id, regions, paths);
+    r["anomalies"] = json!([
+        finding("loss", "critical", "b", "a", "b → a lost 20% of its probes"),
+        finding("unreachable", "critical", "a", "c", "nothing came back from c"),
+        {"detector": "region", "severity": "warning", "kind": "udp",
+         "subject": {"type": "region", "region": "c", "direction": "outgoing"},
+         "value": 1.0, "threshold": 0.5, "unit": "ratio", "message": "c's outgoing paths are slow",
+         "explains": [finding("asymmetry", "warning", "c", "b", "c → b is slower than b → c")]}
+    ]);
+    r
 }
 
 fn write_small(dir: &Dir) {
@@ -208,6 +221,32 @@ fn rasterised_cells_have_the_scale_colour_of_their_value() {
         pixel_at_centre(&pixmap, &cells, size, "a → c"),
         (0, 0, 0),
         "unreachable"
+    );
+    // Findings outline their cells by severity: critical red on b → a, warning orange on
+    // c → b (folded under the region finding of c), none on c → a.
+    let edge = |head: &str| {
+        let (_, x, y) = cells.iter().find(|(t, _, _)| t == head).unwrap();
+        let p = pixmap
+            .pixel((x + size / 2.0) as u32, (*y + 1.0) as u32)
+            .unwrap();
+        (p.red(), p.green(), p.blue())
+    };
+    assert!(
+        close(edge("b → a"), (0xe4, 0x1a, 0x1c), 10),
+        "b → a edge {:?}",
+        edge("b → a")
+    );
+    assert!(
+        close(edge("c → b"), (0xff, 0x8c, 0x00), 10),
+        "c → b edge {:?}",
+        edge("c → b")
+    );
+    let t = (20.0f64 / 10.0).ln() / 10f64.ln();
+    let plain = colorous::VIRIDIS.eval_continuous(t);
+    assert!(
+        close(edge("c → a"), (plain.r, plain.g, plain.b), 3),
+        "c → a edge {:?}",
+        edge("c → a")
     );
     // Row d sent nothing: its cells are "no data", striped in white and grey, and no
     // pixel of them is a colour of the scale.
