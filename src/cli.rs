@@ -124,7 +124,7 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Sweep(args) => sweep::run(&cli.config, args),
         Command::Reflect(args) => reflect::run(args),
         Command::Render(args) => render::run(args),
-        Command::Diff(args) => diff::run(args),
+        Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),
     }
 }
@@ -144,6 +144,14 @@ impl ConfigArg {
             return Ok(Thresholds::default());
         }
         Ok(load_config(&self.path)?.thresholds)
+    }
+
+    /// The configuration, when one was named or the default file exists.
+    pub fn optional(&self) -> anyhow::Result<Option<Config>> {
+        if !self.explicit && !Path::new(&self.path).exists() {
+            return Ok(None);
+        }
+        Ok(Some(load_config(&self.path)?))
     }
 }
 

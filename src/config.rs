@@ -13,6 +13,7 @@
 mod lab;
 mod load;
 mod matrix;
+mod ops;
 mod raw;
 mod suggest;
 mod thresholds;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, Diagnostic, load, parse};
+pub use ops::{DiffThresholds, ScheduleSettings};
 pub use thresholds::{
     DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
 };
@@ -45,6 +47,10 @@ pub struct Config {
     pub lab: Option<LabSettings>,
     /// `[thresholds]`: the detectors' limits (all defaults when the table is absent).
     pub thresholds: Thresholds,
+    /// `[diff]`: the CI gate's thresholds (defaults when absent).
+    pub diff: DiffThresholds,
+    /// `[schedule]`, when present.
+    pub schedule: Option<ScheduleSettings>,
 }
 
 impl Config {

@@ -19,33 +19,7 @@ use crate::report::PathEntry;
 use crate::run::Run;
 use significance::{holm, mann_whitney, two_proportion};
 
-/// How large and how sure a change must be to count.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct DiffThresholds {
-    /// p50 must move by at least this share of the baseline p50 ...
-    pub p50_pct: f64,
-    /// ... and by at least this many milliseconds.
-    pub p50_ms: f64,
-    pub p95_pct: f64,
-    pub p95_ms: f64,
-    /// Loss must move by at least this many percentage points.
-    pub loss_pp: f64,
-    /// Significance level of the whole diff (family-wise, after Holm's correction).
-    pub alpha: f64,
-}
-
-impl Default for DiffThresholds {
-    fn default() -> Self {
-        DiffThresholds {
-            p50_pct: 10.0,
-            p50_ms: 2.0,
-            p95_pct: 20.0,
-            p95_ms: 5.0,
-            loss_pp: 0.5,
-            alpha: 0.01,
-        }
-    }
-}
+pub use crate::config::DiffThresholds;
 
 /// The verdict on one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

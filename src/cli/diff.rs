@@ -42,30 +42,38 @@ pub struct Args {
     /// Also draw the p50 change as a heatmap to this SVG file.
     #[arg(long, value_name = "DELTA.svg")]
     pub heatmap: Option<PathBuf>,
-    /// A p50 change must exceed this share of the baseline [default: 10, or [diff] p50_pct].
+    /// A p50 change must exceed this share of the baseline, in percent [default: [diff]
+    /// p50_pct of the configuration, else 10].
     #[arg(long)]
     pub p50_pct: Option<f64>,
-    /// ... and this many milliseconds [default: 2].
+    /// ... and this many milliseconds [default: [diff] p50_ms, else 2].
     #[arg(long)]
     pub p50_ms: Option<f64>,
-    /// A p95 change must exceed this share of the baseline [default: 20].
+    /// A p95 change must exceed this share of the baseline, in percent [default: [diff]
+    /// p95_pct, else 20].
     #[arg(long)]
     pub p95_pct: Option<f64>,
-    /// ... and this many milliseconds [default: 5].
+    /// ... and this many milliseconds [default: [diff] p95_ms, else 5].
     #[arg(long)]
     pub p95_ms: Option<f64>,
-    /// A loss change must exceed this many percentage points [default: 0.5].
+    /// A loss change must exceed this many percentage points [default: [diff] loss_pp, else
+    /// 0.5].
     #[arg(long)]
     pub loss_pp: Option<f64>,
-    /// Significance level over all paths together (Holm's correction) [default: 0.01].
+    /// Significance level over all paths together (Holm's correction) [default: [diff] alpha,
+    /// else 0.01].
     #[arg(long)]
     pub alpha: Option<f64>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
     let base = Run::read(&args.base)?;
     let current = Run::read(&args.current)?;
-    let mut t = DiffThresholds::default();
+    // [diff] of the configuration when there is one; flags override it.
+    let mut t = config
+        .optional()?
+        .map(|c| c.diff)
+        .unwrap_or_else(DiffThresholds::default);
     for (flag, slot) in [
         (args.p50_pct, &mut t.p50_pct),
         (args.p50_ms, &mut t.p50_ms),

@@ -1,24 +1,31 @@
 //! `latmap sweep`: every local region's prober (all regions in a lab), one run file,
-//! its anomalies found with the configuration's thresholds, and the report.
+//! its anomalies found with the configuration's thresholds, and the report; once, or
+//! on a schedule (`--every`, `--cron`, or `--schedule` for the configuration's
+//! `[schedule]`), each run in its own folder with a `latest` link and retention.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
+use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngExt;
 
 use crate::anomaly;
+use crate::config::Config;
 use crate::render::report::{Format, render};
 use crate::run::Run;
+use crate::schedule::{Retention, Schedule, apply_retention, run_dir_name, update_latest};
 use crate::sweep::{local_regions, probe_regions, region_index};
 
 use super::report::FailOn;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Folder for run.json.
+    /// Folder for run.json (with a schedule: one folder per run inside it, and a
+    /// `latest` link to the newest).
     #[arg(long, short = 'o', default_value = "latmap-out")]
     pub out: PathBuf,
     /// Probe only from these regions (repeatable) [default: every region that can
@@ -27,6 +34,29 @@ pub struct Args {
     pub region: Vec<String>,
     #[command(flatten)]
     pub fail: FailOn,
+    /// Sweep again and again, every DURATION ("5m"), at whole multiples of it on the
+    /// clock (:00, :05, ...).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with_all = ["cron", "schedule"])]
+    pub every: Option<Duration>,
+    /// Sweep at the times of a cron expression ("*/5 * * * *", UTC).
+    #[arg(long, value_name = "EXPR", conflicts_with = "schedule")]
+    pub cron: Option<String>,
+    /// Sweep on the configuration's [schedule].
+    #[arg(long)]
+    pub schedule: bool,
+    /// Wait a random time up to DURATION before each scheduled sweep [default: [schedule]
+    /// jitter, else 0].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub jitter: Option<Duration>,
+    /// Keep at most N runs [default: [schedule] keep, else all].
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Delete runs older than DURATION ("7d") [default: [schedule] keep_for, else never].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_for: Option<Duration>,
+    /// Stop after N scheduled sweeps [default: run until interrupted].
+    #[arg(long, value_name = "N")]
+    pub sweeps: Option<u64>,
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -46,6 +76,159 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
              (see docs/config.md)"
         );
     }
+    let rt = super::runtime()?;
+    match plan(&config, &args)? {
+        None => {
+            let run = sweep_once(&rt, &config, &regions, &args.out, true)?;
+            Ok(args.fail.exit_code(&run))
+        }
+        Some(plan) => scheduled(&rt, &config, &regions, &args, plan),
+    }
+}
+
+/// A schedule with its jitter and retention.
+struct Plan {
+    schedule: Schedule,
+    jitter: Duration,
+    retention: Retention,
+}
+
+fn plan(config: &Config, args: &Args) -> anyhow::Result<Option<Plan>> {
+    let from_config = config.schedule.clone().unwrap_or_default();
+    let schedule = if let Some(every) = args.every {
+        Schedule::every(every)?
+    } else if let Some(cron) = &args.cron {
+        Schedule::cron(cron)?
+    } else if args.schedule {
+        match (&config.schedule, from_config.every, &from_config.cron) {
+            (None, _, _) => bail!(
+                "--schedule needs a [schedule] table in {} (see docs/config.md)",
+                config.path.display()
+            ),
+            (_, Some(every), _) => Schedule::every(every)?,
+            (_, None, Some(cron)) => Schedule::cron(cron)?,
+            _ => bail!(
+                "[schedule] in {} has neither every nor cron",
+                config.path.display()
+            ),
+        }
+    } else {
+        return Ok(None);
+    };
+    let jitter = args.jitter.unwrap_or(from_config.jitter);
+    if let Schedule::Every(period) = schedule
+        && jitter >= period
+    {
+        bail!(
+            "the jitter ({}) must be shorter than the period ({})",
+            humantime::format_duration(jitter),
+            humantime::format_duration(period)
+        );
+    }
+    let retention = Retention {
+        keep: args.keep.or(from_config.keep),
+        max_age: args.keep_for.or(from_config.keep_for),
+    };
+    if retention.keep == Some(0) {
+        bail!("--keep 0 would delete every run; keep at least 1");
+    }
+    Ok(Some(Plan {
+        schedule,
+        jitter,
+        retention,
+    }))
+}
+
+/// Sweeps on the schedule, never two at once: a sweep that runs past the next epoch
+/// makes the loop skip that epoch (logged) and wait for the one after.
+fn scheduled(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    regions: &[usize],
+    args: &Args,
+    plan: Plan,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    eprintln!(
+        "latmap: sweeping {} into {}; Ctrl-C stops",
+        plan.schedule,
+        args.out.display()
+    );
+    let mut done = 0u64;
+    let mut worst = ExitCode::SUCCESS;
+    loop {
+        let Some(epoch) = plan.schedule.next_epoch(Utc::now()) else {
+            bail!("the schedule {} has no next time", plan.schedule);
+        };
+        let jitter = if plan.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(rand::rng().random_range(0.0..plan.jitter.as_secs_f64()))
+        };
+        let start = epoch + chrono::TimeDelta::from_std(jitter).unwrap_or_default();
+        let wait = (start - Utc::now()).to_std().unwrap_or_default();
+        tracing::info!(%epoch, wait_s = wait.as_secs_f64(), "waiting for the next sweep");
+        let interrupted = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = tokio::signal::ctrl_c() => true,
+            }
+        });
+        if interrupted {
+            eprintln!("latmap: interrupted; {done} sweeps done");
+            break;
+        }
+        let name = run_dir_name(epoch);
+        let dir = args.out.join(&name);
+        match sweep_once(rt, config, regions, &dir, false) {
+            Ok(run) => {
+                update_latest(&args.out, &name)
+                    .with_context(|| format!("cannot update {}/latest", args.out.display()))?;
+                if args.fail.exit_code(&run) != ExitCode::SUCCESS {
+                    worst = ExitCode::from(1);
+                }
+            }
+            // A failed sweep is logged and the schedule goes on; a setup error (bad
+            // address, no permission) would fail every time, so it stops the loop.
+            Err(e) if done == 0 => return Err(e),
+            Err(e) => tracing::error!(%epoch, error = %format!("{e:#}"), "sweep failed"),
+        }
+        done += 1;
+        for removed in apply_retention(&args.out, plan.retention, Utc::now())? {
+            tracing::info!(path = %removed.display(), "retention: removed an old run");
+        }
+        let now = Utc::now();
+        let mut skipped = 0;
+        let mut e = epoch;
+        while let Some(next) = plan.schedule.next_epoch(e) {
+            if next > now {
+                break;
+            }
+            skipped += 1;
+            e = next;
+        }
+        if skipped > 0 {
+            tracing::warn!(%epoch, skipped, "the sweep ran past later start times; those sweeps were skipped, not overlapped");
+            eprintln!(
+                "latmap: the sweep of {name} ran past {skipped} later start time(s); skipped them"
+            );
+        }
+        if args.sweeps.is_some_and(|n| done >= n) {
+            break;
+        }
+    }
+    Ok(worst)
+}
+
+/// One sweep into `dir`: run.json, heatmaps, and (when `print`) the tables and report.
+fn sweep_once(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    regions: &[usize],
+    dir: &Path,
+    print: bool,
+) -> anyhow::Result<Run> {
     let bar = ProgressBar::no_length().with_style(
         ProgressStyle::with_template("{spinner} probing [{bar:30}] {pos}/{len} probes, {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -54,28 +237,29 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let progress_bar = bar.clone();
     let progress: crate::probe::Progress = Arc::new(move |n| progress_bar.inc(n));
     let started = Instant::now();
-    let rt = super::runtime()?;
     let length_bar = bar.clone();
     let reports = rt.block_on(probe_regions(
-        &config,
-        &regions,
+        config,
+        regions,
         Some(progress),
         move |total| length_bar.set_length(total),
     ))?;
     bar.finish_and_clear();
     let mut run = Run::from_reports(&reports)?;
     run.anomalies = anomaly::analyse(&run, &config.thresholds);
-    let out = args.out.join("run.json");
+    let out = dir.join("run.json");
     run.write(&out)?;
     super::render::write_default_heatmaps(&run, &out)?;
-    super::print(&super::aggregate::tables(&run))?;
-    super::print(&render(&run, Format::Text))?;
+    if print {
+        super::print(&super::aggregate::tables(&run))?;
+        super::print(&render(&run, Format::Text))?;
+    }
     eprintln!(
         "latmap: swept {} paths from {} regions in {:.1} s; run and heatmaps written to {}",
         run.paths.len(),
         reports.len(),
         started.elapsed().as_secs_f64(),
-        args.out.display()
+        dir.display()
     );
-    Ok(args.fail.exit_code(&run))
+    Ok(run)
 }

@@ -73,6 +73,8 @@ pub(super) fn assemble(
         .as_ref()
         .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
     let thresholds = thresholds::check(raw.thresholds.as_ref(), names.as_deref(), out);
+    let diff = super::ops::check_diff(raw.diff.as_ref(), out);
+    let schedule = super::ops::check_schedule(raw.schedule.as_ref(), out);
     let lab = match lab {
         Some(settings) => Some(settings?),
         None => None,
@@ -83,6 +85,8 @@ pub(super) fn assemble(
         probe,
         lab,
         thresholds: thresholds?,
+        diff,
+        schedule,
     })
 }
 

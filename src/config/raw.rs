@@ -18,8 +18,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::suggest::{closest, list};
 
+mod ops;
 mod thresholds;
 
+pub(super) use ops::{RawDiff, RawSchedule};
 pub(super) use thresholds::{PAIR_LIMIT_KEYS, RawLimits, RawPair, RawThresholds};
 
 /// A byte range in the configuration text.
@@ -58,6 +60,8 @@ pub(super) struct RawConfig {
     pub regions: Vec<RawRegion>,
     pub lab: Option<RawLab>,
     pub thresholds: Option<RawThresholds>,
+    pub diff: Option<RawDiff>,
+    pub schedule: Option<RawSchedule>,
     /// Top-level keys present but unusable, or meant by a misspelt key.
     pub broken: Vec<&'static str>,
 }
@@ -126,7 +130,7 @@ pub(super) struct RawFault {
     pub broken: Vec<&'static str>,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab", "thresholds"];
+pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab", "thresholds", "diff", "schedule"];
 pub(super) const PROBE_KEYS: &[&str] = &["kinds", "count", "interval", "gap", "timeout", "payload"];
 pub(super) const REGION_KEYS: &[&str] = &["name", "location", "targets", "source"];
 pub(super) const LOCATION_KEYS: &[&str] = &["lat", "lon"];
@@ -199,6 +203,8 @@ pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
         }
     }
     raw.thresholds = thresholds::read(root, &mut r);
+    raw.diff = ops::read_diff(root, &mut r);
+    raw.schedule = ops::read_schedule(root, &mut r);
     raw.broken = std::mem::take(&mut r.failed);
     raw
 }
@@ -627,7 +633,7 @@ mod tests {
             ),
             (
                 "colour = 1",
-                "unknown key \"colour\" at the top level; the keys allowed here are \"probe\", \"region\", \"lab\" and \"thresholds\"",
+                "unknown key \"colour\" at the top level; the keys allowed here are \"probe\", \"region\", \"lab\", \"thresholds\", \"diff\" and \"schedule\"",
             ),
             (
                 "[probe]\ncuont = 1",

@@ -893,3 +893,66 @@ fn no_input_panics() {
         "{err}"
     );
 }
+
+#[test]
+fn diff_and_schedule_rules() {
+    let cases: Vec<(String, Option<&str>)> = [
+        ("[diff]\np50_pct = 15\nloss_pp = 1", None),
+        ("[diff]\nalpha = 0.05", None),
+        ("[diff]\nalpha = 0", Some("alpha is out of range")),
+        ("[diff]\np95_ms = -1", Some("p95_ms is out of range")),
+        ("[diff]\np50 = 3", Some("unknown key \"p50\" in [diff]")),
+        (
+            "[schedule]\nevery = \"5m\"\njitter = \"10s\"\nkeep = 100\nkeep_for = \"7d\"",
+            None,
+        ),
+        ("[schedule]\ncron = \"*/5 * * * *\"", None),
+        (
+            "[schedule]\nevery = \"5m\"\ncron = \"*/5 * * * *\"",
+            Some("has both every and cron"),
+        ),
+        ("[schedule]\nkeep = 3", Some("needs every = \"5m\" or cron")),
+        (
+            "[schedule]\ncron = \"every five minutes\"",
+            Some("is not a cron expression"),
+        ),
+        (
+            "[schedule]\nevery = \"500ms\"",
+            Some("every must be at least 1s"),
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\njitter = \"2m\"",
+            Some("jitter must be shorter than the period"),
+        ),
+        (
+            "[schedule]\nevery = \"1m\"\nkeep = 0",
+            Some("keep is out of range"),
+        ),
+        ("[schedule]\nevery = 300", Some("durations are strings")),
+    ]
+    .into_iter()
+    .map(|(t, e)| (format!("{t}\n{FLEET}"), e))
+    .collect();
+    check_table(&cases);
+}
+
+#[test]
+fn diff_and_schedule_values_are_taken() {
+    let text = format!(
+        "[diff]\np50_pct = 15\nalpha = 0.05\n\n[schedule]\nevery = \"5m\"\njitter = \"10s\"\nkeep = 12\n{FLEET}"
+    );
+    let c = parse(&text, Path::new("regions.toml")).expect("valid");
+    assert_eq!(
+        (c.diff.p50_pct, c.diff.alpha, c.diff.p95_ms),
+        (15.0, 0.05, 5.0)
+    );
+    let s = c.schedule.expect("schedule");
+    assert_eq!(s.every, Some(Duration::from_secs(300)));
+    assert_eq!(
+        (s.jitter, s.keep, s.cron),
+        (Duration::from_secs(10), Some(12), None)
+    );
+    let c = parse(FLEET, Path::new("regions.toml")).expect("valid");
+    assert_eq!(c.diff, DiffThresholds::default());
+    assert_eq!(c.schedule, None);
+}

@@ -162,3 +162,20 @@ fn lab_sweeps_diff_as_unchanged_until_a_fault_is_added() {
     assert_eq!(regressed, ["c>a", "c>b", "c>d"]);
     let _ = read_json(&dir.join("three/run.json"));
 }
+
+#[test]
+fn thresholds_come_from_the_diff_table_and_flags_override_them() {
+    let dir = Dir::new();
+    write(&dir, "base.json", &small_run(0.8));
+    write(&dir, "run.json", &small_run(1.0));
+    // a -> b is 25% slower: a regression by default, not under [diff] p50_pct = 50 (the
+    // p95 moved 25% too, below its 50% here).
+    dir.write(
+        "regions.toml",
+        "[diff]\np50_pct = 50\np95_pct = 50\n\n[[region]]\nname = \"a\"\ntargets = [\"127.0.0.1\"]\n\n[[region]]\nname = \"b\"\ntargets = [\"127.0.0.1\"]\n",
+    );
+    let out = dir.latmap(&["diff", "base.json", "run.json"]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    let out = dir.latmap(&["diff", "base.json", "run.json", "--p50-pct", "10"]);
+    assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
+}

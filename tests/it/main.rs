@@ -8,3 +8,4 @@ mod heatmap;
 mod lab;
 mod netns;
 mod probes;
+mod schedule;
