@@ -221,30 +221,23 @@ pub fn diff(base: &Run, current: &Run, t: &DiffThresholds) -> RunDiff {
         let beyond = |d: i64, base_us: u64, pct: f64, ms: f64| {
             (d.unsigned_abs() as f64) >= (base_us as f64 * pct / 100.0).max(ms * 1000.0)
         };
-        if let (Some(d), Some(b)) = (p50_delta_us, base_side.p50_us)
-            && rtt_significant
-            && beyond(d, b, t.p50_pct, t.p50_ms)
-        {
-            let text = format!(
-                "p50 {} ({:+.1}%)",
-                fmt_delta_ms(d),
-                d as f64 / b.max(1) as f64 * 100.0
-            );
-            if d > 0 && effect > 0.5 {
-                worse.push(text)
-            } else if d < 0 && effect < 0.5 {
-                better.push(text)
+        let quantiles = [
+            ("p50", p50_delta_us, base_side.p50_us, t.p50_pct, t.p50_ms),
+            ("p95", p95_delta_us, base_side.p95_us, t.p95_pct, t.p95_ms),
+        ];
+        for (name, delta, base_us, pct, ms) in quantiles {
+            let (Some(d), Some(b)) = (delta, base_us) else {
+                continue;
+            };
+            if !rtt_significant || !beyond(d, b, pct, ms) {
+                continue;
             }
-        }
-        if let (Some(d), Some(b)) = (p95_delta_us, base_side.p95_us)
-            && rtt_significant
-            && beyond(d, b, t.p95_pct, t.p95_ms)
-        {
             let text = format!(
-                "p95 {} ({:+.1}%)",
+                "{name} {} ({:+.1}%)",
                 fmt_delta_ms(d),
                 d as f64 / b.max(1) as f64 * 100.0
             );
+            // The direction must agree with the test's: most samples moved the same way.
             if d > 0 && effect > 0.5 {
                 worse.push(text)
             } else if d < 0 && effect < 0.5 {

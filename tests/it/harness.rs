@@ -127,6 +127,16 @@ pub fn latmap_in(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// The path `source -> target` of a run (the first, if several kinds or targets).
+pub fn path<'a>(run: &'a Value, source: &str, target: &str) -> &'a Value {
+    run["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .find(|p| p["source"] == source && p["target"] == target)
+        .unwrap_or_else(|| panic!("no path {source} -> {target} in {run}"))
+}
+
 pub fn read_json(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

@@ -3,9 +3,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
-
-use crate::harness::{Dir, read_json, timing_lock};
+use crate::harness::{Dir, path, read_json, timing_lock};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -87,15 +85,6 @@ impl Drop for Namespaces {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
         }
     }
-}
-
-fn path<'a>(run: &'a Value, source: &str, target: &str) -> &'a Value {
-    run["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["source"] == source && p["target"] == target)
-        .unwrap_or_else(|| panic!("no path {source} -> {target}"))
 }
 
 #[test]

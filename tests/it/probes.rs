@@ -3,18 +3,7 @@
 use std::net::{TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::harness::{Dir, can_ping, read_json, timing_lock};
-
-fn path<'a>(run: &'a Value, source: &str, target: &str) -> &'a Value {
-    run["paths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["source"] == source && p["target"] == target)
-        .unwrap_or_else(|| panic!("no path {source} -> {target} in {run}"))
-}
+use crate::harness::{Dir, can_ping, path, read_json, timing_lock};
 
 #[test]
 fn icmp_reaches_ipv4_and_ipv6_loopback() {
