@@ -314,6 +314,11 @@ fn schedule_loop(shared: &Shared) {
     // Linux lets a sleeping thread wake up to 50 µs late by default ("timer slack");
     // this thread's whole job is waking on time.
     let _ = nix::sys::prctl::set_timerslack(1);
+    // Where permitted (root, CAP_SYS_NICE), run ahead of ordinary work, so that a busy
+    // machine does not add its scheduling delays to the emulated ones.
+    if shared.impairment.is_some() && crate::sockopt::realtime_priority() {
+        tracing::debug!("lab scheduler runs with real-time priority");
+    }
     let mut q = lock(&shared.queue);
     loop {
         if shared.stop.load(Ordering::Relaxed) {

@@ -1,7 +1,9 @@
-//! The one socket option std, tokio and socket2 cannot set for us on a socket we do not
-//! own: a receive buffer beyond `net.core.rmem_max`, which needs `SO_RCVBUFFORCE`.
+//! The two system calls that std, tokio, socket2 and nix do not wrap safely for us: a
+//! receive buffer beyond `net.core.rmem_max` (`SO_RCVBUFFORCE`) on a socket we do not
+//! own, and real-time scheduling for the lab's packet scheduler thread.
 //!
-//! This is the only `unsafe` in latmap, and it only borrows a descriptor.
+//! This is the only `unsafe` in latmap: it borrows a descriptor, and passes a struct
+//! to the kernel for the duration of one call.
 #![allow(unsafe_code)]
 
 use std::os::fd::{BorrowedFd, RawFd};
@@ -23,4 +25,17 @@ pub fn grow_receive_buffer(fd: RawFd, bytes: usize) -> usize {
         let _ = setsockopt(&fd, sockopt::RcvBuf, &bytes);
     }
     getsockopt(&fd, sockopt::RcvBuf).unwrap_or(0)
+}
+
+/// Asks the kernel to run the calling thread with real-time priority (`SCHED_FIFO`,
+/// lowest real-time level), so that a busy machine cannot delay it by milliseconds.
+/// Needs root or `CAP_SYS_NICE`; returns whether it worked (without, the thread keeps
+/// its ordinary priority). The lab's packet scheduler uses it: the emulated delays are
+/// only as good as its wake-ups.
+pub fn realtime_priority() -> bool {
+    let param = nix::libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler reads `param` during the call only; pid 0 means the
+    // calling thread. No memory is shared or retained.
+    let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
+    rc == 0
 }

@@ -230,7 +230,7 @@ fn matrix_lab_of_21_regions_matches_the_csv() {
     );
     dir.write(
         "regions.toml",
-        "[probe]\ncount = 60\ninterval = \"20ms\"\ntimeout = \"1s\"\n\n[lab]\nmatrix = \"rtt.csv\"\nloss = \"loss.csv\"\nport = 0\n",
+        "[probe]\ncount = 60\ninterval = \"50ms\"\ntimeout = \"1s\"\n\n[lab]\nmatrix = \"rtt.csv\"\nloss = \"loss.csv\"\nport = 0\n",
     );
     dir.latmap(&["check"]).assert_ok();
     dir.latmap(&["sweep"]).assert_ok();
