@@ -70,6 +70,8 @@ pub(crate) struct State {
     index: RwLock<BTreeMap<String, RunListing>>,
     latest: RwLock<Option<(String, Arc<Run>)>>,
     assemble: Mutex<std::sync::mpsc::Sender<String>>,
+    /// Set when the server stops: the assembler finishes its current run and returns.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -108,6 +110,7 @@ pub async fn serve(
         index: RwLock::new(BTreeMap::new()),
         latest: RwLock::new(None),
         assemble: Mutex::new(tx),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     load_index(&state)?;
     let assembler = {
@@ -128,8 +131,8 @@ pub async fn serve(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    // Closing the channel ends the assembler after its current run.
-    drop(state);
+    // The assembler holds the state (and so the channel's sender): tell it to stop.
+    state.stopping.store(true, Ordering::SeqCst);
     let _ = assembler.join();
     served.map_err(ServeError::Io)
 }

@@ -8,3 +8,5 @@ mod heatmap;
 mod lab;
 mod netns;
 mod probes;
+mod remote;
+mod service;

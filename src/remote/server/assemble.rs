@@ -20,13 +20,13 @@ use super::State;
 /// How often overdue epochs are looked for.
 const TICK: Duration = Duration::from_millis(250);
 
-/// The assembler's loop; returns when every sender is gone.
+/// The assembler's loop; returns when the server stops.
 pub(super) fn assembler(state: Arc<State>, rx: Receiver<String>) {
     let mut pending: BTreeMap<String, Instant> = BTreeMap::new();
     if let Err(e) = recover(&state, &mut pending) {
         tracing::error!("cannot look for unfinished runs: {e}");
     }
-    loop {
+    while !state.stopping.load(Ordering::SeqCst) {
         match rx.recv_timeout(TICK) {
             Ok(id) => consider(&state, &mut pending, &id),
             Err(RecvTimeoutError::Timeout) => {}
