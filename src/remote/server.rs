@@ -1,5 +1,5 @@
 //! The aggregator service (`latmap serve`): accepts region reports over HTTP, stores
-//! them, has them assembled into runs (see [`assemble`]) and serves the runs, their
+//! them, has them assembled into runs (`server/assemble.rs`) and serves the runs, their
 //! heatmaps and reports, Prometheus metrics and a health check.
 //!
 //! Owns the HTTP surface: authentication, limits, validation and the answers. Every
