@@ -455,6 +455,13 @@ fn a_server_killed_mid_write_restarts_cleanly() {
     // Kill right after the last acknowledgement, while the last run is being assembled.
     server.signal(Signal::SIGKILL);
     drop(server);
+    let runs_at_kill = (0..4)
+        .filter(|m| {
+            dir.join(&format!("data/runs/20261126T05{m:02}00Z/run.json"))
+                .exists()
+        })
+        .count();
+    eprintln!("runs on disk when the server was killed: {runs_at_kill} of 4");
     // A write that a crash interrupted: a temporary file never renamed into place.
     let torn = dir.join("data/runs/20261126T050300Z/.run.json.tmp-4242");
     std::fs::create_dir_all(torn.parent().expect("folder")).expect("mkdir");
