@@ -3,6 +3,7 @@
 //! The only place `anyhow` is used. Exit status: 0 success, 1 a finding at `--fail-on`
 //! (later commands), 2 an error (bad configuration, unreadable file, setup failure).
 
+mod agent;
 mod aggregate;
 mod check;
 mod diff;
@@ -10,6 +11,7 @@ mod probe;
 mod reflect;
 mod render;
 mod report;
+mod serve;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -53,11 +55,13 @@ Examples:
   latmap report run.json --fail-on critical --format markdown
   latmap render run.json --view loss    draw the loss heatmap beside run.json
   latmap diff base.json run.json --format markdown   gate a change in CI
+  latmap serve --token-file token --data /var/lib/latmap      the aggregator
+  latmap agent -r eu-west-1 --aggregator https://latmap.example.net --token-file token --every 5m
 
 Exit status: 0 success; 1 a finding at --fail-on (`report`) or a regression (`diff`);
 2 error (bad configuration, unreadable file, setup failure).
 Documentation: docs/config.md, docs/anomalies.md, docs/heatmaps.md, docs/ci.md,
-docs/run-format.md, docs/privileges.md";
+docs/run-format.md, docs/privileges.md, docs/deploy.md";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -79,6 +83,12 @@ pub enum Command {
     Render(render::Args),
     /// Print a run's summary and findings, most severe first (text, Markdown or JSON).
     Report(report::Args),
+    /// Run one region's prober as a service: sweep on a schedule and push each report
+    /// to the aggregator, spooled on disk until acknowledged.
+    Agent(agent::Args),
+    /// Run the aggregator: accept the agents' reports, assemble each sweep's run and
+    /// serve runs, heatmaps, reports and Prometheus metrics over HTTP.
+    Serve(serve::Args),
     /// Run a STAMP session-reflector (RFC 8762) so other regions' UDP probes get answers.
     Reflect(reflect::Args),
 }
@@ -123,6 +133,8 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Aggregate(args) => aggregate::run(config, args),
         Command::Sweep(args) => sweep::run(&cli.config, args),
         Command::Reflect(args) => reflect::run(args),
+        Command::Agent(args) => agent::run(&cli.config, args),
+        Command::Serve(args) => serve::run(config, args),
         Command::Render(args) => render::run(args),
         Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),

@@ -10,6 +10,9 @@
 //!                                         render: RTT table, report (text, Markdown, JSON),
 //!                                                 heatmaps (SVG), diff (text, Markdown, JSON, JUnit)
 //!                          diff: Run (baseline) × Run (current) ──▶ RunDiff ──▶ exit code
+//!
+//!      remote: agent (schedule ──▶ sweep ──▶ spool ──▶ POST /v1/reports) ──▶ server
+//!              (store ──▶ Run + detectors per epoch ──▶ runs, heatmaps, reports, /metrics)
 //! ```
 //!
 //! Modules are declared in data-flow order; each imports only the ones above it
@@ -30,4 +33,5 @@ pub mod graph;
 pub mod anomaly;
 pub mod diff;
 pub mod render;
+pub mod remote;
 pub mod cli;

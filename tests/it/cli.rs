@@ -112,7 +112,16 @@ fn help_explains_the_commands() {
     let out = dir.latmap(&["--help"]);
     out.assert_ok();
     insta::assert_snapshot!("help", out.stdout);
-    for cmd in ["check", "probe", "aggregate", "sweep", "report", "reflect"] {
+    for cmd in [
+        "check",
+        "probe",
+        "aggregate",
+        "sweep",
+        "report",
+        "reflect",
+        "agent",
+        "serve",
+    ] {
         let out = dir.latmap(&[cmd, "--help"]);
         out.assert_ok();
         insta::assert_snapshot!(format!("help-{cmd}"), out.stdout);

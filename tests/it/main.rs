@@ -8,4 +8,6 @@ mod heatmap;
 mod lab;
 mod netns;
 mod probes;
+mod remote;
 mod schedule;
+mod service;

@@ -1,0 +1,83 @@
+//! `latmap serve`: the aggregator service. Accepts the agents' reports, assembles each
+//! sweep's run, and serves runs, heatmaps, reports and Prometheus metrics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::remote::Token;
+use crate::remote::server::{Settings, serve};
+
+use super::ConfigArg;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on (plain HTTP: put TLS in front, see docs/deploy.md).
+    #[arg(long, env = "LATMAP_LISTEN", default_value = "127.0.0.1:8455")]
+    pub listen: SocketAddr,
+    /// Folder of the stored reports and runs.
+    #[arg(long, env = "LATMAP_DATA", default_value = "latmap-data")]
+    pub data: PathBuf,
+    /// File holding the bearer token the agents present (one line; keep it mode 600).
+    #[arg(long, env = "LATMAP_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Assemble a sweep's run this long after its first report even if regions are
+    /// still missing (they are marked "no data"; a late report re-assembles the run).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+    pub deadline: Duration,
+    /// The largest accepted report, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_body: usize,
+}
+
+pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
+    // With --config the server knows the fleet (and refuses unknown regions);
+    // without, the fleet is what the reports list.
+    let (known, thresholds) = if config.explicit {
+        let c = super::load_config(&config.path)?;
+        let names = c.regions.iter().map(|r| r.name.clone()).collect();
+        (Some(names), c.thresholds)
+    } else {
+        (None, config.thresholds()?)
+    };
+    let settings = Settings {
+        data: args.data.clone(),
+        token: Token::read(&args.token_file)?,
+        deadline: args.deadline,
+        max_body: args.max_body,
+        known,
+        thresholds,
+    };
+    let rt = super::runtime()?;
+    let data = args.data.clone();
+    rt.block_on(serve(
+        args.listen,
+        settings,
+        move |addr| {
+            eprintln!(
+                "latmap: serving on http://{addr}, data in {}",
+                data.display()
+            )
+        },
+        shutdown_signal(),
+    ))?;
+    eprintln!("latmap: server stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

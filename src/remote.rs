@@ -1,0 +1,139 @@
+//! Continuous operation: the agent that sweeps one region on a schedule and pushes its
+//! reports, and the aggregator server that assembles them into runs and serves them.
+//!
+//! Owns the push protocol ([`wire`]), the agent's on-disk spool ([`spool`]), the
+//! server's embedded store ([`store`]), the Prometheus exposition ([`metrics`]) and the
+//! bearer token shared by both sides (here). It reuses the earlier stages (sweeps,
+//! runs, analysis, rendering) and adds none of its own measurement or analysis.
+
+pub mod wire;
+pub mod spool;
+pub mod agent;
+pub mod store;
+pub mod metrics;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+/// The shared secret of agents and server. Its `Debug` output hides the value.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("cannot read the token file {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the token file {0} is empty; write a long random token into it, e.g. `openssl rand -hex 32 > {0}`"
+    )]
+    Empty(PathBuf),
+    #[error("the token in {0} contains a line break or a control character; a token is one line")]
+    Invalid(PathBuf),
+}
+
+impl Token {
+    /// Reads a token file once: trailing whitespace is trimmed; an empty token is
+    /// refused; a file that group or others may read is accepted with a warning.
+    pub fn read(path: &Path) -> Result<Token, TokenError> {
+        let read_err = |source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o044 != 0 {
+                tracing::warn!(
+                    "the token file {} can be read by other users; run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+        Token::new(text.trim_end()).map_err(|e| match e {
+            TokenError::Empty(_) => TokenError::Empty(path.to_path_buf()),
+            _ => TokenError::Invalid(path.to_path_buf()),
+        })
+    }
+
+    /// A token from its text (leading and trailing whitespace are not removed here).
+    pub fn new(text: &str) -> Result<Token, TokenError> {
+        if text.is_empty() {
+            return Err(TokenError::Empty(PathBuf::new()));
+        }
+        if text.chars().any(|c| c.is_control()) {
+            return Err(TokenError::Invalid(PathBuf::new()));
+        }
+        Ok(Token(text.as_bytes().to_vec()))
+    }
+
+    /// The token's text, for an `Authorization` header.
+    pub fn expose(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Whether `candidate` is this token, in time that depends only on the lengths.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(&self.0, candidate)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+/// Compares every byte of the longer input whatever the contents, with the length
+/// difference folded in, so the time taken tells nothing about where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_equality() {
+        for (a, b, eq) in [
+            ("", "", true),
+            ("secret", "secret", true),
+            ("secret", "secreT", false),
+            ("secret", "secret2", false),
+            ("secret", "", false),
+            ("a", "b", false),
+        ] {
+            assert_eq!(constant_time_eq(a.as_bytes(), b.as_bytes()), eq, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::write(&p, "s3cret \n").unwrap();
+        let t = Token::read(&p).unwrap();
+        assert!(t.matches(b"s3cret") && !t.matches(b"s3cret "));
+        assert_eq!(format!("{t:?}"), "Token(<hidden>)");
+        std::fs::write(&p, " \n\n").unwrap();
+        assert!(matches!(Token::read(&p), Err(TokenError::Empty(_))));
+        std::fs::write(&p, "a\nb\n").unwrap();
+        assert!(matches!(Token::read(&p), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            Token::read(&dir.path().join("absent")),
+            Err(TokenError::Read { .. })
+        ));
+    }
+}

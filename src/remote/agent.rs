@@ -1,0 +1,331 @@
+//! The agent: one region's prober as a service. It sweeps on the schedule (never two
+//! sweeps at once), files each report under the sweep's epoch, spools it and sends the
+//! spool to the aggregator, oldest first, retrying with exponential backoff and full
+//! jitter while the aggregator is unreachable; sweeping goes on meanwhile.
+//!
+//! Owns the sweep loop and the HTTP client side of the push protocol; it neither
+//! aggregates nor analyses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngExt;
+use tokio::sync::Notify;
+
+use super::Token;
+use super::spool::{Spool, SpoolError};
+use super::wire::{Push, REPORTS_PATH};
+use crate::config::Config;
+use crate::schedule::{Schedule, run_dir_name};
+use crate::sweep::{SweepError, probe_regions};
+
+/// When the agent sweeps: the values a `[schedule]` table or the command line give.
+#[derive(Debug, Clone)]
+pub struct Cadence {
+    pub schedule: Schedule,
+    /// A random delay in `[0, jitter)` before each sweep (the report keeps its epoch).
+    pub jitter: Duration,
+    /// Stop after this many sweeps (and once their reports are delivered).
+    pub sweeps: Option<u64>,
+}
+
+/// How the agent delivers.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The aggregator's base URL, e.g. `https://latmap.example.net`.
+    pub aggregator: String,
+    pub token: Token,
+    /// First retry delay and the cap of the exponential backoff.
+    pub backoff_start: Duration,
+    pub backoff_max: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+    #[error("the schedule {0} has no next sweep")]
+    ScheduleEnded(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("{0:?} is not an http:// or https:// URL")]
+    Url(String),
+}
+
+/// What happened to one attempt to deliver a push.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// 2xx: the aggregator has it.
+    Acknowledged,
+    /// A 4xx other than 408 and 429: sending it again cannot help.
+    Rejected(String),
+    /// 5xx, 408, 429 or no answer: try again later.
+    Retry(String),
+}
+
+/// Sends pushes to the aggregator.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    url: String,
+    token: Token,
+}
+
+impl Sender {
+    pub fn new(delivery: &Delivery) -> Result<Sender, AgentError> {
+        let base = delivery.aggregator.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(AgentError::Url(delivery.aggregator.clone()));
+        }
+        // reqwest is built without a crypto provider; ring is ours. Installing twice
+        // is harmless (the first one stays).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(delivery.request_timeout)
+            .connect_timeout(delivery.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("latmap-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AgentError::Client(e.to_string()))?;
+        Ok(Sender {
+            client,
+            url: format!("{base}{REPORTS_PATH}"),
+            token: delivery.token.clone(),
+        })
+    }
+
+    /// One attempt to deliver `body` (a push as JSON).
+    pub async fn send(&self, body: Vec<u8>) -> Outcome {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return Outcome::Retry(error_chain(&e)),
+        };
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let reason = format!("{status}: {}", text.trim());
+        if status.is_success() {
+            Outcome::Acknowledged
+        } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+            Outcome::Rejected(reason)
+        } else {
+            Outcome::Retry(reason)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// The delay before retry number `attempt` (0-based): uniform in `[0, min(max, start·2^attempt))`.
+pub fn backoff(attempt: u32, start: Duration, max: Duration) -> Duration {
+    let ceiling = start
+        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(max)
+        .min(max);
+    if ceiling.is_zero() {
+        return ceiling;
+    }
+    rand::rng().random_range(Duration::ZERO..ceiling)
+}
+
+/// Runs the agent of region `index` until `cadence.sweeps` are swept and delivered, or
+/// forever. Reports still spooled when it stops are sent by the next start.
+pub async fn run(
+    config: &Config,
+    index: usize,
+    cadence: &Cadence,
+    spool: Spool,
+    delivery: &Delivery,
+) -> Result<(), AgentError> {
+    let sender = Sender::new(delivery)?;
+    let wake = Arc::new(Notify::new());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deliver = tokio::spawn(deliver_loop(
+        spool.clone(),
+        sender,
+        delivery.backoff_start,
+        delivery.backoff_max,
+        wake.clone(),
+        done.clone(),
+    ));
+    let swept = sweep_loop(config, index, cadence, &spool, &wake).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    wake.notify_one();
+    if let Err(e) = swept {
+        deliver.abort();
+        return Err(e);
+    }
+    match deliver.await {
+        Ok(result) => result,
+        Err(e) => Err(AgentError::Client(format!(
+            "the delivery task stopped: {e}"
+        ))),
+    }
+}
+
+async fn sweep_loop(
+    config: &Config,
+    index: usize,
+    cadence: &Cadence,
+    spool: &Spool,
+    wake: &Notify,
+) -> Result<(), AgentError> {
+    let region = &config.regions[index].name;
+    let mut n = 0u64;
+    let mut last: Option<DateTime<Utc>> = None;
+    while cadence.sweeps.is_none_or(|max| n < max) {
+        let now = Utc::now();
+        let epoch = cadence
+            .schedule
+            .next_epoch(now)
+            .ok_or_else(|| AgentError::ScheduleEnded(cadence.schedule.to_string()))?;
+        if let Some(prev) = last {
+            if let Some(missed) = cadence.schedule.next_epoch(prev).filter(|&e| e < epoch) {
+                tracing::warn!(
+                    "the sweep of {} ran past the next epoch; skipping from {} to {}",
+                    run_dir_name(prev),
+                    run_dir_name(missed),
+                    run_dir_name(epoch)
+                );
+            }
+        }
+        let jitter = if cadence.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..cadence.jitter)
+        };
+        let wait = (epoch - now).to_std().unwrap_or_default() + jitter;
+        tracing::info!(
+            "next sweep: epoch {} in {:.1} s",
+            run_dir_name(epoch),
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait).await;
+        let reports = probe_regions(config, &[index], None, |_| {}).await?;
+        for report in reports {
+            let push = Push::new(epoch, report);
+            for evicted in spool.put(&push)? {
+                tracing::warn!(
+                    "spool full ({}): evicted the oldest unsent report {evicted}",
+                    spool.dir().display()
+                );
+            }
+            tracing::info!("{region}: report of epoch {} spooled", run_dir_name(epoch));
+        }
+        wake.notify_one();
+        last = Some(epoch);
+        n += 1;
+    }
+    Ok(())
+}
+
+async fn deliver_loop(
+    spool: Spool,
+    sender: Sender,
+    start: Duration,
+    max: Duration,
+    wake: Arc<Notify>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), AgentError> {
+    let mut attempt = 0u32;
+    loop {
+        // Read `done` before listing the spool: a sweep that finished after this line
+        // has notified `wake`, so the wait below cannot miss it.
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        let Some(path) = spool.pending()?.into_iter().next() else {
+            if finished {
+                return Ok(());
+            }
+            wake.notified().await;
+            continue;
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let body = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot read the spooled report {name}: {e}");
+                tokio::time::sleep(backoff(attempt, start, max)).await;
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        if let Err(e) = spool.read(&path) {
+            let to = spool.reject(&path, &e.to_string())?;
+            tracing::error!("{e}; moved to {}", to.display());
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match sender.send(body).await {
+            Outcome::Acknowledged => {
+                spool.ack(&path)?;
+                attempt = 0;
+                tracing::info!(
+                    "delivered {name} in {:.0} ms",
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+            }
+            Outcome::Rejected(reason) => {
+                let to = spool.reject(&path, &reason)?;
+                tracing::error!(
+                    "the aggregator refused {name} ({reason}); kept in {} and not sent again",
+                    to.display()
+                );
+            }
+            Outcome::Retry(reason) => {
+                let delay = backoff(attempt, start, max);
+                tracing::warn!(
+                    "cannot deliver {name} ({reason}); retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        let s = Duration::from_secs(1);
+        let m = Duration::from_secs(300);
+        for _ in 0..200 {
+            assert!(backoff(0, s, m) < s);
+            assert!(backoff(3, s, m) < Duration::from_secs(8));
+            assert!(backoff(40, s, m) < m);
+        }
+        // Full jitter: the delays spread over the whole range.
+        let big = (0..200)
+            .filter(|_| backoff(20, s, m) > Duration::from_secs(150))
+            .count();
+        assert!((40..=160).contains(&big), "{big}");
+        assert_eq!(backoff(5, Duration::ZERO, m), Duration::ZERO);
+    }
+}

@@ -1,0 +1,530 @@
+//! Continuous operation on loopback: `latmap serve` and `latmap agent` as real processes
+//! over real sockets, with the lab.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use latmap::config::ProbeKind;
+use latmap::probe::ProberHealth;
+use latmap::remote::wire::Push;
+use latmap::report::{PathEntry, REPORT_SCHEMA, RegionInfo, RegionReport};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::harness::{Dir, timing_lock};
+use crate::service::{Answer, Proc, free_port, get, http, until};
+
+const TOKEN: &str = "0123456789abcdef-test-token";
+
+/// A three-region matrix lab with ephemeral reflector ports (each agent runs its own
+/// copy of the lab) and short sweeps.
+fn lab(dir: &Dir) {
+    dir.write("rtt.csv", ",a,b,c\na,,20,30\nb,20,,40\nc,30,40,\n");
+    dir.write(
+        "lab.toml",
+        "[probe]\ncount = 5\ninterval = \"10ms\"\ntimeout = \"500ms\"\n\n[lab]\nmatrix = \"rtt.csv\"\nport = 0\n",
+    );
+    dir.write("token", &format!("{TOKEN}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("token"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+}
+
+fn serve(dir: &Dir, port: u16, extra: &[&str]) -> (Proc, SocketAddr) {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--data",
+        "data",
+        "--token-file",
+        "token",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Proc::start(dir.path(), "serve.log", &args);
+    let addr: SocketAddr = listen.parse().expect("address");
+    until(
+        Duration::from_secs(30),
+        "the server answers /healthz",
+        || {
+            http(addr, "GET", "/healthz", &[], None)
+                .ok()
+                .filter(|a| a.status == 200)
+        },
+    );
+    (proc, addr)
+}
+
+fn agent(dir: &Dir, region: &str, addr: SocketAddr, sweeps: &str) -> Proc {
+    let url = format!("http://{addr}");
+    let spool = format!("spool/{region}");
+    Proc::start(
+        dir.path(),
+        &format!("agent-{region}.log"),
+        &[
+            "-c",
+            "lab.toml",
+            "agent",
+            "--region",
+            region,
+            "--aggregator",
+            &url,
+            "--token-file",
+            "token",
+            "--every",
+            "2s",
+            "--sweeps",
+            sweeps,
+            "--spool",
+            &spool,
+            "--retry-max",
+            "2s",
+        ],
+    )
+}
+
+fn runs(addr: SocketAddr) -> Vec<Value> {
+    let a = get(addr, "/v1/runs");
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.json().as_array().cloned().unwrap_or_default()
+}
+
+fn complete(runs: &[Value]) -> usize {
+    runs.iter().filter(|r| r["complete"] == true).count()
+}
+
+fn pending(spool: &Path) -> usize {
+    std::fs::read_dir(spool)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_agents_fill_complete_runs_and_a_server_outage_loses_nothing() {
+    let _t = timing_lock();
+    let dir = Dir::new();
+    lab(&dir);
+    let port = free_port();
+    let (server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    let mut agents: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|r| agent(&dir, r, addr, "4"))
+        .collect();
+    // The first sweep lands as one complete run.
+    until(Duration::from_secs(60), "a first complete run", || {
+        (complete(&runs(addr)) >= 1).then_some(())
+    });
+    let first = runs(addr)[0]["id"].as_str().expect("id").to_string();
+    // Stop the server; the agents sweep twice meanwhile and keep the reports.
+    server.signal(Signal::SIGTERM);
+    let mut server = server;
+    assert!(
+        server.wait(Duration::from_secs(30)).success(),
+        "{}",
+        server.log()
+    );
+    until(
+        Duration::from_secs(60),
+        "two sweeps spooled by every agent",
+        || {
+            ["a", "b", "c"]
+                .iter()
+                .all(|r| pending(&dir.join(&format!("spool/{r}"))) >= 2)
+                .then_some(())
+        },
+    );
+    let restarted = Instant::now();
+    let (_server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    for a in &mut agents {
+        let status = a.wait(Duration::from_secs(90));
+        assert!(status.success(), "agent failed:\n{}", a.log());
+    }
+    let all = until(Duration::from_secs(30), "four complete runs", || {
+        let r = runs(addr);
+        (complete(&r) == 4).then_some(r)
+    });
+    eprintln!(
+        "after the restart, every spooled report was delivered and assembled in {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    // One run per epoch, 2 s apart, each with all three regions and their paths.
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all[0]["id"], first.as_str());
+    let epochs: Vec<DateTime<Utc>> = all
+        .iter()
+        .map(|r| {
+            r["epoch"]
+                .as_str()
+                .expect("epoch")
+                .parse()
+                .expect("RFC 3339")
+        })
+        .collect();
+    for w in epochs.windows(2) {
+        assert_eq!((w[1] - w[0]).num_seconds(), 2, "{epochs:?}");
+    }
+    for r in &all {
+        assert_eq!(r["reported"], serde_json::json!(["a", "b", "c"]), "{r}");
+        let id = r["id"].as_str().expect("id");
+        let run = get(addr, &format!("/v1/runs/{id}")).json();
+        assert_eq!(run["id"], id);
+        assert_eq!(run["paths"].as_array().map(Vec::len), Some(6), "{id}");
+    }
+    // Nothing is left in the spools, nothing was refused.
+    for r in ["a", "b", "c"] {
+        assert_eq!(pending(&dir.join(&format!("spool/{r}"))), 0);
+        assert_eq!(pending(&dir.join(&format!("spool/{r}/rejected"))), 0);
+    }
+    // The views of the latest run.
+    let latest = get(addr, "/v1/runs/latest").json();
+    assert_eq!(latest["id"], all[3]["id"]);
+    for view in ["rtt", "loss", "delta"] {
+        let svg = get(addr, &format!("/v1/runs/latest/heatmap.svg?view={view}"));
+        assert_eq!(svg.status, 200, "{view}: {}", svg.body);
+        assert!(svg.body.starts_with("<svg") || svg.body.starts_with("<?xml"));
+    }
+    let md = get(addr, "/v1/runs/latest/report.md");
+    assert_eq!(md.status, 200);
+    assert_eq!(
+        md.header("content-type"),
+        Some("text/markdown; charset=utf-8")
+    );
+    let metrics = get(addr, "/metrics").body;
+    assert!(
+        metrics
+            .contains("latmap_path_rtt_p50_seconds{source=\"a\",target=\"c\",kind=\"udp\"} 0.03"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("latmap_agent_last_report_timestamp_seconds{region=\"b\"}"));
+    promtool_check(&metrics);
+}
+
+fn report(region: &str, fleet: &[&str], samples: usize) -> RegionReport {
+    let t: DateTime<Utc> = "2026-11-26T05:00:00.25Z".parse().expect("time");
+    RegionReport {
+        schema: REPORT_SCHEMA.into(),
+        region: region.into(),
+        started_at: t,
+        finished_at: t,
+        regions: fleet
+            .iter()
+            .map(|n| RegionInfo {
+                name: n.to_string(),
+                location: None,
+            })
+            .collect(),
+        prober: ProberHealth::default(),
+        paths: fleet
+            .iter()
+            .filter(|&&n| n != region)
+            .map(|n| {
+                PathEntry::from_samples(
+                    region,
+                    n,
+                    ProbeKind::Udp,
+                    "127.0.0.1:9",
+                    (0..samples).map(|i| Some(20_000 + i as u64 % 7)).collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn push_body(epoch: &str, report: RegionReport) -> Vec<u8> {
+    serde_json::to_vec(&Push::new(epoch.parse().expect("epoch"), report)).expect("JSON")
+}
+
+fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    http(addr, "POST", "/v1/reports", headers, Some(body)).expect("POST")
+}
+
+const BEARER: &str = "Bearer 0123456789abcdef-test-token";
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+#[test]
+fn pushes_are_authenticated_limited_validated_and_stored_once() {
+    let dir = Dir::new();
+    lab(&dir);
+    let (_server, addr) = serve(
+        &dir,
+        free_port(),
+        &["--deadline", "1s", "--max-body", "65536"],
+    );
+    let epoch = "2026-11-26T05:00:00Z";
+    let good = push_body(epoch, report("a", &["a", "b"], 10));
+    let auth = ("Authorization", BEARER);
+    let refused = |a: &Answer, status: u16, reason: &str| {
+        assert_eq!(a.status, status, "{}", a.body);
+        let e = a.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(e.contains(reason), "{status}: {e}");
+    };
+    // Authentication comes first.
+    let a = post(addr, &[JSON], &good);
+    refused(&a, 401, "missing Authorization");
+    assert_eq!(
+        a.header("www-authenticate"),
+        Some("Bearer realm=\"latmap\"")
+    );
+    for wrong in [
+        "Bearer 0123456789abcdef-test-tokeN",
+        "Bearer ",
+        "Basic abc",
+        "Bearer 0123456789abcdef-test-token2",
+    ] {
+        refused(
+            &post(addr, &[("Authorization", wrong), JSON], &good),
+            401,
+            "",
+        );
+    }
+    // Then the body: its type, size, syntax and meaning.
+    refused(
+        &post(addr, &[auth, ("Content-Type", "text/plain")], &good),
+        415,
+        "must be JSON",
+    );
+    let big = http(
+        addr,
+        "POST",
+        "/v1/reports",
+        &[auth, JSON, ("Content-Length", "1000000")],
+        None,
+    )
+    .expect("POST");
+    refused(&big, 413, "limit of 65536 bytes");
+    let huge = push_body(epoch, report("a", &["a", "b"], 20_000));
+    refused(&post(addr, &[auth, JSON], &huge), 413, "limit");
+    refused(
+        &post(addr, &[auth, JSON], b"{\"schema\": \"latmap.push/1\", "),
+        400,
+        "not a latmap.push/1",
+    );
+    refused(
+        &post(addr, &[auth, JSON], b"[1, 2]"),
+        400,
+        "not a latmap.push/1",
+    );
+    let mut v: Value = serde_json::from_slice(&good).expect("JSON");
+    v["region"] = "b".into();
+    refused(
+        &post(addr, &[auth, JSON], v.to_string().as_bytes()),
+        400,
+        "its report is of region",
+    );
+    let foreign = push_body(epoch, {
+        let mut r = report("a", &["a", "b"], 10);
+        r.paths[0].source = "b".into();
+        r
+    });
+    refused(
+        &post(addr, &[auth, JSON], &foreign),
+        400,
+        "has a path from \"b\"",
+    );
+    let evil = push_body(epoch, report("../../x", &["../../x", "b"], 10));
+    refused(&post(addr, &[auth, JSON], &evil), 400, "not allowed");
+    refused(
+        &post(
+            addr,
+            &[auth, JSON],
+            &push_body("2026-11-26T05:00:00.5Z", report("a", &["a", "b"], 10)),
+        ),
+        400,
+        "whole second",
+    );
+    let mut v: Value = serde_json::from_slice(&good).expect("JSON");
+    v["schema"] = "latmap.push/2".into();
+    refused(
+        &post(addr, &[auth, JSON], v.to_string().as_bytes()),
+        400,
+        "not supported",
+    );
+    // Nothing of the refused pushes was stored.
+    assert_eq!(
+        std::fs::read_dir(dir.join("data/reports"))
+            .expect("reports")
+            .count(),
+        0
+    );
+
+    // Accepted once; a resend is acknowledged and not stored again; another report
+    // under the same key conflicts.
+    let a = post(addr, &[auth, JSON], &good);
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.json()["status"], "stored");
+    let a = post(
+        addr,
+        &[auth, ("Content-Type", "application/json; charset=utf-8")],
+        &good,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["status"], "duplicate");
+    let other = push_body(epoch, report("a", &["a", "b"], 11));
+    refused(&post(addr, &[auth, JSON], &other), 409, "already stored");
+    let stored: Vec<_> = std::fs::read_dir(dir.join("data/reports/20261126T050000Z"))
+        .expect("epoch folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stored, ["a.json"]);
+
+    // Region b never reports: after the deadline the run is assembled with b as "no
+    // data"; b's late report re-assembles it complete.
+    let r = until(
+        Duration::from_secs(30),
+        "the run after the deadline",
+        || runs(addr).into_iter().next(),
+    );
+    assert_eq!(r["complete"], false, "{r}");
+    assert_eq!(r["reported"], serde_json::json!(["a"]));
+    let run = get(addr, "/v1/runs/20261126T050000Z").json();
+    assert_eq!(run["regions"][1]["reported"], false, "{run}");
+    let late = push_body(epoch, report("b", &["a", "b"], 10));
+    assert_eq!(post(addr, &[auth, JSON], &late).status, 201);
+    until(
+        Duration::from_secs(30),
+        "the run re-assembled with b",
+        || (complete(&runs(addr)) == 1).then_some(()),
+    );
+
+    // Reads: strict ids, no path traversal.
+    for bad in [
+        "/v1/runs/20261126T050001Z",
+        "/v1/runs/..%2F..%2Ftoken",
+        "/v1/runs/2026",
+        "/v1/runs/20261126T050000Z/heatmap.svg?view=pie",
+    ] {
+        let a = get(addr, bad);
+        assert!(a.status == 404 || a.status == 400, "{bad}: {}", a.status);
+    }
+    let delta = get(addr, "/v1/runs/20261126T050000Z/heatmap.svg?view=delta");
+    refused(&delta, 404, "first run");
+    let metrics = get(addr, "/metrics").body;
+    for (reason, n) in [
+        ("unauthorized", 5),
+        ("unsupported_media_type", 1),
+        ("too_large", 2),
+        ("malformed", 2),
+        ("invalid", 5),
+        ("conflict", 1),
+    ] {
+        let line = format!("latmap_reports_rejected_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("latmap_reports_received_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("latmap_reports_duplicate_total 1\n"),
+        "{metrics}"
+    );
+    promtool_check(&metrics);
+}
+
+/// The server killed with SIGKILL while it stores and assembles: every stored run
+/// still parses, a half-written file is never taken for a run, every acknowledged
+/// report is kept, and the restarted server finishes the runs.
+#[test]
+fn a_server_killed_mid_write_restarts_cleanly() {
+    let _t = timing_lock();
+    let dir = Dir::new();
+    lab(&dir);
+    let port = free_port();
+    let (server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    let auth = ("Authorization", BEARER);
+    let fleet = ["a", "b", "c"];
+    // Big reports (three paths of 20,000 samples each) make writes and analysis last.
+    let mut acked = Vec::new();
+    for minute in 0..4 {
+        let epoch = format!("2026-11-26T05:{minute:02}:00Z");
+        for region in fleet {
+            let body = push_body(&epoch, report(region, &fleet, 20_000));
+            let a = post(addr, &[auth, JSON], &body);
+            assert_eq!(a.status, 201, "{}", a.body);
+            acked.push((minute, region));
+        }
+    }
+    // Kill right after the last acknowledgement, while the last run is being assembled.
+    server.signal(Signal::SIGKILL);
+    drop(server);
+    let runs_at_kill = (0..4)
+        .filter(|m| {
+            dir.join(&format!("data/runs/20261126T05{m:02}00Z/run.json"))
+                .exists()
+        })
+        .count();
+    eprintln!("runs on disk when the server was killed: {runs_at_kill} of 4");
+    // A write that a crash interrupted: a temporary file never renamed into place.
+    let torn = dir.join("data/runs/20261126T050300Z/.run.json.tmp-4242");
+    std::fs::create_dir_all(torn.parent().expect("folder")).expect("mkdir");
+    std::fs::write(
+        &torn,
+        "{\n  \"schema\": \"latmap.run/1\",\n  \"id\": \"2026",
+    )
+    .expect("write");
+    let restarted = Instant::now();
+    let (_server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    let all = until(
+        Duration::from_secs(60),
+        "four complete runs after the restart",
+        || {
+            let r = runs(addr);
+            (complete(&r) == 4).then_some(r)
+        },
+    );
+    eprintln!(
+        "restart after SIGKILL: all runs complete {:.2} s after the new server started",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert!(!torn.exists(), "the temporary file is cleaned up");
+    for r in &all {
+        let id = r["id"].as_str().expect("id");
+        let text = std::fs::read_to_string(dir.join(&format!("data/runs/{id}/run.json")))
+            .expect("run.json");
+        let run: Value = serde_json::from_str(&text).expect("every stored run parses");
+        assert_eq!(run["paths"].as_array().map(Vec::len), Some(6), "{id}");
+    }
+    for (minute, region) in acked {
+        let p = dir.join(&format!(
+            "data/reports/20261126T05{minute:02}00Z/{region}.json"
+        ));
+        assert!(p.exists(), "acknowledged report {} kept", p.display());
+    }
+}
+
+/// Checks the exposition with Prometheus' own linter when it is installed.
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("skipping promtool check: promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
