@@ -6,9 +6,18 @@
 //! taken out so a slow reflector does not look like a slow network.
 
 use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
+use tokio::io::Interest;
 
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
@@ -23,7 +32,7 @@ enum Slot {
     Waiting {
         path: usize,
         from: SocketAddr,
-        reply: oneshot::Sender<(Instant, ReflectorPacket)>,
+        reply: oneshot::Sender<Reply>,
     },
     Answered {
         path: usize,
@@ -77,6 +86,10 @@ impl UdpSender {
         .map_err(bind_err)?;
         // Room for many replies in flight; the kernel caps this at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(4 << 20);
+        // Kernel receive timestamps: see `round_trip`.
+        if let Err(e) = setsockopt(&socket, sockopt::ReceiveTimestampns, &true) {
+            tracing::debug!(error = %e, "no kernel receive timestamps; RTTs include the prober's wake-up time");
+        }
         socket.set_nonblocking(true).map_err(bind_err)?;
         socket.bind(&addr.into()).map_err(bind_err)?;
         // Sends go through a plain clone of the socket: tokio's try_send_to reports
@@ -104,9 +117,10 @@ impl UdpSender {
         let (tx, rx) = oneshot::channel();
         let mut buf = vec![0u8; self.packet_len];
         let sent = Instant::now();
+        let sent_wall = SystemTime::now();
         SenderPacket {
             seq,
-            timestamp: NtpTimestamp::now(),
+            timestamp: NtpTimestamp::from_system_time(sent_wall),
             error_estimate: stamp::ERROR_ESTIMATE,
         }
         .encode(&mut buf);
@@ -133,8 +147,12 @@ impl UdpSender {
                 return Outcome::SendFailed;
             }
             match tokio::time::timeout_at(sent + timeout, rx).await {
-                Ok(Ok((received, packet))) => {
-                    let raw = received.saturating_duration_since(sent);
+                Ok(Ok(Reply {
+                    received,
+                    kernel,
+                    packet,
+                })) => {
+                    let raw = round_trip(sent, sent_wall, received, kernel);
                     let rtt = match packet.dwell() {
                         Some(dwell) if dwell < raw => raw - dwell,
                         _ => raw,
@@ -154,6 +172,64 @@ impl UdpSender {
     }
 }
 
+/// What the receive task hands to a waiting probe.
+struct Reply {
+    /// When the receive task got the packet.
+    received: Instant,
+    /// When the kernel got it (`SO_TIMESTAMPNS`), if it said.
+    kernel: Option<SystemTime>,
+    packet: ReflectorPacket,
+}
+
+/// T4 − T1. The kernel's receive time is used when it has one: it does not include the
+/// time the prober's task waited for a CPU, which a busy machine makes long. It is on
+/// the wall clock, so it is checked against the monotonic measurement (it can only be
+/// earlier) and ignored if the clock was stepped in between.
+fn round_trip(
+    sent: Instant,
+    sent_wall: SystemTime,
+    received: Instant,
+    kernel: Option<SystemTime>,
+) -> Duration {
+    let user = received.saturating_duration_since(sent);
+    match kernel.and_then(|k| k.duration_since(sent_wall).ok()) {
+        Some(k) if k <= user + Duration::from_millis(1) => k,
+        _ => user,
+    }
+}
+
+/// One `recvmsg` with the kernel's receive timestamp.
+fn receive_with_timestamp(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<SystemTime>)> {
+    let mut cmsg = nix::cmsg_space!(TimeSpec);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+    let mut kernel = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmTimestampns(ts) = c
+                && let (Ok(s), Ok(ns)) = (u64::try_from(ts.tv_sec()), u32::try_from(ts.tv_nsec()))
+            {
+                kernel = Some(UNIX_EPOCH + Duration::new(s, ns));
+            }
+        }
+    }
+    let from = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        })
+        .ok_or_else(|| std::io::Error::other("a datagram without a sender address"))?;
+    Ok((msg.bytes, from, kernel))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -165,16 +241,23 @@ async fn receive(
     paths: Arc<Vec<PathCounters>>,
 ) {
     let mut buf = vec![0u8; 65536];
+    let fd = socket.as_raw_fd();
     loop {
-        let (len, from) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors surface here as ECONNREFUSED and the like; they are not
-                // matched to a probe (that probe then times out).
-                tracing::debug!(error = %e, "udp receive error");
-                continue;
-            }
-        };
+        if let Err(e) = socket.readable().await {
+            tracing::debug!(error = %e, "udp socket not readable");
+            continue;
+        }
+        let (len, from, kernel) =
+            match socket.try_io(Interest::READABLE, || receive_with_timestamp(fd, &mut buf)) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    // ICMP errors surface here as ECONNREFUSED and the like; they are not
+                    // matched to a probe (that probe then times out).
+                    tracing::debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            };
         let received = Instant::now();
         let Ok(packet) = ReflectorPacket::decode(&buf[..len]) else {
             counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +271,11 @@ async fn receive(
                 from: expected,
                 reply,
             }) if expected == from => {
-                let _ = reply.send((received, packet));
+                let _ = reply.send(Reply {
+                    received,
+                    kernel,
+                    packet,
+                });
                 slots.insert(seq, Slot::Answered { path });
             }
             Some(slot @ Slot::Waiting { .. }) => {
