@@ -27,16 +27,18 @@ pub struct Args {
     #[arg(long, env = "LATMAP_TOKEN_FILE")]
     pub token_file: PathBuf,
     /// Sweep every DURATION, at whole multiples of it since 1970 (UTC), so every
-    /// region's agent sweeps at the same epochs: "5m", "30s".
-    #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "cron", conflicts_with = "cron")]
+    /// region's agent sweeps at the same epochs: "5m", "30s" [default: [schedule] of the
+    /// configuration].
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "cron")]
     pub every: Option<Duration>,
-    /// Sweep at the times of a cron expression, in UTC: "*/5 * * * *".
+    /// Sweep at the times of a cron expression, in UTC: "*/5 * * * *" [default:
+    /// [schedule] of the configuration].
     #[arg(long)]
     pub cron: Option<String>,
     /// Wait a random time in [0, DURATION) before each sweep, to spread the fleet's
-    /// probes; the report keeps its epoch.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-    pub jitter: Duration,
+    /// probes; the report keeps its epoch [default: [schedule] jitter, else 0].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jitter: Option<Duration>,
     /// Stop after N sweeps, once their reports are delivered [default: run until
     /// stopped].
     #[arg(long)]
@@ -57,19 +59,34 @@ pub fn run(config_path: &std::path::Path, args: Args) -> anyhow::Result<ExitCode
     let config = super::load_config(config_path)?;
     let index = region_index(&config, &args.region)?;
     let token = Token::read(&args.token_file)?;
-    let schedule = match (&args.every, &args.cron) {
+    // Flags first, then the configuration's [schedule].
+    let from_config = config.schedule.clone().unwrap_or_default();
+    let every = args.every.or(if args.cron.is_none() {
+        from_config.every
+    } else {
+        None
+    });
+    let cron = args.cron.clone().or(if args.every.is_none() {
+        from_config.cron.clone()
+    } else {
+        None
+    });
+    let schedule = match (every, &cron) {
         (Some(every), _) => {
             if every.subsec_nanos() != 0 {
                 bail!("--every must be whole seconds, got {every:?}");
             }
-            Schedule::every(*every)?
+            Schedule::every(every)?
         }
         (None, Some(cron)) => Schedule::cron(cron)?,
-        (None, None) => bail!("pass --every DURATION or --cron EXPR"),
+        (None, None) => bail!(
+            "the agent needs a schedule: pass --every DURATION or --cron EXPR, or add a [schedule] table to {}",
+            config.path.display()
+        ),
     };
     let cadence = Cadence {
         schedule,
-        jitter: args.jitter,
+        jitter: args.jitter.unwrap_or(from_config.jitter),
         sweeps: args.sweeps,
     };
     let spool_dir = args

@@ -127,3 +127,27 @@ fn help_explains_the_commands() {
         insta::assert_snapshot!(format!("help-{cmd}"), out.stdout);
     }
 }
+
+#[test]
+fn an_agent_without_a_schedule_says_where_to_give_one() {
+    let dir = Dir::new();
+    dir.write("rtt.csv", ",a,b\na,,5\nb,5,\n");
+    dir.write("regions.toml", "[lab]\nmatrix = \"rtt.csv\"\nport = 0\n");
+    dir.write("token", "s3cret-token-of-some-length\n");
+    let args = [
+        "agent",
+        "--region",
+        "a",
+        "--aggregator",
+        "http://127.0.0.1:9",
+        "--token-file",
+        "token",
+    ];
+    let out = dir.latmap(&args);
+    assert_eq!(out.status, Some(2));
+    assert!(
+        out.stderr.contains("needs a schedule") && out.stderr.contains("[schedule]"),
+        "{}",
+        out.stderr
+    );
+}
