@@ -19,6 +19,7 @@ use latmap::config::{Location, ProbeKind, Thresholds};
 use latmap::graph::LatencyGraph;
 use latmap::report::{PathEntry, synthetic_samples};
 use latmap::run::{Run, RunRegion};
+use rand::{RngExt, SeedableRng};
 
 struct Options {
     regions: usize,
@@ -127,31 +128,20 @@ fn measure_via_value(file: &Path) {
     );
 }
 
-/// A small deterministic generator.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A fleet spread over the globe, RTTs 1 ms + 1.6x the fiber bound with a little
 /// noise, and faults for every detector to find: a region whose outgoing paths are
 /// slow and lossy, a slow pair (detours), lossy, jittery and unreachable paths.
 fn generate(o: &Options, file: &Path) {
     let started = Instant::now();
-    let mut rng = Lcg(7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let n = o.regions;
     // Uniform on the sphere.
     let locations: Vec<Location> = (0..n)
         .map(|_| Location {
-            lat: (2.0 * rng.next() - 1.0).asin().to_degrees(),
-            lon: rng.next() * 360.0 - 180.0,
+            lat: (2.0 * rng.random_range(0.0f64..1.0) - 1.0)
+                .asin()
+                .to_degrees(),
+            lon: rng.random_range(0.0f64..1.0) * 360.0 - 180.0,
         })
         .collect();
     let regions: Vec<RunRegion> = locations
@@ -170,17 +160,17 @@ fn generate(o: &Options, file: &Path) {
                 continue;
             }
             let km = locations[i].great_circle_km(locations[j]);
-            let mut rtt = 1.0 + 1.6 * km / 100.0 + rng.next() * 0.5;
+            let mut rtt = 1.0 + 1.6 * km / 100.0 + rng.random_range(0.0f64..1.0) * 0.5;
             let mut lost = 0;
-            let mut jitter = 0.1 + rng.next() * 0.4;
+            let mut jitter = 0.1 + rng.random_range(0.0f64..1.0) * 0.4;
             if i == 3 {
                 rtt += 60.0; // a bad region
-                lost = usize::from(rng.next() < 0.3) * 3;
+                lost = usize::from(rng.random_range(0.0f64..1.0) < 0.3) * 3;
             }
             if (i, j) == (10, 20) || (i, j) == (20, 10) {
                 rtt += 150.0; // a detour pair
             }
-            let x = rng.next();
+            let x = rng.random_range(0.0f64..1.0);
             if x < 0.0005 {
                 lost = o.samples; // unreachable
             } else if x < 0.002 {

@@ -307,6 +307,7 @@ impl BestPaths {
 mod tests {
     use super::*;
     use crate::run::RunRegion;
+    use rand::{RngExt, SeedableRng};
 
     /// A run of regions `r0..` whose `i -> j` RTT is `rtt[i][j]` ms (`None`: not
     /// measured; `Some(f64::INFINITY)`: measured, nothing came back).
@@ -337,26 +338,15 @@ mod tests {
         Run::new(regions, paths, chrono::DateTime::UNIX_EPOCH)
     }
 
-    /// A small deterministic generator.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
-
     fn random_matrix(n: usize, seed: u64) -> Vec<Vec<Option<f64>>> {
-        let mut rng = Lcg(seed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..n)
             .map(|i| {
                 (0..n)
                     .map(|j| {
-                        let x = rng.next();
-                        (i != j && x > 0.2).then(|| (1.0 + rng.next() * 300.0).round())
+                        let x = rng.random_range(0.0f64..1.0);
+                        (i != j && x > 0.2)
+                            .then(|| (1.0 + rng.random_range(0.0f64..1.0) * 300.0).round())
                     })
                     .collect()
             })

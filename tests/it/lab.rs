@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 
 use crate::harness::{Dir, binomial_99, read_json, repo, timing_lock};
@@ -166,18 +167,6 @@ fn default_lab_sweep_matches_the_emulated_truth() {
     }
 }
 
-/// A tiny deterministic generator, so the matrix is the same on every run.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn matrix_csv(names: &[String], cell: impl Fn(usize, usize) -> String) -> String {
     let mut s = String::from(",");
     s.push_str(&names.join(","));
@@ -200,12 +189,12 @@ fn matrix_lab_of_21_regions_matches_the_csv() {
     let _t = timing_lock();
     let dir = Dir::new();
     let names: Vec<String> = (0..21).map(|i| format!("region-{i:02}")).collect();
-    let mut rng = Lcg(42);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let n = names.len();
     let rtt: Vec<Vec<f64>> = (0..n)
         .map(|_| {
             (0..n)
-                .map(|_| ((2.0 + rng.next() * 330.0) * 1000.0).round() / 1000.0)
+                .map(|_| ((2.0 + rng.random_range(0.0f64..1.0) * 330.0) * 1000.0).round() / 1000.0)
                 .collect()
         })
         .collect();
