@@ -15,6 +15,8 @@ pub mod stamp;
 mod tcp;
 mod udp;
 
+pub(crate) use udp::{enable_receive_timestamps, receive_with_timestamp};
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

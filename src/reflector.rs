@@ -15,12 +15,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::probe::stamp::{self, NtpTimestamp, ReflectorPacket, SenderPacket};
+use crate::probe::{enable_receive_timestamps, receive_with_timestamp};
 
 /// What the emulated network does to a packet from `from` arriving at reflector
 /// `reflector`.
@@ -62,7 +64,10 @@ enum Action {
         socket: usize,
         from: SocketAddr,
         data: Vec<u8>,
-        outbound: Duration,
+        /// When the reply is due out: the packet's arrival plus the whole emulated RTT,
+        /// so a late wake-up before the reflector "receives" is taken from the outbound
+        /// hold instead of added to the round trip.
+        depart_at: Instant,
     },
     Depart {
         socket: usize,
@@ -119,7 +124,10 @@ impl ReflectorSet {
                 io::Error::new(e.kind(), format!("cannot listen on udp {addr}: {e}"))
             })?;
             socket.set_read_timeout(Some(POLL))?;
-            crate::sockopt::grow_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&socket), 4 << 20);
+            crate::sockopt::grow_receive_buffer(socket.as_raw_fd(), 4 << 20);
+            if let Err(e) = enable_receive_timestamps(&socket) {
+                tracing::debug!(error = %e, "no kernel receive timestamps on the reflector");
+            }
             sockets.push(socket);
         }
         let bound = sockets
@@ -197,7 +205,7 @@ fn receive_loop(shared: &Shared, index: usize) {
     let stats = &shared.stats[index];
     let mut buf = vec![0u8; 65536];
     while !shared.stop.load(Ordering::Relaxed) {
-        let (len, from) = match socket.recv_from(&mut buf) {
+        let (len, from, kernel) = match receive_with_timestamp(socket.as_raw_fd(), &mut buf) {
             Ok(r) => r,
             Err(e)
                 if matches!(
@@ -214,6 +222,15 @@ fn receive_loop(shared: &Shared, index: usize) {
                 continue;
             }
         };
+        // When the packet really arrived: the kernel's timestamp, carried over to the
+        // monotonic clock, so that a late wake-up of this thread neither shortens the
+        // emulated delay nor stretches the dwell time.
+        let now = Instant::now();
+        let arrived = kernel
+            .and_then(|k| SystemTime::now().duration_since(k).ok())
+            .filter(|late| *late < Duration::from_secs(1))
+            .and_then(|late| now.checked_sub(late))
+            .unwrap_or(now);
         stats.received.fetch_add(1, Ordering::Relaxed);
         if len < stamp::PACKET_LEN {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -231,17 +248,17 @@ fn receive_loop(shared: &Shared, index: usize) {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Fate::Deliver { inbound, outbound } if inbound.is_zero() => {
-                arrive(shared, index, from, &buf[..len], outbound);
+                arrive(shared, index, from, &buf[..len], arrived + outbound, kernel);
             }
             Fate::Deliver { inbound, outbound } => {
                 push(
                     shared,
-                    Instant::now() + inbound,
+                    arrived + inbound,
                     Action::Arrive {
                         socket: index,
                         from,
                         data: buf[..len].to_vec(),
-                        outbound,
+                        depart_at: arrived + inbound + outbound,
                     },
                 );
             }
@@ -250,9 +267,19 @@ fn receive_loop(shared: &Shared, index: usize) {
 }
 
 /// The packet has reached the reflector: stamp T2, build the reply, stamp T3, and send
-/// it now or after the outbound delay.
-fn arrive(shared: &Shared, socket: usize, from: SocketAddr, data: &[u8], outbound: Duration) {
-    let t2 = NtpTimestamp::now();
+/// it at `depart_at` (now, if that has passed).
+fn arrive(
+    shared: &Shared,
+    socket: usize,
+    from: SocketAddr,
+    data: &[u8],
+    depart_at: Instant,
+    received: Option<SystemTime>,
+) {
+    // T2: the kernel's receive time when the packet came straight off the wire.
+    let t2 = received
+        .map(NtpTimestamp::from_system_time)
+        .unwrap_or_else(NtpTimestamp::now);
     let Ok(request) = SenderPacket::decode(data) else {
         shared.stats[socket]
             .malformed
@@ -272,12 +299,12 @@ fn arrive(shared: &Shared, socket: usize, from: SocketAddr, data: &[u8], outboun
         sender_ttl: 0, // not read from the IP header: 0 says "unknown"
     }
     .encode(&mut reply);
-    if outbound.is_zero() {
+    if depart_at <= Instant::now() {
         depart(shared, socket, from, &reply);
     } else {
         push(
             shared,
-            Instant::now() + outbound,
+            depart_at,
             Action::Depart {
                 socket,
                 to: from,
@@ -351,8 +378,8 @@ fn schedule_loop(shared: &Shared) {
                         socket,
                         from,
                         data,
-                        outbound,
-                    } => arrive(shared, socket, from, &data, outbound),
+                        depart_at,
+                    } => arrive(shared, socket, from, &data, depart_at, None),
                     Action::Depart { socket, to, data } => depart(shared, socket, to, &data),
                 }
                 q = lock(&shared.queue);

@@ -87,7 +87,7 @@ impl UdpSender {
         // Room for many replies in flight; the kernel caps this at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(4 << 20);
         // Kernel receive timestamps: see `round_trip`.
-        if let Err(e) = setsockopt(&socket, sockopt::ReceiveTimestampns, &true) {
+        if let Err(e) = enable_receive_timestamps(&socket) {
             tracing::debug!(error = %e, "no kernel receive timestamps; RTTs include the prober's wake-up time");
         }
         socket.set_nonblocking(true).map_err(bind_err)?;
@@ -198,8 +198,13 @@ fn round_trip(
     }
 }
 
+/// Asks the kernel to timestamp every datagram `socket` receives (`SO_TIMESTAMPNS`).
+pub(crate) fn enable_receive_timestamps(socket: &impl std::os::fd::AsFd) -> nix::Result<()> {
+    setsockopt(socket, sockopt::ReceiveTimestampns, &true)
+}
+
 /// One `recvmsg` with the kernel's receive timestamp.
-fn receive_with_timestamp(
+pub(crate) fn receive_with_timestamp(
     fd: RawFd,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr, Option<SystemTime>)> {
