@@ -9,13 +9,12 @@
 //! starting every `interval`, and at least `gap` between any two sends of the prober,
 //! so a prober never bursts however many targets it has.
 
+pub(crate) mod datagram;
 pub mod dns;
 mod icmp;
 pub mod stamp;
 mod tcp;
 mod udp;
-
-pub(crate) use udp::{enable_receive_timestamps, receive_with_timestamp};
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

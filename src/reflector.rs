@@ -21,8 +21,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::probe::datagram;
 use crate::probe::stamp::{self, NtpTimestamp, ReflectorPacket, SenderPacket};
-use crate::probe::{enable_receive_timestamps, receive_with_timestamp};
 
 /// What the emulated network does to a packet from `from` arriving at reflector
 /// `reflector`.
@@ -68,6 +68,8 @@ enum Action {
         /// so a late wake-up before the reflector "receives" is taken from the outbound
         /// hold instead of added to the round trip.
         depart_at: Instant,
+        /// The TTL the request arrived with.
+        ttl: Option<u8>,
     },
     Depart {
         socket: usize,
@@ -125,7 +127,7 @@ impl ReflectorSet {
             })?;
             socket.set_read_timeout(Some(POLL))?;
             crate::sockopt::grow_receive_buffer(socket.as_raw_fd(), 4 << 20);
-            if let Err(e) = enable_receive_timestamps(&socket) {
+            if let Err(e) = datagram::enable_receive_info(&socket, true) {
                 tracing::debug!(error = %e, "no kernel receive timestamps on the reflector");
             }
             sockets.push(socket);
@@ -205,8 +207,8 @@ fn receive_loop(shared: &Shared, index: usize) {
     let stats = &shared.stats[index];
     let mut buf = vec![0u8; 65536];
     while !shared.stop.load(Ordering::Relaxed) {
-        let (len, from, kernel) = match receive_with_timestamp(socket.as_raw_fd(), &mut buf) {
-            Ok(r) => r,
+        let (len, from, kernel, ttl) = match datagram::receive(socket.as_raw_fd(), &mut buf) {
+            Ok(d) => (d.len, d.from, d.kernel_time, d.ttl),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -248,7 +250,15 @@ fn receive_loop(shared: &Shared, index: usize) {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Fate::Deliver { inbound, outbound } if inbound.is_zero() => {
-                arrive(shared, index, from, &buf[..len], arrived + outbound, kernel);
+                arrive(
+                    shared,
+                    index,
+                    from,
+                    &buf[..len],
+                    arrived + outbound,
+                    kernel,
+                    ttl,
+                );
             }
             Fate::Deliver { inbound, outbound } => {
                 push(
@@ -259,6 +269,7 @@ fn receive_loop(shared: &Shared, index: usize) {
                         from,
                         data: buf[..len].to_vec(),
                         depart_at: arrived + inbound + outbound,
+                        ttl,
                     },
                 );
             }
@@ -275,6 +286,7 @@ fn arrive(
     data: &[u8],
     depart_at: Instant,
     received: Option<SystemTime>,
+    ttl: Option<u8>,
 ) {
     // T2: the kernel's receive time when the packet came straight off the wire.
     let t2 = received
@@ -296,7 +308,8 @@ fn arrive(
         sender_seq: request.seq,
         sender_timestamp: request.timestamp,
         sender_error_estimate: request.error_estimate,
-        sender_ttl: 0, // not read from the IP header: 0 says "unknown"
+        // The IP TTL (hop limit) the request arrived with; 0 where the kernel did not say.
+        sender_ttl: ttl.unwrap_or(0),
     }
     .encode(&mut reply);
     if depart_at <= Instant::now() {
@@ -379,7 +392,8 @@ fn schedule_loop(shared: &Shared) {
                         from,
                         data,
                         depart_at,
-                    } => arrive(shared, socket, from, &data, depart_at, None),
+                        ttl,
+                    } => arrive(shared, socket, from, &data, depart_at, None, ttl),
                     Action::Depart { socket, to, data } => depart(shared, socket, to, &data),
                 }
                 q = lock(&shared.queue);

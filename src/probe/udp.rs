@@ -6,17 +6,12 @@
 //! taken out so a slow reflector does not look like a slow network.
 
 use std::collections::HashMap;
-use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
-};
-use nix::sys::time::TimeSpec;
 use tokio::io::Interest;
 
 use tokio::net::UdpSocket;
@@ -24,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::datagram;
 use super::stamp::{self, NtpTimestamp, ReflectorPacket, SenderPacket};
 use super::{Counters, Outcome, PathCounters, ProbeError};
 use crate::config::{ProbeKind, ProbeSettings};
@@ -87,7 +83,7 @@ impl UdpSender {
         // Room for many replies in flight; the kernel caps this at net.core.rmem_max.
         let _ = socket.set_recv_buffer_size(4 << 20);
         // Kernel receive timestamps: see `round_trip`.
-        if let Err(e) = enable_receive_timestamps(&socket) {
+        if let Err(e) = datagram::enable_receive_info(&socket, false) {
             tracing::debug!(error = %e, "no kernel receive timestamps; RTTs include the prober's wake-up time");
         }
         socket.set_nonblocking(true).map_err(bind_err)?;
@@ -198,43 +194,6 @@ fn round_trip(
     }
 }
 
-/// Asks the kernel to timestamp every datagram `socket` receives (`SO_TIMESTAMPNS`).
-pub(crate) fn enable_receive_timestamps(socket: &impl std::os::fd::AsFd) -> nix::Result<()> {
-    setsockopt(socket, sockopt::ReceiveTimestampns, &true)
-}
-
-/// One `recvmsg` with the kernel's receive timestamp.
-pub(crate) fn receive_with_timestamp(
-    fd: RawFd,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<SystemTime>)> {
-    let mut cmsg = nix::cmsg_space!(TimeSpec);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
-    let mut kernel = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmTimestampns(ts) = c
-                && let (Ok(s), Ok(ns)) = (u64::try_from(ts.tv_sec()), u32::try_from(ts.tv_nsec()))
-            {
-                kernel = Some(UNIX_EPOCH + Duration::new(s, ns));
-            }
-        }
-    }
-    let from = msg
-        .address
-        .and_then(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                })
-        })
-        .ok_or_else(|| std::io::Error::other("a datagram without a sender address"))?;
-    Ok((msg.bytes, from, kernel))
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -253,8 +212,8 @@ async fn receive(
             continue;
         }
         let (len, from, kernel) =
-            match socket.try_io(Interest::READABLE, || receive_with_timestamp(fd, &mut buf)) {
-                Ok(r) => r,
+            match socket.try_io(Interest::READABLE, || datagram::receive(fd, &mut buf)) {
+                Ok(d) => (d.len, d.from, d.kernel_time),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     // ICMP errors surface here as ECONNREFUSED and the like; they are not

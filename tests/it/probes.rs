@@ -217,6 +217,35 @@ fn stamp_reflector_answers_and_counts_bad_packets() {
         probe.recv_from(&mut [0u8; 100]).is_err(),
         "a bad packet got an answer"
     );
+    // A well-formed request by hand: the reply carries our sequence number and
+    // timestamp, T2 <= T3, and the TTL our request arrived with (the host's default).
+    {
+        use latmap::probe::stamp::{
+            ERROR_ESTIMATE, NtpTimestamp, PACKET_LEN, ReflectorPacket, SenderPacket,
+        };
+        let t1 = NtpTimestamp::now();
+        let mut req = [0u8; PACKET_LEN];
+        SenderPacket {
+            seq: 4242,
+            timestamp: t1,
+            error_estimate: ERROR_ESTIMATE,
+        }
+        .encode(&mut req);
+        probe.set_ttl(47).unwrap();
+        probe.send_to(&req, &listen).unwrap();
+        let mut buf = [0u8; 100];
+        let (n, _) = probe.recv_from(&mut buf).expect("a reply");
+        let reply = ReflectorPacket::decode(&buf[..n]).unwrap();
+        assert_eq!(
+            (reply.sender_seq, reply.seq, reply.sender_timestamp),
+            (4242, 4242, t1)
+        );
+        assert!(
+            reply.timestamp >= reply.receive_timestamp,
+            "T3 before T2: {reply:?}"
+        );
+        assert_eq!(reply.sender_ttl, 47, "{reply:?}");
+    }
     let dir = Dir::new();
     dir.write(
         "regions.toml",
@@ -233,7 +262,7 @@ fn stamp_reflector_answers_and_counts_bad_packets() {
     let out = reflector.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("reflected 10 packets, ignored 1 malformed"),
+        stderr.contains("reflected 11 packets, ignored 1 malformed"),
         "{stderr}"
     );
     let run = read_json(&dir.join("latmap-out/run.json"));
