@@ -68,9 +68,7 @@ impl SenderPacket {
     pub fn encode(&self, buf: &mut [u8]) -> usize {
         debug_assert!(buf.len() >= PACKET_LEN);
         buf.fill(0);
-        buf[0..4].copy_from_slice(&self.seq.to_be_bytes());
-        buf[4..12].copy_from_slice(&self.timestamp.0.to_be_bytes());
-        buf[12..14].copy_from_slice(&self.error_estimate.to_be_bytes());
+        put_header(buf, 0, self.seq, self.timestamp, self.error_estimate);
         buf.len()
     }
 
@@ -78,10 +76,11 @@ impl SenderPacket {
         if buf.len() < PACKET_LEN {
             return Err(PacketError::TooShort(buf.len()));
         }
+        let (seq, timestamp, error_estimate) = get_header(buf, 0);
         Ok(SenderPacket {
-            seq: be_u32(&buf[0..4]),
-            timestamp: NtpTimestamp(be_u64(&buf[4..12])),
-            error_estimate: be_u16(&buf[12..14]),
+            seq,
+            timestamp,
+            error_estimate,
         })
     }
 }
@@ -107,13 +106,16 @@ impl ReflectorPacket {
     pub fn encode(&self, buf: &mut [u8]) -> usize {
         debug_assert!(buf.len() >= PACKET_LEN);
         buf.fill(0);
-        buf[0..4].copy_from_slice(&self.seq.to_be_bytes());
-        buf[4..12].copy_from_slice(&self.timestamp.0.to_be_bytes());
-        buf[12..14].copy_from_slice(&self.error_estimate.to_be_bytes());
+        put_header(buf, 0, self.seq, self.timestamp, self.error_estimate);
         buf[16..24].copy_from_slice(&self.receive_timestamp.0.to_be_bytes());
-        buf[24..28].copy_from_slice(&self.sender_seq.to_be_bytes());
-        buf[28..36].copy_from_slice(&self.sender_timestamp.0.to_be_bytes());
-        buf[36..38].copy_from_slice(&self.sender_error_estimate.to_be_bytes());
+        // The sender's header, copied: the same three fields at offset 24.
+        put_header(
+            buf,
+            24,
+            self.sender_seq,
+            self.sender_timestamp,
+            self.sender_error_estimate,
+        );
         buf[40] = self.sender_ttl;
         buf.len()
     }
@@ -122,14 +124,16 @@ impl ReflectorPacket {
         if buf.len() < PACKET_LEN {
             return Err(PacketError::TooShort(buf.len()));
         }
+        let (seq, timestamp, error_estimate) = get_header(buf, 0);
+        let (sender_seq, sender_timestamp, sender_error_estimate) = get_header(buf, 24);
         Ok(ReflectorPacket {
-            seq: be_u32(&buf[0..4]),
-            timestamp: NtpTimestamp(be_u64(&buf[4..12])),
-            error_estimate: be_u16(&buf[12..14]),
+            seq,
+            timestamp,
+            error_estimate,
             receive_timestamp: NtpTimestamp(be_u64(&buf[16..24])),
-            sender_seq: be_u32(&buf[24..28]),
-            sender_timestamp: NtpTimestamp(be_u64(&buf[28..36])),
-            sender_error_estimate: be_u16(&buf[36..38]),
+            sender_seq,
+            sender_timestamp,
+            sender_error_estimate,
             sender_ttl: buf[40],
         })
     }
@@ -146,6 +150,22 @@ impl ReflectorPacket {
 pub enum PacketError {
     #[error("{0} bytes is shorter than a STAMP test packet ({PACKET_LEN} bytes)")]
     TooShort(usize),
+}
+
+/// Sequence number, timestamp and error estimate at `at`: the head of every STAMP test
+/// packet, and the sender's copy inside a reflected one.
+fn put_header(buf: &mut [u8], at: usize, seq: u32, timestamp: NtpTimestamp, error_estimate: u16) {
+    buf[at..at + 4].copy_from_slice(&seq.to_be_bytes());
+    buf[at + 4..at + 12].copy_from_slice(&timestamp.0.to_be_bytes());
+    buf[at + 12..at + 14].copy_from_slice(&error_estimate.to_be_bytes());
+}
+
+fn get_header(buf: &[u8], at: usize) -> (u32, NtpTimestamp, u16) {
+    (
+        be_u32(&buf[at..at + 4]),
+        NtpTimestamp(be_u64(&buf[at + 4..at + 12])),
+        be_u16(&buf[at + 12..at + 14]),
+    )
 }
 
 fn be_u16(b: &[u8]) -> u16 {

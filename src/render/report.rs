@@ -289,26 +289,20 @@ fn markdown(run: &Run, s: &Summary) -> String {
             "| severity | detector | subject | value | what to do |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
-        for a in &run.anomalies {
+        let row = |out: &mut String, severity: String, a: &Anomaly| {
             let _ = writeln!(
                 out,
-                "| **{}** | `{}` | {} | {} | {} |",
-                a.severity,
+                "| {severity} | `{}` | {} | {} | {} |",
                 a.detector,
                 cell(&subject(a, kinds)),
                 cell(&measure(a)),
                 cell(&a.message)
             );
+        };
+        for a in &run.anomalies {
+            row(&mut out, format!("**{}**", a.severity), a);
             for e in &a.explains {
-                let _ = writeln!(
-                    out,
-                    "| ↳ {} | `{}` | {} | {} | {} |",
-                    e.severity,
-                    e.detector,
-                    cell(&subject(e, kinds)),
-                    cell(&measure(e)),
-                    cell(&e.message)
-                );
+                row(&mut out, format!("↳ {}", e.severity), e);
             }
         }
         out.push('\n');
