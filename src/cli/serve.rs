@@ -29,6 +29,13 @@ pub struct Args {
     /// The largest accepted report, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body: usize,
+    /// Keep at most N runs (with their reports); older ones are deleted [default: all].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    /// Delete runs older than DURATION ("30d"), and refuse reports of sweeps that old
+    /// (410) [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_for: Option<Duration>,
 }
 
 pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
@@ -48,6 +55,10 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         max_body: args.max_body,
         known,
         thresholds,
+        retention: crate::schedule::Retention {
+            keep: args.keep.and_then(|k| usize::try_from(k).ok()),
+            max_age: args.keep_for,
+        },
     };
     let rt = super::runtime()?;
     let data = args.data.clone();

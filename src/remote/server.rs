@@ -44,6 +44,8 @@ pub struct Settings {
     /// The fleet's regions, when the server has a configuration.
     pub known: Option<Vec<String>>,
     pub thresholds: Thresholds,
+    /// Which runs to keep (with their reports); default: all.
+    pub retention: crate::schedule::Retention,
 }
 
 /// Why the server cannot start.
@@ -77,6 +79,33 @@ pub(crate) struct State {
 impl State {
     fn index_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, RunListing>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the retention to the store and drops the deleted runs from the index.
+    fn prune(&self) {
+        let r = self.settings.retention;
+        if r.keep.is_none() && r.max_age.is_none() {
+            return;
+        }
+        let gone = {
+            let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+            self.store.prune(r, chrono::Utc::now())
+        };
+        match gone {
+            Ok(gone) if !gone.is_empty() => {
+                let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+                for id in &gone {
+                    index.remove(id);
+                }
+                tracing::info!(
+                    "retention: deleted {} old run(s), oldest {}",
+                    gone.len(),
+                    gone[0]
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("retention: {e}"),
+        }
     }
 
     /// Makes a newly assembled run visible.
@@ -266,6 +295,23 @@ async fn push(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, body:
     };
     if let Err(e) = push.validate(state.settings.known.as_deref()) {
         return refuse("invalid", StatusCode::BAD_REQUEST, e);
+    }
+    // A report older than the server keeps would be deleted again at once.
+    if let Some(age) = state
+        .settings
+        .retention
+        .max_age
+        .and_then(|a| chrono::TimeDelta::from_std(a).ok())
+        && chrono::Utc::now() - push.epoch > age
+    {
+        return refuse(
+            "expired",
+            StatusCode::GONE,
+            format!(
+                "the sweep of {} is older than this server keeps runs (--keep-for); it is not stored",
+                push.epoch
+            ),
+        );
     }
     let id = push.run_id();
     let region = push.region.clone();

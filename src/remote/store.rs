@@ -11,9 +11,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use chrono::{DateTime, Utc};
+
 use crate::artifact::{self, ArtifactError};
 use crate::report::RegionReport;
 use crate::run::Run;
+use crate::schedule::Retention;
 
 use super::wire::parse_run_id;
 
@@ -61,6 +64,14 @@ impl Store {
         for sub in ["reports", "runs"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io(&dir))?;
+            // A deletion by retention that a crash interrupted: finish it.
+            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+                let entry = entry.map_err(io(&dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".deleting") {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
             for id in store.ids(sub)? {
                 let folder = dir.join(&id);
                 for entry in fs::read_dir(&folder).map_err(io(&folder))? {
@@ -189,6 +200,52 @@ impl Store {
     }
 
     /// Writes (or replaces) the run of `id`.
+    /// Deletes the runs (and their reports) that `retention` does not keep: beyond the
+    /// newest `keep`, or older than `max_age`; never the newest. A run's folders are
+    /// renamed out of sight first, so a reader never sees half a run. Returns the ids
+    /// deleted, oldest first. Callers hold the write lock, so no report is being stored
+    /// meanwhile.
+    pub fn prune(
+        &self,
+        retention: Retention,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self.report_ids()?;
+        ids.extend(self.run_ids()?);
+        ids.sort();
+        ids.dedup();
+        let n = ids.len();
+        let mut gone = Vec::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            if i + 1 == n {
+                break;
+            }
+            let too_many = retention.keep.is_some_and(|k| n - i > k);
+            let too_old = match (
+                retention
+                    .max_age
+                    .and_then(|a| chrono::TimeDelta::from_std(a).ok()),
+                parse_run_id(&id),
+            ) {
+                (Some(age), Some(t)) => now - t > age,
+                _ => false,
+            };
+            if !(too_many || too_old) {
+                continue;
+            }
+            for sub in ["runs", "reports"] {
+                let dir = self.root.join(sub).join(&id);
+                if dir.exists() {
+                    let hidden = self.root.join(sub).join(format!(".{id}.deleting"));
+                    fs::rename(&dir, &hidden).map_err(io(&dir))?;
+                    fs::remove_dir_all(&hidden).map_err(io(&hidden))?;
+                }
+            }
+            gone.push(id);
+        }
+        Ok(gone)
+    }
+
     pub fn put_run(&self, id: &str, run: &Run) -> Result<(), StoreError> {
         Ok(run.write(&self.run_path(id))?)
     }

@@ -528,3 +528,69 @@ fn promtool_check(metrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_server_keeps_only_the_runs_its_retention_allows() {
+    let dir = Dir::new();
+    lab(&dir);
+    // Keep two runs, and nothing older than a year: the epochs below are recent.
+    let (_server, addr) = serve(&dir, free_port(), &["--keep", "2", "--keep-for", "365d"]);
+    let auth = ("Authorization", BEARER);
+    let now = Utc::now().timestamp();
+    let epochs: Vec<String> = (1..=4)
+        .map(|k| {
+            DateTime::<Utc>::from_timestamp(now - now % 60 - 60 * (5 - k), 0)
+                .unwrap()
+                .to_rfc3339()
+        })
+        .collect();
+    for epoch in &epochs {
+        // A one-region fleet: every push completes its run at once.
+        let a = post(
+            addr,
+            &[auth, JSON],
+            &push_body(epoch, report("a", &["a"], 5)),
+        );
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let newest: Vec<DateTime<Utc>> = epochs[2..].iter().map(|e| e.parse().unwrap()).collect();
+    // Wait until the last push is assembled and the retention has run after it.
+    let kept = until(
+        Duration::from_secs(30),
+        "the two newest runs are left",
+        || {
+            let kept: Vec<DateTime<Utc>> = runs(addr)
+                .iter()
+                .map(|r| r["epoch"].as_str().unwrap().parse().unwrap())
+                .collect();
+            (kept.len() == 2 && kept.contains(&newest[1])).then_some(kept)
+        },
+    );
+    assert_eq!(kept, newest);
+    // The files went too: two run folders, two report folders.
+    for sub in ["runs", "reports"] {
+        let n = std::fs::read_dir(dir.join(&format!("data/{sub}")))
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(n, 2, "data/{sub}");
+    }
+    // A report older than --keep-for is refused, not stored and deleted again.
+    let old = push_body("2020-01-01T00:00:00Z", report("a", &["a"], 5));
+    let a = post(addr, &[auth, JSON], &old);
+    assert_eq!(a.status, 410, "{}", a.body);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("older than this server keeps"),
+        "{}",
+        a.body
+    );
+}

@@ -20,9 +20,14 @@ use super::State;
 /// How often overdue epochs are looked for.
 const TICK: Duration = Duration::from_millis(250);
 
+/// How often the retention is applied when nothing is assembled.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 /// The assembler's loop; returns when the server stops.
 pub(super) fn assembler(state: Arc<State>, rx: Receiver<String>) {
     let mut pending: BTreeMap<String, Instant> = BTreeMap::new();
+    // Retention runs at start and then every PRUNE_EVERY (and after each assembly).
+    let mut last_prune = Instant::now() - PRUNE_EVERY;
     if let Err(e) = recover(&state, &mut pending) {
         tracing::error!("cannot look for unfinished runs: {e}");
     }
@@ -42,6 +47,10 @@ pub(super) fn assembler(state: Arc<State>, rx: Receiver<String>) {
             pending.remove(&id);
             tracing::info!("deadline of run {id} passed; assembling without the missing regions");
             assemble_logged(&state, &id);
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            state.prune();
+            last_prune = Instant::now();
         }
     }
 }
@@ -112,6 +121,7 @@ fn assemble_logged(state: &State, id: &str) {
         ),
         Err(e) => tracing::error!("cannot assemble run {id}: {e}"),
     }
+    state.prune();
 }
 
 /// Builds, analyses and stores the run of `id`, replacing an earlier one.
