@@ -448,6 +448,7 @@ mod tests {
             send_failed: 0,
             late: 0,
             duplicates: 0,
+            syn_retries: 0,
             loss,
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples),

@@ -45,6 +45,11 @@ pub struct PathEntry {
     pub late: u64,
     /// Replies to a probe that was already answered.
     pub duplicates: u64,
+    /// TCP: connects that took about one initial retransmission timeout (1 s) longer
+    /// than the path's median, i.e. whose first SYN was lost and sent again. Their
+    /// samples stay in `samples_us`; this counts the hidden loss.
+    #[serde(default)]
+    pub syn_retries: u64,
     /// `1 − received / sent`; `null` when nothing was sent.
     pub loss: Option<f64>,
     /// 95% Wilson score interval of the loss ratio.
@@ -93,6 +98,11 @@ impl PathEntry {
             send_failed,
             late: result.late,
             duplicates: result.duplicates,
+            syn_retries: if path.kind == ProbeKind::Tcp {
+                syn_retries(&samples_us)
+            } else {
+                0
+            },
             loss,
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples_us),
@@ -128,6 +138,7 @@ impl PathEntry {
             send_failed: 0,
             late: 0,
             duplicates: 0,
+            syn_retries: 0,
             loss,
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples_us),
@@ -172,6 +183,24 @@ pub fn synthetic_samples(
         samples.push(Some(v));
     }
     samples
+}
+
+/// Linux's initial TCP retransmission timeout (RFC 6298 section 2.1): a SYN that is not
+/// answered is sent again after it.
+const INITIAL_RTO_US: u64 = 1_000_000;
+
+/// Connects at least 0.8 of an initial RTO slower than the median connect: their first
+/// SYN went unanswered (Pingmesh's way of seeing loss on TCP-only paths).
+pub fn syn_retries(samples_us: &[Option<u64>]) -> u64 {
+    let mut replies: Vec<u64> = samples_us.iter().flatten().copied().collect();
+    if replies.len() < 2 {
+        return 0;
+    }
+    replies.sort_unstable();
+    // The lower median: retried connects sit in the upper half.
+    let median = replies[(replies.len() - 1) / 2];
+    let limit = median + INITIAL_RTO_US * 8 / 10;
+    replies.iter().filter(|&&r| r >= limit).count() as u64
 }
 
 /// Loss ratio and its 95% Wilson interval.
@@ -272,4 +301,20 @@ pub fn outcome_counts(results: &[PathResult]) -> BTreeMap<&'static str, u64> {
         *m.entry(k).or_insert(0) += 1;
     }
     m
+}
+
+#[cfg(test)]
+mod syn_tests {
+    use super::syn_retries;
+
+    #[test]
+    fn a_connect_one_rto_slower_than_the_median_is_a_retried_syn() {
+        let ms = |v: u64| Some(v * 1000);
+        assert_eq!(syn_retries(&[ms(1), ms(2), ms(1003), None, ms(1)]), 1);
+        assert_eq!(syn_retries(&[ms(1), ms(3003), ms(1), ms(1002)]), 2);
+        // Slow but steady is not a retry, nor is one sample alone.
+        assert_eq!(syn_retries(&[ms(900), ms(950), ms(1000)]), 0);
+        assert_eq!(syn_retries(&[ms(1500)]), 0);
+        assert_eq!(syn_retries(&[ms(20), ms(700)]), 0);
+    }
 }

@@ -367,3 +367,53 @@ fn stamp_rtt_excludes_the_reflectors_dwell_time() {
     let p50 = p["rtt_us"]["p50"].as_u64().unwrap();
     assert!(p50 < 5_000, "dwell time not removed: p50 {p50} us");
 }
+
+#[test]
+fn a_tcp_connect_whose_first_syn_was_dropped_counts_as_a_syn_retry() {
+    let _t = timing_lock();
+    // A listener with a full accept queue drops SYNs; 300 ms in, a thread starts
+    // accepting, so the first probe's SYN, sent again after the 1 s initial RTO,
+    // connects, and the later probes connect at once.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    let queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let listener: TcpListener = listener.into();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let dir = Dir::new();
+    dir.write(
+        "regions.toml",
+        &format!(
+            "[probe]\nkinds = [\"tcp\"]\ncount = 3\ninterval = \"1500ms\"\ntimeout = \"3s\"\n\n[[region]]\nname = \"src\"\nsource = \"127.0.0.1\"\ntargets = [\"127.0.0.1:{port}\"]\n\n[[region]]\nname = \"slow\"\ntargets = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    dir.latmap(&["sweep", "--region", "src"]).assert_ok();
+    drop(queued);
+    let run = read_json(&dir.join("latmap-out/run.json"));
+    let p = path(&run, "src", "slow");
+    assert_eq!(
+        (p["sent"].as_u64(), p["received"].as_u64()),
+        (Some(3), Some(3)),
+        "{p}"
+    );
+    let first = p["samples_us"][0].as_u64().unwrap();
+    assert!(
+        first >= 900_000,
+        "the first connect should wait out an RTO: {p}"
+    );
+    assert_eq!(p["syn_retries"].as_u64(), Some(1), "{p}");
+}
