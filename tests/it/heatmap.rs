@@ -112,29 +112,24 @@ fn snapshots_of_every_view() {
 
 /// Cell geometry read back from the SVG: (tooltip head "s → t", x, y) and the cell size.
 fn cells(svg: &str) -> (Vec<(String, f32, f32)>, f32) {
-    let size: f32 = svg
-        .split("<g id=\"d\"><rect width=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    // The number in the attribute value right after `marker`.
+    let number = |s: &str, marker: &str| -> f32 {
+        s.split(marker)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let size = number(svg, "<g id=\"d\"><rect width=\"");
     let mut cells = Vec::new();
     for row in svg.split("<g transform=\"translate(0,").skip(1) {
         let y: f32 = row.split(')').next().unwrap().parse().unwrap();
         let row = row.split("</g>").next().unwrap();
         for chunk in row.split("<use href=\"#").skip(1) {
-            let x: f32 = chunk
-                .split("x=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let x = number(chunk, "x=\"");
             let title = chunk
                 .split("<title>")
                 .nth(1)

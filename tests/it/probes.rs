@@ -274,24 +274,27 @@ fn stamp_reflector_answers_and_counts_bad_packets() {
     assert!(p["rtt_us"]["p50"].as_u64().unwrap() < 50_000);
 }
 
+/// A listener on loopback that does not accept, with its accept queue (backlog 0)
+/// already taken by one connection: the kernel drops further SYNs until someone
+/// accepts. Returns the listener, its port and the queued connection.
+fn full_accept_queue() -> (TcpListener, u16, std::net::TcpStream) {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    listener.bind(&any.into()).unwrap();
+    listener.listen(0).unwrap();
+    let listener: TcpListener = listener.into();
+    let port = listener.local_addr().unwrap().port();
+    let queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    (listener, port, queued)
+}
+
 #[test]
 fn tcp_connect_that_gets_no_answer_is_lost_not_refused() {
     let _t = timing_lock();
     // A listener that never accepts, with its accept queue already full: the kernel
     // drops further SYNs, so a connect neither succeeds nor is refused.
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    listener.listen(0).unwrap();
-    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
-    let _queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (_listener, port, _queued) = full_accept_queue();
     let dir = Dir::new();
     dir.write(
         "regions.toml",
@@ -374,20 +377,7 @@ fn a_tcp_connect_whose_first_syn_was_dropped_counts_as_a_syn_retry() {
     // A listener with a full accept queue drops SYNs; 300 ms in, a thread starts
     // accepting, so the first probe's SYN, sent again after the 1 s initial RTO,
     // connects, and the later probes connect at once.
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    listener.listen(0).unwrap();
-    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
-    let queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let listener: TcpListener = listener.into();
+    let (listener, port, queued) = full_accept_queue();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         for conn in listener.incoming() {
