@@ -7,6 +7,7 @@ mod agent;
 mod aggregate;
 mod check;
 mod diff;
+mod ping;
 mod probe;
 mod reflect;
 mod render;
@@ -33,7 +34,6 @@ pub struct Cli {
     /// Configuration file.
     #[arg(
         long,
-        short = 'c',
         global = true,
         env = "LATMAP_CONFIG",
         default_value = "regions.toml"
@@ -49,8 +49,9 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Examples:
   latmap sweep                          emulated ten-region WAN from ./regions.toml
-  latmap check -c fleet.toml            validate a configuration
-  latmap probe -c fleet.toml -r eu-west-1 -o eu-west-1.json
+  latmap check --config fleet.toml      validate a configuration
+  latmap ping 10.1.2.3 db.example.net   one-shot probes from here, like fping
+  latmap probe --config fleet.toml -r eu-west-1 -o eu-west-1.json
   latmap aggregate *.json -o run.json   merge the regions' reports and find anomalies
   latmap report run.json --fail-on critical --format markdown
   latmap render run.json --view loss    draw the loss heatmap beside run.json
@@ -91,6 +92,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Run a STAMP session-reflector (RFC 8762) so other regions' UDP probes get answers.
     Reflect(reflect::Args),
+    /// Probe targets from this host now and print one summary line per target, like
+    /// fping (ICMP, STAMP or TCP); exit 1 if some target did not answer.
+    Ping(ping::Args),
 }
 
 /// Parses arguments, runs the command, maps the outcome to an exit status.
@@ -133,6 +137,7 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Aggregate(args) => aggregate::run(config, args),
         Command::Sweep(args) => sweep::run(&cli.config, args),
         Command::Reflect(args) => reflect::run(args),
+        Command::Ping(args) => ping::run(args),
         Command::Agent(args) => agent::run(&cli.config, args),
         Command::Serve(args) => serve::run(config, args),
         Command::Render(args) => render::run(args),
@@ -192,6 +197,14 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A duration flag: a number with a unit (`20ms`, `1s`, `250us`).
+pub(crate) fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| match s.trim().parse::<f64>() {
+        Ok(_) => format!("{s:?} has no unit; write it like \"{s}ms\" or \"{s}s\""),
+        Err(_) => format!("{e}; write a number and a unit, like \"20ms\" or \"1s\""),
+    })
+}
+
 /// Writes `text` to stdout; a closed pipe (`latmap ... | head`) is not an error.
 pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -199,5 +212,21 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

@@ -30,6 +30,7 @@ pub use ops::{DiffThresholds, ScheduleSettings};
 pub use thresholds::{
     DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
 };
+pub use validate::{MAX_COUNT, MAX_PAYLOAD, MAX_TIMEOUT};
 
 /// The UDP port of a STAMP session-reflector (RFC 8762, section 4.1).
 pub const STAMP_PORT: u16 = 862;

@@ -449,6 +449,8 @@ mod tests {
             late: 0,
             duplicates: 0,
             syn_retries: 0,
+            lagged: 0,
+            arrival_ttl: None,
             loss,
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples),

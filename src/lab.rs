@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::config::{Config, LabSettings, LabSource, Location};
-use crate::reflector::{Fate, Impairment, ReflectorSet};
+use crate::reflector::{self, Fate, Impairment, ReflectorSet};
 
 /// The emulated RTT and loss of one directed path.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,7 +166,7 @@ pub enum LabError {
         "cannot start the lab's reflectors: {0}; another `latmap` lab may be running on the \
          same port: stop it, or set another `port` in [lab] (0 picks free ports)"
     )]
-    Start(std::io::Error),
+    Start(reflector::ReflectError),
 }
 
 impl Lab {
@@ -182,8 +182,12 @@ impl Lab {
             jitter_ms: lab.jitter_ms,
             rng: Mutex::new(StdRng::seed_from_u64(lab.seed)),
         };
-        let reflectors =
-            ReflectorSet::start(&addrs, Some(Arc::new(impairment))).map_err(LabError::Start)?;
+        let options = reflector::Options {
+            impairment: Some(Arc::new(impairment)),
+            // Only the lab's own probers reach it.
+            rate_limit: None,
+        };
+        let reflectors = ReflectorSet::start(&addrs, options).map_err(LabError::Start)?;
         Ok(Lab { reflectors, truth })
     }
 

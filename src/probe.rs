@@ -11,21 +11,27 @@
 
 pub(crate) mod datagram;
 pub mod dns;
+mod engine;
 mod icmp;
+mod seq;
 pub mod stamp;
 mod tcp;
 mod udp;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
+use socket2::{SockAddr, Socket};
 
 use crate::config::{ProbeKind, ProbeSettings, Target};
+use engine::{Entry, Pacing, Reply, ReplyKind, SystemClock, Table, Transport};
+pub use engine::{LAG_BOUND, wall_ns};
+pub use icmp::{DEFAULT_PAYLOAD as DEFAULT_ICMP_PAYLOAD, TAG_LEN as ICMP_TAG_LEN};
 
 /// One path a prober measures: a target of another region, with one probe kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,21 +88,47 @@ pub struct PathResult {
     pub late: u64,
     /// Replies to a probe already answered.
     pub duplicates: u64,
+    /// Probes sent more than [`LAG_BOUND`] behind their schedule.
+    pub lagged: u64,
+    /// STAMP: the IP TTL (hop limit) the probes arrived at the reflector with, as the
+    /// reflector said (the last one); `None` when it did not.
+    pub arrival_ttl: Option<u8>,
 }
 
 /// The prober's view of its own health, so that samples from an overloaded prober can
-/// be discounted.
+/// be discounted. Times are in microseconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProberHealth {
     /// Socket used per kind and family, e.g. `"icmp-v4": "raw"`.
     pub sockets: BTreeMap<String, String>,
-    /// How far sends fell behind their schedule: mean and max, in microseconds.
+    /// How far sends fell behind their schedule, measured at the send call.
     pub send_lag_mean_us: u64,
+    pub send_lag_p50_us: u64,
+    pub send_lag_p99_us: u64,
     pub send_lag_max_us: u64,
+    /// Probes sent more than [`LAG_BOUND`] late (their paths are marked `lagged`).
+    pub lagged_sends: u64,
     /// Packets received that matched no probe of this sweep (counted and ignored).
     pub unmatched: u64,
-    /// Packets received that were not valid replies (counted and ignored).
+    /// Packets received that were not valid replies, or carried impossible timestamps
+    /// (counted and ignored).
     pub malformed: u64,
+    /// Replies naming a probe but not echoing what it sent: forged or corrupted
+    /// (counted and ignored).
+    pub mismatched: u64,
+    /// Valid replies from another address than the one probed (they count).
+    pub foreign_source: u64,
+    /// Replies that came after their probe's timeout (all paths).
+    pub late: u64,
+    /// Datagrams the kernel dropped because the prober's receive queue was full
+    /// (`SO_RXQ_OVFL`): lost samples that the network did not lose.
+    pub queue_drops: u64,
+    /// How long replies waited between the kernel receiving them and the prober
+    /// reading them. RTTs do not include it (they end at the kernel's timestamp); a
+    /// large value says the prober's host is short of CPU.
+    pub receive_gap_p50_us: u64,
+    pub receive_gap_p99_us: u64,
 }
 
 /// A finished prober.
@@ -120,235 +152,591 @@ pub enum ProbeError {
         family: &'static str,
         source: std::io::Error,
     },
-    #[error("the prober's send loop stopped unexpectedly: {0}; please report this as a bug")]
+    #[error("the prober stopped unexpectedly: {0}; please report this as a bug")]
     Internal(String),
-    #[error("cannot bind {kind} socket to {addr}: {source}; is {addr} an address of this host?")]
+    #[error("cannot bind {kind} socket to {addr}: {hint}")]
     Bind {
         kind: ProbeKind,
         addr: SocketAddr,
+        hint: String,
         source: std::io::Error,
     },
 }
 
-/// Called with the number of probes finished since the last call (for progress bars).
-pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
-/// Counters shared by a prober's receive paths.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub unmatched: AtomicU64,
-    pub malformed: AtomicU64,
+/// What went wrong binding `addr`, in words that name the fix: the address is in use,
+/// the port is privileged, or the address is not one of this host's.
+pub fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let port = addr.port();
+    match e.kind() {
+        ErrorKind::AddrInUse => format!(
+            "the address is in use: another program has port {port} on {ip} (`ss -lnp 'sport = :{port}'` \
+             shows which); stop it or choose another port",
+            ip = addr.ip()
+        ),
+        ErrorKind::PermissionDenied if port != 0 && port < 1024 => {
+            "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE \
+             (`setcap cap_net_bind_service+ep $(which latmap)`); or choose a port above 1023"
+                .to_string()
+        }
+        ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this host (`ip addr` lists them); bind one of those, or 0.0.0.0",
+            addr.ip()
+        ),
+        _ => e.to_string(),
+    }
 }
 
-/// Per-path counters for replies that do not become samples.
-#[derive(Debug, Default)]
-pub(crate) struct PathCounters {
-    pub late: AtomicU64,
-    pub duplicates: AtomicU64,
+pub(crate) fn bind_error(kind: ProbeKind, addr: SocketAddr, source: std::io::Error) -> ProbeError {
+    ProbeError::Bind {
+        kind,
+        addr,
+        hint: bind_hint(addr, &source),
+        source,
+    }
 }
+
+/// One probe's outcome, as soon as it is known (a reply on arrival, a loss at its
+/// timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeEvent {
+    /// Index into the prober's paths.
+    pub path: usize,
+    /// Which of the path's probes (0-based).
+    pub round: u32,
+    pub outcome: Outcome,
+}
+
+/// Called with every probe's outcome (for progress bars and `latmap ping`). It runs on
+/// the prober's receive thread: it must be quick.
+pub type Progress = Arc<dyn Fn(ProbeEvent) + Send + Sync>;
 
 /// Runs one prober to completion: every path `count` times, paced, then waits for the
-/// last replies (or their timeouts).
+/// last replies (or their timeouts). The prober runs on threads of its own; this
+/// future waits for them.
 pub async fn run_prober(
     spec: &ProberSpec,
     progress: Option<Progress>,
 ) -> Result<ProberOutput, ProbeError> {
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || probe_blocking(spec, progress))
+        .await
+        .map_err(|e| ProbeError::Internal(e.to_string()))?
+}
+
+/// Epoll tokens: the four datagram sockets, and TCP connects by probe id.
+const ICMP4: u64 = 0;
+const ICMP6: u64 = 1;
+const UDP4: u64 = 2;
+const UDP6: u64 = 3;
+const TCP_BIT: u64 = 1 << 32;
+
+/// The longest the receive loop sleeps without checking whether it is done.
+const POLL: Duration = Duration::from_millis(20);
+
+/// While the send loop runs, the receive loop reads at most this often: replies wait in
+/// the socket's queue (their kernel timestamps keep the RTTs exact) instead of waking
+/// the loop one by one, which would cost a wake-up of another core per reply.
+const BATCH: Duration = Duration::from_micros(250);
+
+/// What the send and receive threads share.
+struct Shared {
+    table: Mutex<Table>,
+    icmp: [Option<icmp::IcmpSocket>; 2],
+    udp: [Option<udp::StampSocket>; 2],
+    /// TCP connects under way, by probe id.
+    tcp: Mutex<HashMap<u32, Socket>>,
+    tcp_source: Option<IpAddr>,
+    epoll: Epoll,
+    keyed: seq::Keyed,
+    send_done: AtomicBool,
+    progress: Option<Progress>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// [`run_prober`] on the calling thread (which becomes the send loop).
+pub fn probe_blocking(
+    spec: ProberSpec,
+    progress: Option<Progress>,
+) -> Result<ProberOutput, ProbeError> {
     let settings = &spec.settings;
-    let counters = Arc::new(Counters::default());
-    let path_counters: Arc<Vec<PathCounters>> =
-        Arc::new(spec.paths.iter().map(|_| PathCounters::default()).collect());
     let mut health = ProberHealth::default();
-
-    let needs = |kind: ProbeKind, v6: bool| {
-        spec.paths
-            .iter()
-            .any(|p| p.kind == kind && matches!(&p.address, Ok(a) if a.is_ipv6() == v6))
-    };
-    let mut udp4 = None;
-    let mut udp6 = None;
-    for (v6, slot) in [(false, &mut udp4), (true, &mut udp6)] {
-        if needs(ProbeKind::Udp, v6) {
-            let s = udp::UdpSender::open(
-                spec.source.filter(|s| s.is_ipv6() == v6),
-                v6,
-                settings,
-                counters.clone(),
-                path_counters.clone(),
-            )?;
-            health.sockets.insert(
-                format!("udp-v{}", if v6 { 6 } else { 4 }),
-                "datagram".into(),
-            );
-            *slot = Some(s);
-        }
-    }
-    let mut icmp4 = None;
-    let mut icmp6 = None;
-    for (v6, slot) in [(false, &mut icmp4), (true, &mut icmp6)] {
-        if needs(ProbeKind::Icmp, v6) {
-            let s =
-                icmp::IcmpSender::open(spec.source.filter(|s| s.is_ipv6() == v6), v6, settings)?;
-            tracing::info!(region = %spec.region, socket = s.socket_type(), "opened ICMPv{} socket", if v6 { 6 } else { 4 });
-            health.sockets.insert(
-                format!("icmp-v{}", if v6 { 6 } else { 4 }),
-                s.socket_type().into(),
-            );
-            *slot = Some(s);
-        }
-    }
-    let tcp = tcp::TcpSender::new(spec.source, settings.timeout);
-
-    let senders = Senders {
-        udp4,
-        udp6,
-        icmp4,
-        icmp6,
-        tcp,
-    };
-    let schedule: Vec<(usize, ProbeKind, SocketAddr)> = spec
+    let entries: Vec<Entry> = spec
         .paths
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| p.address.as_ref().ok().map(|a| (i, p.kind, *a)))
+        .filter_map(|(path, p)| {
+            p.address.as_ref().ok().map(|&to| Entry {
+                path,
+                kind: p.kind,
+                to,
+            })
+        })
         .collect();
-    let loop_settings = settings.clone();
-    let path_count = spec.paths.len();
-    // The send loop runs on a thread of its own: std's sleep is precise to tens of
-    // microseconds, where tokio's timer rounds up to whole milliseconds.
-    let (senders, handles, lag) = tokio::task::spawn_blocking(move || {
-        send_loop(senders, &schedule, path_count, &loop_settings, progress)
-    })
-    .await
-    .map_err(|e| ProbeError::Internal(e.to_string()))?;
-
-    let mut results = Vec::with_capacity(spec.paths.len());
-    for (path, path_handles) in spec.paths.iter().zip(handles) {
-        let mut outcomes = Vec::with_capacity(path_handles.len());
-        for handle in path_handles {
-            outcomes.push(handle.await.unwrap_or(Outcome::SendFailed));
+    let needs = |kind: ProbeKind, v6: bool| {
+        entries
+            .iter()
+            .any(|e| e.kind == kind && e.to.is_ipv6() == v6)
+    };
+    let family = |v6: bool| if v6 { 6 } else { 4 };
+    let source_for = |v6: bool| spec.source.filter(|s| s.is_ipv6() == v6);
+    let mut icmp_sockets = [None, None];
+    let mut udp_sockets = [None, None];
+    for v6 in [false, true] {
+        if needs(ProbeKind::Icmp, v6) {
+            let s = icmp::IcmpSocket::open(source_for(v6), v6, settings.payload)?;
+            tracing::info!(region = %spec.region, socket = s.socket_type(), "opened ICMPv{} socket", family(v6));
+            health
+                .sockets
+                .insert(format!("icmp-v{}", family(v6)), s.socket_type().into());
+            icmp_sockets[usize::from(v6)] = Some(s);
         }
-        results.push(PathResult {
-            path: path.clone(),
-            outcomes,
-            late: 0,
-            duplicates: 0,
-        });
+        if needs(ProbeKind::Udp, v6) {
+            let s = udp::StampSocket::open(source_for(v6), v6, settings.payload)?;
+            health
+                .sockets
+                .insert(format!("udp-v{}", family(v6)), "datagram".into());
+            udp_sockets[usize::from(v6)] = Some(s);
+        }
     }
-    for (result, c) in results.iter_mut().zip(path_counters.iter()) {
-        result.late = c.late.load(Ordering::Relaxed);
-        result.duplicates = c.duplicates.load(Ordering::Relaxed);
+    let internal = |e: nix::Error| ProbeError::Internal(format!("epoll: {e}"));
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(internal)?;
+    for (token, socket) in [
+        (ICMP4, icmp_sockets[0].as_ref().map(|s| &s.socket)),
+        (ICMP6, icmp_sockets[1].as_ref().map(|s| &s.socket)),
+        (UDP4, udp_sockets[0].as_ref().map(|s| &s.socket)),
+        (UDP6, udp_sockets[1].as_ref().map(|s| &s.socket)),
+    ] {
+        if let Some(socket) = socket {
+            epoll
+                .add(socket, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .map_err(internal)?;
+        }
     }
-    drop(senders);
-    health.send_lag_mean_us = lag.mean_us();
-    health.send_lag_max_us = lag.max.as_micros() as u64;
-    health.unmatched = counters.unmatched.load(Ordering::Relaxed);
-    health.malformed = counters.malformed.load(Ordering::Relaxed);
+    let pacing = Pacing {
+        count: settings.count,
+        interval: settings.interval,
+        gap: settings.gap,
+    };
+    let shared = Shared {
+        table: Mutex::new(Table::new(
+            entries.clone(),
+            settings.count,
+            spec.paths.len(),
+            settings.timeout,
+        )),
+        icmp: icmp_sockets,
+        udp: udp_sockets,
+        tcp: Mutex::new(HashMap::new()),
+        tcp_source: spec.source,
+        epoll,
+        keyed: seq::Keyed::default(),
+        send_done: AtomicBool::new(false),
+        progress,
+    };
+    let (mut lags, mut stats) = std::thread::scope(|scope| {
+        let receiver = std::thread::Builder::new()
+            .name(format!("probe-rx-{}", spec.region))
+            .spawn_scoped(scope, || receive_loop(&shared))
+            .map_err(|e| ProbeError::Internal(format!("cannot start a thread: {e}")))?;
+        // Linux lets a sleeping thread wake up to 50 µs late by default ("timer
+        // slack"); pacing wants better.
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let mut wire = Wire::new(&shared);
+        let lags = engine::send_loop(&SystemClock, &mut wire, entries.len(), pacing);
+        {
+            let mut table = lock(&shared.table);
+            for (id, &lag) in lags.iter().enumerate() {
+                table.lag(id as u32, lag);
+            }
+        }
+        shared.send_done.store(true, Ordering::Release);
+        let stats = receiver
+            .join()
+            .map_err(|_| ProbeError::Internal("the receive loop panicked".into()))?;
+        Ok::<_, ProbeError>((lags, stats))
+    })?;
+    let table = shared.table.into_inner().unwrap_or_else(|p| p.into_inner());
+    let lag_us = &mut lags;
+    health.lagged_sends = lag_us
+        .iter()
+        .filter(|&&l| u128::from(l) > LAG_BOUND.as_micros())
+        .count() as u64;
+    if !lag_us.is_empty() {
+        let sum: u64 = lag_us.iter().map(|&l| u64::from(l)).sum();
+        health.send_lag_mean_us = sum / lag_us.len() as u64;
+    }
+    health.send_lag_p50_us = engine::quantile_us(lag_us, 0.5);
+    health.send_lag_p99_us = engine::quantile_us(lag_us, 0.99);
+    health.send_lag_max_us = lag_us.last().copied().map_or(0, u64::from);
+    health.receive_gap_p50_us = engine::quantile_us(&mut stats.gaps_us, 0.5);
+    health.receive_gap_p99_us = engine::quantile_us(&mut stats.gaps_us, 0.99);
+    health.queue_drops = stats.queue_drops.iter().map(|&d| u64::from(d)).sum();
+    health.unmatched = table.strays.unmatched;
+    health.malformed = table.strays.malformed;
+    health.mismatched = table.strays.mismatched;
+    health.foreign_source = table.strays.foreign_source;
+    health.late = table.tallies.iter().map(|t| t.late).sum();
+    let mut entry_of = vec![None; spec.paths.len()];
+    for (i, e) in table.entries.iter().enumerate() {
+        entry_of[e.path] = Some(i);
+    }
+    let results = spec
+        .paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let tally = table.tallies[i];
+            PathResult {
+                path,
+                outcomes: entry_of[i].map(|e| table.outcomes(e)).unwrap_or_default(),
+                late: tally.late,
+                duplicates: tally.duplicates,
+                lagged: tally.lagged,
+                arrival_ttl: tally.arrival_ttl,
+            }
+        })
+        .collect();
     Ok(ProberOutput {
-        region: spec.region.clone(),
+        region: spec.region,
         results,
         health,
     })
 }
 
-/// The sockets of one prober.
-struct Senders {
-    udp4: Option<udp::UdpSender>,
-    udp6: Option<udp::UdpSender>,
-    icmp4: Option<icmp::IcmpSender>,
-    icmp6: Option<icmp::IcmpSender>,
-    tcp: tcp::TcpSender,
+/// The real transport: writes each probe into the table and sends it.
+struct Wire<'a> {
+    shared: &'a Shared,
+    entries: Vec<Entry>,
+    icmp_buf: [Vec<u8>; 2],
+    udp_buf: [Vec<u8>; 2],
 }
 
-impl Senders {
-    fn send(
-        &mut self,
-        index: usize,
-        kind: ProbeKind,
-        addr: SocketAddr,
-    ) -> Option<JoinHandle<Outcome>> {
-        let v6 = addr.is_ipv6();
-        match kind {
-            ProbeKind::Udp => if v6 {
-                self.udp6.as_mut()
-            } else {
-                self.udp4.as_mut()
-            }
-            .map(|s| s.send(index, addr)),
-            ProbeKind::Icmp => if v6 {
-                self.icmp6.as_mut()
-            } else {
-                self.icmp4.as_mut()
-            }
-            .map(|s| s.send(addr.ip())),
-            ProbeKind::Tcp => Some(self.tcp.send(addr)),
+impl<'a> Wire<'a> {
+    fn new(shared: &'a Shared) -> Wire<'a> {
+        let entries = lock(&shared.table).entries.clone();
+        let buf = |s: Option<Vec<u8>>| s.unwrap_or_default();
+        Wire {
+            shared,
+            icmp_buf: [
+                buf(shared.icmp[0].as_ref().map(|s| s.request_buffer())),
+                buf(shared.icmp[1].as_ref().map(|s| s.request_buffer())),
+            ],
+            udp_buf: [
+                buf(shared.udp[0].as_ref().map(|s| s.request_buffer())),
+                buf(shared.udp[1].as_ref().map(|s| s.request_buffer())),
+            ],
+            entries,
         }
     }
-}
 
-/// How far sends fell behind their schedule.
-#[derive(Debug, Default)]
-struct Lag {
-    sum: Duration,
-    max: Duration,
-    sends: u32,
-}
-
-impl Lag {
-    fn mean_us(&self) -> u64 {
-        if self.sends == 0 {
-            0
-        } else {
-            (self.sum / self.sends).as_micros() as u64
-        }
+    fn failed(&self, id: u32, outcome: Outcome) {
+        let event = lock(&self.shared.table).finish(id, outcome);
+        report(&self.shared.progress, event);
     }
-}
 
-/// Sends every probe on schedule: rounds of one probe per path, round `r` no earlier
-/// than `r * interval` after the start, and at least `gap` between two sends.
-/// Runs on a blocking thread inside the runtime (the senders spawn tasks).
-fn send_loop(
-    mut senders: Senders,
-    schedule: &[(usize, ProbeKind, SocketAddr)],
-    path_count: usize,
-    settings: &ProbeSettings,
-    progress: Option<Progress>,
-) -> (Senders, Vec<Vec<JoinHandle<Outcome>>>, Lag) {
-    let count = settings.count as usize;
-    let mut handles: Vec<Vec<JoinHandle<Outcome>>> =
-        (0..path_count).map(|_| Vec::with_capacity(count)).collect();
-    let mut lag = Lag::default();
-    let start = std::time::Instant::now();
-    let mut next_send = start;
-    for round in 0..count {
-        let round_start = start + settings.interval * round as u32;
-        for &(index, kind, addr) in schedule {
-            let due = next_send.max(round_start);
-            let now = std::time::Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            let now = std::time::Instant::now();
-            let late = now.saturating_duration_since(due);
-            lag.sum += late;
-            lag.max = lag.max.max(late);
-            lag.sends += 1;
-            let handle = senders
-                .send(index, kind, addr)
-                .unwrap_or_else(|| tokio::spawn(async { Outcome::SendFailed }));
-            let handle = match &progress {
-                Some(progress) => {
-                    let progress = progress.clone();
-                    tokio::spawn(async move {
-                        let outcome = handle.await.unwrap_or(Outcome::SendFailed);
-                        progress(1);
-                        outcome
-                    })
+    fn tcp(&self, id: u32, to: SocketAddr) -> Instant {
+        let (ns, at) = (engine::wall_ns(), Instant::now());
+        match tcp::connect(self.shared.tcp_source, to) {
+            Ok(tcp::Started::Pending(socket)) => {
+                let mut table = lock(&self.shared.table);
+                table.sending(id, ns, at, 0);
+                let mut pending = lock(&self.shared.tcp);
+                let event = EpollEvent::new(EpollFlags::EPOLLOUT, TCP_BIT | u64::from(id));
+                if let Err(e) = self.shared.epoll.add(&socket, event) {
+                    tracing::warn!(%to, error = %e, "cannot wait for a tcp connect");
+                    drop(pending);
+                    let event = table.finish(id, Outcome::SendFailed);
+                    drop(table);
+                    report(&self.shared.progress, event);
+                } else {
+                    pending.insert(id, socket);
                 }
-                None => handle,
-            };
-            handles[index].push(handle);
-            next_send = now + settings.gap;
+            }
+            Ok(tcp::Started::Done(socket, what)) => {
+                let measured = match what {
+                    ReplyKind::Answer => tcp::kernel_rtt(&socket),
+                    _ => None,
+                };
+                let _ = socket.set_linger(Some(Duration::ZERO));
+                let mut table = lock(&self.shared.table);
+                table.sending(id, ns, at, 0);
+                let event = table.reply(&Reply {
+                    id,
+                    from: to.ip(),
+                    echo: None,
+                    kernel_ns: None,
+                    read_at: Instant::now(),
+                    dwell: None,
+                    what,
+                    arrival_ttl: None,
+                    measured,
+                });
+                drop(table);
+                report(&self.shared.progress, event);
+            }
+            Err(e) => {
+                tracing::warn!(%to, error = %e, "cannot start a tcp connect");
+                self.failed(id, Outcome::SendFailed);
+            }
+        }
+        at
+    }
+}
+
+impl Transport for Wire<'_> {
+    fn send(&mut self, id: u32, entry: usize, _due: Instant) -> Instant {
+        let Some(&Entry { kind, to, .. }) = self.entries.get(entry) else {
+            self.failed(id, Outcome::SendFailed);
+            return Instant::now();
+        };
+        let v6 = usize::from(to.is_ipv6());
+        let shared = self.shared;
+        let (socket, packet, at) = match kind {
+            ProbeKind::Tcp => return self.tcp(id, to),
+            ProbeKind::Icmp => {
+                let Some(s) = shared.icmp[v6].as_ref() else {
+                    self.failed(id, Outcome::SendFailed);
+                    return Instant::now();
+                };
+                let tag = shared.keyed.tag(id);
+                let buf = &mut self.icmp_buf[v6];
+                s.fill_request(buf, id, tag);
+                let (ns, at) = (engine::wall_ns(), Instant::now());
+                lock(&shared.table).sending(id, ns, at, tag);
+                (&s.socket, &buf[..], at)
+            }
+            ProbeKind::Udp => {
+                let Some(s) = shared.udp[v6].as_ref() else {
+                    self.failed(id, Outcome::SendFailed);
+                    return Instant::now();
+                };
+                let buf = &mut self.udp_buf[v6];
+                let (ns, at) = (engine::wall_ns(), Instant::now());
+                let t1 = stamp::NtpTimestamp::from_unix_nanos(ns);
+                udp::StampSocket::fill_request(buf, shared.keyed.encode(id), t1);
+                lock(&shared.table).sending(id, ns, at, t1.0);
+                (&s.socket, &buf[..], at)
+            }
+        };
+        // The send time was taken just before this call.
+        if let Err(e) = socket.send_to(packet, &SockAddr::from(to)) {
+            tracing::warn!(%to, error = %e, "{kind} send failed");
+            self.failed(id, Outcome::SendFailed);
+        }
+        at
+    }
+}
+
+fn report(progress: &Option<Progress>, event: Option<ProbeEvent>) {
+    if let (Some(progress), Some(event)) = (progress, event) {
+        progress(event);
+    }
+}
+
+/// What the receive loop measured of itself.
+#[derive(Debug, Default)]
+struct ReceiveStats {
+    /// Per datagram read: its wait between the kernel and the loop, in microseconds.
+    gaps_us: Vec<u32>,
+    /// Per socket: the kernel's count of datagrams dropped for a full queue.
+    queue_drops: [u32; 4],
+}
+
+/// Reads every reply, declares probes lost at their timeout, finishes TCP connects;
+/// returns when the send loop is done and every probe is final.
+fn receive_loop(shared: &Shared) -> ReceiveStats {
+    let mut stats = ReceiveStats::default();
+    let mut events = vec![EpollEvent::empty(); 64];
+    let mut buf = vec![0u8; 65536];
+    let mut rx = datagram::Receiver::default();
+    let mut lost: Vec<(u32, ProbeEvent)> = Vec::new();
+    loop {
+        let done = shared.send_done.load(Ordering::Acquire);
+        let now = Instant::now();
+        let (next, finished) = {
+            let mut table = lock(&shared.table);
+            let next = table.expire(now, |id, e| lost.push((id, e)));
+            (next, done && table.all_final())
+        };
+        if !lost.is_empty() {
+            let mut pending = lock(&shared.tcp);
+            for (id, event) in lost.drain(..) {
+                // A connect that did not finish in time is abandoned (and reset).
+                if let Some(socket) = pending.remove(&id) {
+                    let _ = socket.set_linger(Some(Duration::ZERO));
+                }
+                report(&shared.progress, Some(event));
+            }
+        }
+        if finished {
+            // Replies the kernel received before the last deadline may still be queued.
+            for token in [ICMP4, ICMP6, UDP4, UDP6] {
+                drain(shared, token, &mut rx, &mut buf, &mut stats);
+            }
+            return stats;
+        }
+        let wait = next
+            .map_or(POLL, |d| d.saturating_duration_since(now))
+            .min(POLL);
+        // epoll counts whole milliseconds: round up, so a deadline is not polled for.
+        let ms = wait.as_micros().div_ceil(1000) as u16;
+        let n = match shared.epoll.wait(&mut events, EpollTimeout::from(ms)) {
+            Ok(n) => n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "epoll failed; the prober stops receiving");
+                std::thread::sleep(wait);
+                0
+            }
+        };
+        for event in &events[..n] {
+            let token = event.data();
+            if token & TCP_BIT != 0 {
+                connected(shared, token as u32);
+            } else {
+                drain(shared, token, &mut rx, &mut buf, &mut stats);
+            }
+        }
+        if n > 0 && !shared.send_done.load(Ordering::Acquire) {
+            std::thread::sleep(BATCH);
         }
     }
-    (senders, handles, lag)
+}
+
+/// Reads everything queued on the socket of `token`.
+fn drain(
+    shared: &Shared,
+    token: u64,
+    rx: &mut datagram::Receiver,
+    buf: &mut [u8],
+    stats: &mut ReceiveStats,
+) {
+    let v6 = usize::from(token == ICMP6 || token == UDP6);
+    let (socket, icmp) = match token {
+        ICMP4 | ICMP6 => match &shared.icmp[v6] {
+            Some(s) => (&s.socket, Some(s)),
+            None => return,
+        },
+        UDP4 | UDP6 => match &shared.udp[v6] {
+            Some(s) => (&s.socket, None),
+            None => return,
+        },
+        _ => return,
+    };
+    loop {
+        let d = match rx.receive(socket, buf, false) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // An ICMP error queued on the socket (e.g. port unreachable for UDP):
+                // it names no probe, which then times out.
+                tracing::debug!(error = %e, "receive error");
+                continue;
+            }
+        };
+        let read_at = Instant::now();
+        if let Some(k) = d.kernel_ns {
+            let gap = engine::wall_ns().saturating_sub(k) / 1000;
+            stats.gaps_us.push(u32::try_from(gap).unwrap_or(u32::MAX));
+        }
+        if let Some(drops) = d.queue_drops {
+            let slot = &mut stats.queue_drops[token as usize];
+            *slot = (*slot).max(drops);
+        }
+        let data = &buf[..d.len];
+        let from = d.from.ip();
+        let mut table = lock(&shared.table);
+        let reply = match icmp {
+            Some(icmp) => match icmp.parse(data, from) {
+                icmp::Parsed::Echo { id, tag } => Reply {
+                    id,
+                    from,
+                    echo: Some(tag),
+                    kernel_ns: d.kernel_ns,
+                    read_at,
+                    dwell: None,
+                    what: ReplyKind::Answer,
+                    arrival_ttl: None,
+                    measured: None,
+                },
+                icmp::Parsed::Error { to, seq } => match table.by_seq16(seq, to) {
+                    Some(id) => Reply {
+                        id,
+                        from,
+                        echo: None,
+                        kernel_ns: d.kernel_ns,
+                        read_at,
+                        dwell: None,
+                        what: ReplyKind::IcmpError,
+                        arrival_ttl: None,
+                        measured: None,
+                    },
+                    None => {
+                        table.strays.unmatched += 1;
+                        continue;
+                    }
+                },
+                icmp::Parsed::NotOurs => {
+                    table.strays.unmatched += 1;
+                    continue;
+                }
+                icmp::Parsed::Malformed => {
+                    table.strays.malformed += 1;
+                    continue;
+                }
+            },
+            None => match udp::parse(data) {
+                Some(p) => Reply {
+                    id: shared.keyed.decode(p.sender_seq),
+                    from,
+                    echo: Some(p.sender_timestamp.0),
+                    kernel_ns: d.kernel_ns,
+                    read_at,
+                    dwell: p.dwell(),
+                    what: ReplyKind::Answer,
+                    arrival_ttl: p.sender_ttl,
+                    measured: None,
+                },
+                None => {
+                    table.strays.malformed += 1;
+                    continue;
+                }
+            },
+        };
+        let event = table.reply(&reply);
+        drop(table);
+        report(&shared.progress, event);
+    }
+}
+
+/// A TCP connect the kernel reports finished (established or failed).
+fn connected(shared: &Shared, id: u32) {
+    let Some(socket) = lock(&shared.tcp).remove(&id) else {
+        return; // timed out and abandoned already
+    };
+    let read_at = Instant::now();
+    let (what, measured) = tcp::finish(&socket);
+    drop(socket);
+    let mut table = lock(&shared.table);
+    let Some(from) = table.entry(id).map(|e| e.to.ip()) else {
+        return;
+    };
+    let event = table.reply(&Reply {
+        id,
+        from,
+        echo: None,
+        kernel_ns: None,
+        read_at,
+        dwell: None,
+        what,
+        arrival_ttl: None,
+        measured,
+    });
+    drop(table);
+    report(&shared.progress, event);
 }

@@ -9,20 +9,26 @@
 //! *before* its receive timestamp (T2) is taken and *after* its transmit timestamp (T3),
 //! so the sender's dwell-time correction (T3 − T2) cannot erase it.
 //!
-//! Bad packets (shorter than a STAMP test packet) are counted and ignored.
+//! It answers STAMP senders (RFC 8762) and TWAMP-Light senders (RFC 5357 Appendix I:
+//! requests of 14 bytes and up get the 41-byte reflector layout, or the request's size
+//! when it is longer). On a wildcard socket it replies from the address each request
+//! was sent to (`IP_PKTINFO`), so a host with several addresses answers for each. It
+//! never answers a reply ([`stamp::shape`]) nor a packet from its own address and
+//! port, so a forged packet cannot set two reflectors (or one) bouncing forever, and it
+//! caps its replies per source address, so it cannot be used to reflect a flood.
+//! Everything it does not answer is counted.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::probe::datagram;
-use crate::probe::stamp::{self, NtpTimestamp, ReflectorPacket, SenderPacket};
+use crate::probe::datagram::{self, Want};
+use crate::probe::stamp::{self, NtpTimestamp, ReflectorPacket, SenderPacket, Shape};
 
 /// What the emulated network does to a packet from `from` arriving at reflector
 /// `reflector`.
@@ -49,8 +55,92 @@ pub struct ReflectorStats {
     pub reflected: AtomicU64,
     /// Dropped on purpose by the lab's emulated loss.
     pub dropped: AtomicU64,
-    /// Not STAMP test packets: counted and ignored.
+    /// Shorter than any test packet: counted and ignored.
     pub malformed: AtomicU64,
+    /// Reflector packets (replies): never answered.
+    pub replies_ignored: AtomicU64,
+    /// From this socket's own address and port: never answered.
+    pub looped: AtomicU64,
+    /// Over the per-source cap: not answered.
+    pub rate_limited: AtomicU64,
+}
+
+/// How many replies the reflector sends per source address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Replies per second to one address, on average.
+    pub per_second: f64,
+    /// Replies to one address in a burst.
+    pub burst: f64,
+    /// Source addresses tracked at once; past it, new ones wait until old ones go
+    /// quiet (so a flood from forged sources cannot exhaust memory).
+    pub max_sources: usize,
+}
+
+impl RateLimit {
+    /// `latmap reflect`'s default: 1,000 replies per second per source address, as a
+    /// burst too. A prober sends one probe per target per `interval` (100 ms by
+    /// default), far below it; `latmap ping -p 1ms` stays at it.
+    pub const DEFAULT: RateLimit = RateLimit {
+        per_second: 1000.0,
+        burst: 1000.0,
+        max_sources: 65_536,
+    };
+}
+
+/// How a reflector set behaves.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// The lab's emulated network, if any.
+    pub impairment: Option<Arc<dyn Impairment>>,
+    /// The cap on replies per source address; `None` for none (the lab, which only
+    /// its own probers reach).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Token buckets per source address.
+struct Limiter {
+    limit: RateLimit,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl Limiter {
+    /// Whether a reply to `ip` may go now.
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let limit = self.limit;
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= limit.max_sources {
+            // Forget the sources whose bucket has refilled: they are quiet.
+            let full = Duration::from_secs_f64(limit.burst / limit.per_second);
+            self.buckets
+                .retain(|_, (_, last)| now.saturating_duration_since(*last) < full);
+            if self.buckets.len() >= limit.max_sources {
+                return false;
+            }
+        }
+        let (tokens, last) = self.buckets.entry(ip).or_insert((limit.burst, now));
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * limit.per_second;
+        *tokens = (*tokens + refill).min(limit.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a reflector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectError {
+    #[error("cannot listen on udp {addr}: {hint}")]
+    Bind {
+        addr: SocketAddr,
+        hint: String,
+        source: io::Error,
+    },
+    #[error("cannot set up the reflector: {0}")]
+    Setup(#[from] io::Error),
 }
 
 struct Event {
@@ -63,6 +153,8 @@ enum Action {
     Arrive {
         socket: usize,
         from: SocketAddr,
+        /// The local address the request was sent to.
+        to: Option<IpAddr>,
         data: Vec<u8>,
         /// When the reply is due out: the packet's arrival plus the whole emulated RTT,
         /// so a late wake-up before the reflector "receives" is taken from the outbound
@@ -74,6 +166,8 @@ enum Action {
     Depart {
         socket: usize,
         to: SocketAddr,
+        /// The local address to send from.
+        from: Option<IpAddr>,
         data: Vec<u8>,
     },
 }
@@ -97,7 +191,10 @@ impl Ord for Event {
 
 struct Shared {
     sockets: Vec<UdpSocket>,
+    /// The address each socket is bound to.
+    bound: Vec<SocketAddr>,
     stats: Vec<ReflectorStats>,
+    limiter: Option<Mutex<Limiter>>,
     queue: Mutex<(BinaryHeap<Reverse<Event>>, u64)>,
     wake: Condvar,
     stop: AtomicBool,
@@ -116,19 +213,23 @@ const POLL: Duration = Duration::from_millis(100);
 
 impl ReflectorSet {
     /// Binds one socket per address and starts reflecting.
-    pub fn start(
-        addrs: &[SocketAddr],
-        impairment: Option<Arc<dyn Impairment>>,
-    ) -> io::Result<ReflectorSet> {
+    pub fn start(addrs: &[SocketAddr], options: Options) -> Result<ReflectorSet, ReflectError> {
         let mut sockets = Vec::with_capacity(addrs.len());
-        for addr in addrs {
-            let socket = UdpSocket::bind(addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on udp {addr}: {e}"))
+        for &addr in addrs {
+            let socket = UdpSocket::bind(addr).map_err(|source| ReflectError::Bind {
+                addr,
+                hint: crate::probe::bind_hint(addr, &source),
+                source,
             })?;
             socket.set_read_timeout(Some(POLL))?;
-            crate::sockopt::grow_receive_buffer(socket.as_raw_fd(), 4 << 20);
-            if let Err(e) = datagram::enable_receive_info(&socket, true) {
-                tracing::debug!(error = %e, "no kernel receive timestamps on the reflector");
+            crate::sockopt::grow_receive_buffer(&socket, 4 << 20);
+            let want = Want {
+                ttl: true,
+                local_address: addr.ip().is_unspecified(),
+                queue_drops: false,
+            };
+            if let Err(e) = datagram::enable(&socket, want) {
+                tracing::debug!(error = %e, "no kernel receive details on the reflector");
             }
             sockets.push(socket);
         }
@@ -136,9 +237,20 @@ impl ReflectorSet {
             .iter()
             .map(|s| s.local_addr())
             .collect::<io::Result<Vec<_>>>()?;
+        let Options {
+            impairment,
+            rate_limit,
+        } = options;
         let shared = Arc::new(Shared {
             stats: sockets.iter().map(|_| ReflectorStats::default()).collect(),
             sockets,
+            bound: bound.clone(),
+            limiter: rate_limit.map(|limit| {
+                Mutex::new(Limiter {
+                    limit,
+                    buckets: HashMap::new(),
+                })
+            }),
             queue: Mutex::new((BinaryHeap::new(), 0)),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -205,10 +317,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn receive_loop(shared: &Shared, index: usize) {
     let socket = &shared.sockets[index];
     let stats = &shared.stats[index];
+    let own = shared.bound[index];
     let mut buf = vec![0u8; 65536];
+    let mut rx = datagram::Receiver::default();
     while !shared.stop.load(Ordering::Relaxed) {
-        let (len, from, kernel, ttl) = match datagram::receive(socket.as_raw_fd(), &mut buf) {
-            Ok(d) => (d.len, d.from, d.kernel_time, d.ttl),
+        let d = match rx.receive(socket, &mut buf, true) {
+            Ok(d) => d,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -228,18 +342,42 @@ fn receive_loop(shared: &Shared, index: usize) {
         // monotonic clock, so that a late wake-up of this thread neither shortens the
         // emulated delay nor stretches the dwell time.
         let now = Instant::now();
-        let arrived = kernel
-            .and_then(|k| SystemTime::now().duration_since(k).ok())
+        let arrived = d
+            .kernel_ns
+            .and_then(|k| crate::probe::wall_ns().checked_sub(k))
+            .map(Duration::from_nanos)
             .filter(|late| *late < Duration::from_secs(1))
             .and_then(|late| now.checked_sub(late))
             .unwrap_or(now);
         stats.received.fetch_add(1, Ordering::Relaxed);
-        if len < stamp::PACKET_LEN {
-            stats.malformed.fetch_add(1, Ordering::Relaxed);
+        let data = &buf[..d.len];
+        match stamp::shape(data) {
+            Err(_) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Ok(Shape::Reflector) => {
+                stats.replies_ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Ok(Shape::Sender) => {}
+        }
+        // Our own address and port: a forged packet that would have us talk to
+        // ourselves. (The port of a wildcard socket is its own; its address is the
+        // one the packet was sent to.)
+        let here = SocketAddr::new(d.to.unwrap_or(own.ip()), own.port());
+        if unmap(d.from) == unmap(here) {
+            stats.looped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if let Some(limiter) = &shared.limiter
+            && !lock(limiter).allow(unmap(d.from).ip(), now)
+        {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let fate = match &shared.impairment {
-            Some(imp) => imp.judge(index, from),
+            Some(imp) => imp.judge(index, d.from),
             None => Fate::Deliver {
                 inbound: Duration::ZERO,
                 outbound: Duration::ZERO,
@@ -250,15 +388,13 @@ fn receive_loop(shared: &Shared, index: usize) {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Fate::Deliver { inbound, outbound } if inbound.is_zero() => {
-                arrive(
-                    shared,
-                    index,
-                    from,
-                    &buf[..len],
-                    arrived + outbound,
-                    kernel,
-                    ttl,
-                );
+                let request = Request {
+                    from: d.from,
+                    to: d.to,
+                    ttl: d.ttl,
+                    received_ns: d.kernel_ns,
+                };
+                arrive(shared, index, &request, data, arrived + outbound);
             }
             Fate::Deliver { inbound, outbound } => {
                 push(
@@ -266,10 +402,11 @@ fn receive_loop(shared: &Shared, index: usize) {
                     arrived + inbound,
                     Action::Arrive {
                         socket: index,
-                        from,
-                        data: buf[..len].to_vec(),
+                        from: d.from,
+                        to: d.to,
+                        data: data.to_vec(),
                         depart_at: arrived + inbound + outbound,
-                        ttl,
+                        ttl: d.ttl,
                     },
                 );
             }
@@ -277,58 +414,73 @@ fn receive_loop(shared: &Shared, index: usize) {
     }
 }
 
+/// An IPv4 address as itself, not as an IPv4-mapped IPv6 address.
+fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+/// Where a request came from and what the kernel said of it.
+struct Request {
+    from: SocketAddr,
+    to: Option<IpAddr>,
+    ttl: Option<u8>,
+    /// The kernel's receive time (ns since the Unix epoch), when the packet came
+    /// straight off the socket.
+    received_ns: Option<u64>,
+}
+
 /// The packet has reached the reflector: stamp T2, build the reply, stamp T3, and send
 /// it at `depart_at` (now, if that has passed).
-fn arrive(
-    shared: &Shared,
-    socket: usize,
-    from: SocketAddr,
-    data: &[u8],
-    depart_at: Instant,
-    received: Option<SystemTime>,
-    ttl: Option<u8>,
-) {
+fn arrive(shared: &Shared, socket: usize, request: &Request, data: &[u8], depart_at: Instant) {
     // T2: the kernel's receive time when the packet came straight off the wire.
-    let t2 = received
-        .map(NtpTimestamp::from_system_time)
+    let t2 = request
+        .received_ns
+        .map(NtpTimestamp::from_unix_nanos)
         .unwrap_or_else(NtpTimestamp::now);
-    let Ok(request) = SenderPacket::decode(data) else {
+    let Ok(sender) = SenderPacket::decode(data) else {
         shared.stats[socket]
             .malformed
             .fetch_add(1, Ordering::Relaxed);
         return;
     };
-    // The reply is as long as the request (RFC 8762 symmetric size), at least 44 bytes.
-    let mut reply = vec![0u8; data.len().max(stamp::PACKET_LEN)];
+    let mut reply = vec![0u8; stamp::reply_len(data.len())];
     ReflectorPacket {
-        seq: request.seq, // stateless reflector: echo the sender's sequence number
+        seq: sender.seq, // stateless reflector: echo the sender's sequence number
         timestamp: NtpTimestamp::now(),
         error_estimate: stamp::ERROR_ESTIMATE,
         receive_timestamp: t2,
-        sender_seq: request.seq,
-        sender_timestamp: request.timestamp,
-        sender_error_estimate: request.error_estimate,
-        // The IP TTL (hop limit) the request arrived with; 0 where the kernel did not say.
-        sender_ttl: ttl.unwrap_or(0),
+        sender_seq: sender.seq,
+        sender_timestamp: sender.timestamp,
+        sender_error_estimate: sender.error_estimate,
+        // The IP TTL (hop limit) the request arrived with; 0 ("unknown") where the
+        // kernel did not say.
+        sender_ttl: request.ttl,
     }
     .encode(&mut reply);
     if depart_at <= Instant::now() {
-        depart(shared, socket, from, &reply);
+        depart(shared, socket, request.from, request.to, &reply);
     } else {
         push(
             shared,
             depart_at,
             Action::Depart {
                 socket,
-                to: from,
+                to: request.from,
+                from: request.to,
                 data: reply,
             },
         );
     }
 }
 
-fn depart(shared: &Shared, socket: usize, to: SocketAddr, data: &[u8]) {
-    match shared.sockets[socket].send_to(data, to) {
+fn depart(shared: &Shared, socket: usize, to: SocketAddr, from: Option<IpAddr>, data: &[u8]) {
+    match datagram::send_from(&shared.sockets[socket], data, to, from) {
         Ok(_) => {
             shared.stats[socket]
                 .reflected
@@ -390,11 +542,25 @@ fn schedule_loop(shared: &Shared) {
                     Action::Arrive {
                         socket,
                         from,
+                        to,
                         data,
                         depart_at,
                         ttl,
-                    } => arrive(shared, socket, from, &data, depart_at, None, ttl),
-                    Action::Depart { socket, to, data } => depart(shared, socket, to, &data),
+                    } => {
+                        let request = Request {
+                            from,
+                            to,
+                            ttl,
+                            received_ns: None,
+                        };
+                        arrive(shared, socket, &request, &data, depart_at);
+                    }
+                    Action::Depart {
+                        socket,
+                        to,
+                        from,
+                        data,
+                    } => depart(shared, socket, to, from, &data),
                 }
                 q = lock(&shared.queue);
             }

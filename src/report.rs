@@ -50,6 +50,15 @@ pub struct PathEntry {
     /// samples stay in `samples_us`; this counts the hidden loss.
     #[serde(default)]
     pub syn_retries: u64,
+    /// Probes of this path that the prober sent more than `LAG_BOUND` (10 ms) behind
+    /// schedule: its host was short of CPU, so the path's numbers may describe the
+    /// prober rather than the network. The detectors and `diff` discount such a path.
+    #[serde(default)]
+    pub lagged: u64,
+    /// UDP (STAMP): the IP TTL or hop limit the probes arrived at the reflector with,
+    /// as it reported; `null` when it did not (a 38-byte TWAMP-Light reply, or 0).
+    #[serde(default)]
+    pub arrival_ttl: Option<u8>,
     /// `1 − received / sent`; `null` when nothing was sent.
     pub loss: Option<f64>,
     /// 95% Wilson score interval of the loss ratio.
@@ -68,7 +77,8 @@ impl PathEntry {
             .outcomes
             .iter()
             .map(|o| match o {
-                Outcome::Reply(rtt) => Some(rtt.as_micros() as u64),
+                // Nearest microsecond: a 2.6 µs loopback RTT reads 3, not 2.
+                Outcome::Reply(rtt) => Some(((rtt.as_nanos() + 500) / 1000) as u64),
                 _ => None,
             })
             .collect();
@@ -103,6 +113,8 @@ impl PathEntry {
             } else {
                 0
             },
+            lagged: result.lagged,
+            arrival_ttl: result.arrival_ttl,
             loss,
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples_us),
@@ -139,11 +151,19 @@ impl PathEntry {
             late: 0,
             duplicates: 0,
             syn_retries: 0,
+            lagged: 0,
+            arrival_ttl: None,
             loss,
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples_us),
             samples_us,
         }
+    }
+
+    /// Whether the prober fell behind its schedule while measuring this path (see
+    /// [`PathEntry::lagged`]): its numbers are discounted, not judged.
+    pub fn prober_lagged(&self) -> bool {
+        self.lagged > 0
     }
 
     /// The key that orders and identifies a path within a run.

@@ -52,25 +52,7 @@ pub async fn plan(
             }
             None => other.targets.clone(),
         };
-        for target in &targets {
-            let (ip, resolve_time) = match &target.host {
-                Host::Ip(ip) => (Ok(*ip), None),
-                Host::Name(name) => {
-                    let (ip, took) = resolver.resolve(name).await;
-                    (ip, Some(took))
-                }
-            };
-            for &kind in &config.probe.kinds {
-                let address = ip.clone().and_then(|ip| address_for(kind, ip, target.port));
-                paths.push(PlannedPath {
-                    target_region: other.name.clone(),
-                    kind,
-                    target: target.clone(),
-                    address,
-                    resolve_time,
-                });
-            }
-        }
+        paths.extend(plan_targets(&other.name, &targets, &config.probe.kinds, resolver).await);
     }
     let source = match lab {
         Some(lab) => Some(lab.source(index)),
@@ -82,6 +64,38 @@ pub async fn plan(
         paths,
         settings: config.probe.clone(),
     }
+}
+
+/// The paths to `targets` (of the region `region`) with every kind in `kinds`, in
+/// target order; hostnames are resolved here, once each. `latmap ping` plans its
+/// targets with it too.
+pub async fn plan_targets(
+    region: &str,
+    targets: &[Target],
+    kinds: &[ProbeKind],
+    resolver: &Resolver,
+) -> Vec<PlannedPath> {
+    let mut paths = Vec::with_capacity(targets.len() * kinds.len());
+    for target in targets {
+        let (ip, resolve_time) = match &target.host {
+            Host::Ip(ip) => (Ok(*ip), None),
+            Host::Name(name) => {
+                let (ip, took) = resolver.resolve(name).await;
+                (ip, Some(took))
+            }
+        };
+        for &kind in kinds {
+            let address = ip.clone().and_then(|ip| address_for(kind, ip, target.port));
+            paths.push(PlannedPath {
+                target_region: region.to_string(),
+                kind,
+                target: target.clone(),
+                address,
+                resolve_time,
+            });
+        }
+    }
+    paths
 }
 
 fn address_for(kind: ProbeKind, ip: IpAddr, port: Option<u16>) -> Result<SocketAddr, String> {

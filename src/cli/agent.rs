@@ -111,7 +111,7 @@ pub fn run(config_path: &std::path::Path, args: Args) -> anyhow::Result<ExitCode
     let outcome = rt.block_on(async {
         tokio::select! {
             r = agent::run(&config, index, &cadence, spool.clone(), &delivery) => Some(r),
-            _ = super::serve::shutdown_signal() => None,
+            _ = super::shutdown_signal() => None,
         }
     });
     let left = spool.pending().map(|p| p.len()).unwrap_or(0);

@@ -71,24 +71,8 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
                 data.display()
             )
         },
-        shutdown_signal(),
+        super::shutdown_signal(),
     ))?;
     eprintln!("latmap: server stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

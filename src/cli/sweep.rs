@@ -235,7 +235,7 @@ fn sweep_once(
             .progress_chars("=> "),
     );
     let progress_bar = bar.clone();
-    let progress: crate::probe::Progress = Arc::new(move |n| progress_bar.inc(n));
+    let progress: crate::probe::Progress = Arc::new(move |_| progress_bar.inc(1));
     let started = Instant::now();
     let length_bar = bar.clone();
     let reports = rt.block_on(probe_regions(

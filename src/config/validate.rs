@@ -19,11 +19,11 @@ use super::{Host, Location, ProbeKind, ProbeSettings, Region, Target};
 /// Longest region name.
 pub(super) const MAX_NAME_LEN: usize = 63;
 /// Most probes per path per sweep.
-pub(super) const MAX_COUNT: i128 = 1_000_000;
+pub const MAX_COUNT: i128 = 1_000_000;
 /// Largest payload, in bytes (fits a 1500-byte MTU with IPv6 and STAMP headers).
-pub(super) const MAX_PAYLOAD: i128 = 1400;
+pub const MAX_PAYLOAD: i128 = 1400;
 /// Longest probe timeout.
-pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A region that passed its own checks, with where its name is.
 #[derive(Debug, Clone)]

@@ -1,64 +1,66 @@
-//! TCP connect time: the time from SYN to an established connection.
+//! TCP connect time: from SYN to an established connection.
 //!
-//! For networks that drop ICMP. A refused connection is its own outcome (the host
-//! answered, nobody listens); a connect that does not finish within the timeout is a
-//! lost sample. The connection is reset at once (linger 0) so sweeps leave no
-//! TIME_WAIT behind.
+//! For networks that drop ICMP. Connects are non-blocking and finished by the prober's
+//! receive loop. The time is the kernel's own RTT sample of the handshake (`TCP_INFO`:
+//! from the SYN's transmission to the SYN-ACK's arrival, in microseconds), which does
+//! not include the prober's wake-up; when the SYN had to be sent again, the kernel
+//! keeps no sample of it, and the time is the whole wait as the prober saw it (which
+//! is how a lost SYN shows: about one initial retransmission timeout longer). A refused
+//! connection is its own outcome (the host answered, nobody listens); a connect that
+//! does not finish within the timeout is lost. Connections are reset at once (linger 0)
+//! so sweeps leave no TIME_WAIT behind.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::TcpSocket;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Outcome;
+use super::engine::ReplyKind;
 
-pub(crate) struct TcpSender {
-    source: Option<IpAddr>,
-    timeout: Duration,
+/// A connect under way, or one that ended at once.
+pub(crate) enum Started {
+    Pending(Socket),
+    Done(Socket, ReplyKind),
 }
 
-impl TcpSender {
-    pub(crate) fn new(source: Option<IpAddr>, timeout: Duration) -> TcpSender {
-        TcpSender { source, timeout }
+/// Starts a non-blocking connect to `to` from `source`.
+pub(crate) fn connect(source: Option<IpAddr>, to: SocketAddr) -> io::Result<Started> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if let Some(ip) = source.filter(|s| s.is_ipv6() == to.is_ipv6()) {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
     }
+    match socket.connect(&to.into()) {
+        Ok(()) => Ok(Started::Done(socket, ReplyKind::Answer)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => Ok(Started::Pending(socket)),
+        Err(e) => Ok(Started::Done(socket, failure(&e))),
+    }
+}
 
-    pub(crate) fn send(&self, to: SocketAddr) -> JoinHandle<Outcome> {
-        let source = self.source.filter(|s| s.is_ipv6() == to.is_ipv6());
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            let socket = match if to.is_ipv6() {
-                TcpSocket::new_v6()
-            } else {
-                TcpSocket::new_v4()
-            } {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%to, error = %e, "cannot open tcp socket");
-                    return Outcome::SendFailed;
-                }
-            };
-            if let Some(source) = source
-                && let Err(e) = socket.bind(SocketAddr::new(source, 0))
-            {
-                tracing::warn!(%source, error = %e, "cannot bind tcp socket");
-                return Outcome::SendFailed;
-            }
-            let start = Instant::now();
-            match tokio::time::timeout(timeout, socket.connect(to)).await {
-                Ok(Ok(stream)) => {
-                    let rtt = start.elapsed();
-                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                    Outcome::Reply(rtt)
-                }
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-                Ok(Err(e)) => {
-                    tracing::debug!(%to, error = %e, "tcp connect failed");
-                    Outcome::IcmpError
-                }
-                Err(_) => Outcome::Lost,
-            }
-        })
+fn failure(e: &io::Error) -> ReplyKind {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        ReplyKind::Refused
+    } else {
+        // Host or network unreachable: the ICMP error a router or the host sent back.
+        ReplyKind::IcmpError
     }
+}
+
+/// How a connect that the kernel reports done ended, with the kernel's RTT of the
+/// handshake when it kept one. Resets the connection.
+pub(crate) fn finish(socket: &Socket) -> (ReplyKind, Option<Duration>) {
+    let result = match socket.take_error() {
+        Ok(None) => (ReplyKind::Answer, kernel_rtt(socket)),
+        Ok(Some(e)) | Err(e) => (failure(&e), None),
+    };
+    let _ = socket.set_linger(Some(Duration::ZERO));
+    result
+}
+
+/// The handshake RTT of a connected socket, unless the SYN was sent again.
+pub(crate) fn kernel_rtt(socket: &Socket) -> Option<Duration> {
+    crate::sockopt::tcp_timing(socket)
+        .filter(|t| t.retransmits == 0 && t.rtt_us > 0)
+        .map(|t| Duration::from_micros(u64::from(t.rtt_us)))
 }

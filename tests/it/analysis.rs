@@ -411,7 +411,7 @@ fn report_reanalyses_with_the_configuration() {
         "report",
         "run.json",
         "--reanalyse",
-        "-c",
+        "--config",
         "fleet.toml",
         "-f",
         "json",
@@ -434,7 +434,13 @@ fn report_reanalyses_with_the_configuration() {
         out.stdout
     );
     // A named configuration must exist.
-    let out = dir.latmap(&["report", "run.json", "--reanalyse", "-c", "nowhere.toml"]);
+    let out = dir.latmap(&[
+        "report",
+        "run.json",
+        "--reanalyse",
+        "--config",
+        "nowhere.toml",
+    ]);
     assert_eq!(out.status, Some(2));
 }
 
@@ -541,7 +547,7 @@ fn aggregate_finds_anomalies_with_default_or_configured_thresholds() {
         ));
     }
     dir.write("fleet.toml", &fleet);
-    let out = dir.latmap(&[&args[..], &["-o", "run2.json", "-c", "fleet.toml"]].concat());
+    let out = dir.latmap(&[&args[..], &["-o", "run2.json", "--config", "fleet.toml"]].concat());
     out.assert_ok();
     let stored = Run::read(&dir.join("run2.json")).expect("a run");
     assert_eq!(stored.anomalies.len(), 5);
@@ -552,7 +558,7 @@ fn aggregate_finds_anomalies_with_default_or_configured_thresholds() {
             .all(|a| a.detector == DetectorId::Asymmetry)
     );
     // A named configuration that is missing is an error, not the defaults.
-    let out = dir.latmap(&[&args[..], &["-o", "run3.json", "-c", "nowhere.toml"]].concat());
+    let out = dir.latmap(&[&args[..], &["-o", "run3.json", "--config", "nowhere.toml"]].concat());
     assert_eq!(out.status, Some(2));
     assert!(out.stderr.contains("nowhere.toml"), "{}", out.stderr);
 }

@@ -119,6 +119,7 @@ fn help_explains_the_commands() {
         "sweep",
         "report",
         "reflect",
+        "ping",
         "agent",
         "serve",
     ] {

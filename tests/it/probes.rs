@@ -244,7 +244,7 @@ fn stamp_reflector_answers_and_counts_bad_packets() {
             reply.timestamp >= reply.receive_timestamp,
             "T3 before T2: {reply:?}"
         );
-        assert_eq!(reply.sender_ttl, 47, "{reply:?}");
+        assert_eq!(reply.sender_ttl, Some(47), "{reply:?}");
     }
     let dir = Dir::new();
     dir.write(
@@ -262,7 +262,7 @@ fn stamp_reflector_answers_and_counts_bad_packets() {
     let out = reflector.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("reflected 11 packets, ignored 1 malformed"),
+        stderr.contains("reflected 11 packets; ignored 1 too short, 0 replies"),
         "{stderr}"
     );
     let run = read_json(&dir.join("latmap-out/run.json"));
@@ -342,7 +342,7 @@ fn slow_reflector(dwell: Duration) -> std::net::SocketAddr {
                 sender_seq: req.seq,
                 sender_timestamp: req.timestamp,
                 sender_error_estimate: req.error_estimate,
-                sender_ttl: 0,
+                sender_ttl: None,
             }
             .encode(&mut reply);
             let _ = socket.send_to(&reply, from);

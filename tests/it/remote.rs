@@ -65,7 +65,7 @@ fn agent(dir: &Dir, region: &str, addr: SocketAddr, sweeps: &str) -> Proc {
         dir.path(),
         &format!("agent-{region}.log"),
         &[
-            "-c",
+            "--config",
             "lab.toml",
             "agent",
             "--region",
