@@ -154,6 +154,11 @@ impl Target {
             }
             None => (s, None),
         };
+        if looks_numeric(name) {
+            return Err(format!(
+                "`{name}` is not a valid IP address (and a hostname cannot end in a number)"
+            ));
+        }
         if !is_hostname(name) {
             return Err(format!(
                 "`{name}` is neither an IP address nor a valid hostname"
@@ -164,6 +169,15 @@ impl Target {
             port,
         })
     }
+}
+
+/// A dotted name whose last label is all digits (`10.0.0.300`): a mistyped address, as
+/// no top-level domain is numeric (RFC 3696 section 2).
+fn looks_numeric(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    s.rsplit('.')
+        .next()
+        .is_some_and(|last| !last.is_empty() && last.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn is_hostname(s: &str) -> bool {

@@ -216,7 +216,11 @@ impl ReflectorSet {
     pub fn start(addrs: &[SocketAddr], options: Options) -> Result<ReflectorSet, ReflectError> {
         let mut sockets = Vec::with_capacity(addrs.len());
         for &addr in addrs {
-            let socket = UdpSocket::bind(addr).map_err(|source| ReflectError::Bind {
+            // An IPv6 wildcard also takes IPv4 unless told not to; when an IPv4 address
+            // on the same port is listed too, it is told not to.
+            let v6_only =
+                addr.is_ipv6() && addrs.iter().any(|a| a.is_ipv4() && a.port() == addr.port());
+            let socket = bind_udp(addr, v6_only).map_err(|source| ReflectError::Bind {
                 addr,
                 hint: crate::probe::bind_hint(addr, &source),
                 source,
@@ -308,6 +312,19 @@ impl Drop for ReflectorSet {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+fn bind_udp(addr: SocketAddr, v6_only: bool) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if v6_only {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
