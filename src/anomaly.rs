@@ -13,6 +13,7 @@ mod detour;
 mod inflation;
 mod jitter;
 mod loss;
+mod prober;
 mod region;
 mod slo;
 mod unreachable;
@@ -37,8 +38,9 @@ pub trait Detector {
     fn detect(&self, ctx: &Context<'_, '_>, found: &mut Vec<Anomaly>);
 }
 
-/// Every detector, in the order they run: path detectors first, `region` last.
-pub fn detectors() -> [&'static dyn Detector; 8] {
+/// Every detector, in the order they run: path detectors first, then `region`, which
+/// folds them, and `prober`, which says why some paths were not judged.
+pub fn detectors() -> [&'static dyn Detector; 9] {
     [
         &unreachable::Unreachable,
         &loss::Loss,
@@ -48,6 +50,7 @@ pub fn detectors() -> [&'static dyn Detector; 8] {
         &asymmetry::Asymmetry,
         &detour::Detour,
         &region::Region,
+        &prober::Prober,
     ]
 }
 
@@ -73,9 +76,28 @@ impl<'a, 'r> Context<'a, 'r> {
         self.limits.get(i, j)
     }
 
-    /// Whether detector `d` judges the path `i -> j` (no `skip` names it).
+    /// Whether detector `d` judges the path `i -> j`: no `skip` names it, and its
+    /// numbers are not discounted (see [`Context::discounted`]).
     pub fn judges(&self, d: DetectorId, i: usize, j: usize) -> bool {
-        !self.limits(i, j).skip.contains(d)
+        !self.limits(i, j).skip.contains(d) && !self.discounted(i, j)
+    }
+
+    /// Whether the path `i -> j` was measured by a prober that could not keep its
+    /// schedule while probing it (`lagged` probes), or whose receive queue overflowed
+    /// (replies dropped on its host, not by the network): what it shows may describe the
+    /// prober's host, so no path detector judges it; `prober` says so instead.
+    pub fn discounted(&self, i: usize, j: usize) -> bool {
+        let lagged = self
+            .graph
+            .path(i, j)
+            .is_some_and(|e| e.entry.prober_lagged());
+        let dropped = i < self.graph.len()
+            && self
+                .graph
+                .region(i)
+                .prober
+                .is_some_and(|h| h.queue_drops > 0);
+        lagged || dropped
     }
 
     /// The name of region `i`.
@@ -187,6 +209,8 @@ fn sort_by_order(found: &mut [Anomaly], order: &HashMap<&str, usize>) {
 /// Display order of detectors among findings of one severity.
 pub fn detector_rank(d: DetectorId) -> u8 {
     match d {
+        // Why the rest of the report is blind where it is: first.
+        DetectorId::Prober => 0,
         DetectorId::Region => 0,
         DetectorId::Unreachable => 1,
         DetectorId::Loss => 2,
@@ -224,7 +248,11 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), DetectorId::ALL.len());
-        assert_eq!(ids.last(), Some(&DetectorId::Region), "region runs last");
+        assert_eq!(
+            ids[ids.len() - 2..],
+            [DetectorId::Region, DetectorId::Prober],
+            "region, then prober, after the path detectors"
+        );
     }
 
     #[test]

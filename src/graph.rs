@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 
 use crate::config::{Location, ProbeKind};
+use crate::probe::ProberHealth;
 use crate::report::PathEntry;
 use crate::run::Run;
 
@@ -27,6 +28,8 @@ pub struct RegionNode<'r> {
     pub location: Option<Location>,
     /// Whether the region sent a report (its outgoing paths are absent otherwise).
     pub reported: bool,
+    /// Its prober's view of its own health, when the run has it.
+    pub prober: Option<&'r ProberHealth>,
 }
 
 /// A measured directed path.
@@ -70,6 +73,7 @@ impl<'r> LatencyGraph<'r> {
                 name: &r.name,
                 location: r.location,
                 reported: r.reported,
+                prober: run.probers.get(&r.name),
             });
             index.entry(r.name.as_str()).or_insert(node.index());
         }

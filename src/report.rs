@@ -51,8 +51,9 @@ pub struct PathEntry {
     #[serde(default)]
     pub syn_retries: u64,
     /// Probes of this path that the prober sent more than `LAG_BOUND` (10 ms) behind
-    /// schedule: its host was short of CPU, so the path's numbers may describe the
-    /// prober rather than the network. The detectors and `diff` discount such a path.
+    /// schedule: its host was short of CPU. When they are a tenth of the path's probes
+    /// or more, the path's numbers may describe the prober rather than the network, and
+    /// the detectors and `diff` discount it ([`PathEntry::prober_lagged`]).
     #[serde(default)]
     pub lagged: u64,
     /// UDP (STAMP): the IP TTL or hop limit the probes arrived at the reflector with,
@@ -160,10 +161,13 @@ impl PathEntry {
         }
     }
 
-    /// Whether the prober fell behind its schedule while measuring this path (see
-    /// [`PathEntry::lagged`]): its numbers are discounted, not judged.
+    /// Whether the prober fell behind its schedule while measuring this path: at least
+    /// a tenth of its probes went out more than `LAG_BOUND` late (see
+    /// [`PathEntry::lagged`]). One late send does not make a path's numbers wrong (each
+    /// send time is read at the send call); a prober starved for a tenth of its sweep
+    /// may. Such a path is discounted, not judged.
     pub fn prober_lagged(&self) -> bool {
-        self.lagged > 0
+        self.lagged > 0 && self.lagged.saturating_mul(10) >= self.sent
     }
 
     /// The key that orders and identifies a path within a run.

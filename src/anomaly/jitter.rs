@@ -36,7 +36,7 @@ impl Detector for Jitter {
             } else {
                 continue;
             };
-            if limits.skip.contains(self.id()) {
+            if !ctx.judges(self.id(), i, j) {
                 continue;
             }
             let (s, t) = (ctx.name(i), ctx.name(j));

@@ -26,7 +26,7 @@ impl Detector for Loss {
                 continue;
             }
             let limits = ctx.limits(i, j);
-            if lost < limits.loss_min_lost || limits.skip.contains(self.id()) {
+            if lost < limits.loss_min_lost || !ctx.judges(self.id(), i, j) {
                 continue;
             }
             // The interval as stored in the run; recomputed if the file lacks it.

@@ -26,7 +26,7 @@ impl Detector for Slo {
             };
             let slo_us = slo_ms * 1000.0;
             let (p50, p95) = (rtt.p50 as f64, rtt.p95 as f64);
-            if p95 <= slo_us || limits.skip.contains(self.id()) {
+            if p95 <= slo_us || !ctx.judges(self.id(), i, j) {
                 continue;
             }
             let (s, t) = (ctx.name(i), ctx.name(j));

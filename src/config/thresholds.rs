@@ -30,10 +30,11 @@ pub enum DetectorId {
     Jitter,
     Unreachable,
     Region,
+    Prober,
 }
 
 impl DetectorId {
-    pub const ALL: [DetectorId; 8] = [
+    pub const ALL: [DetectorId; 9] = [
         DetectorId::Loss,
         DetectorId::Slo,
         DetectorId::Detour,
@@ -42,6 +43,7 @@ impl DetectorId {
         DetectorId::Jitter,
         DetectorId::Unreachable,
         DetectorId::Region,
+        DetectorId::Prober,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +56,7 @@ impl DetectorId {
             DetectorId::Jitter => "jitter",
             DetectorId::Unreachable => "unreachable",
             DetectorId::Region => "region",
+            DetectorId::Prober => "prober",
         }
     }
 

@@ -28,6 +28,8 @@ struct Scenario {
     rtt_ms: String,
     lost: Option<String>,
     jitter_ms: Option<String>,
+    /// Probes each path's prober sent more than 10 ms late.
+    lagged: Option<String>,
     #[serde(default)]
     locations: BTreeMap<String, [f64; 2]>,
     thresholds: Option<toml::Table>,
@@ -85,6 +87,7 @@ fn scenario_run(s: &Scenario, file: &Path) -> (Run, latmap::config::Config) {
         .as_deref()
         .map(|t| matrix(t).1)
         .unwrap_or_default();
+    let lagged = s.lagged.as_deref().map(|t| matrix(t).1).unwrap_or_default();
     let regions: Vec<RunRegion> = names
         .iter()
         .map(|n| RunRegion {
@@ -104,10 +107,19 @@ fn scenario_run(s: &Scenario, file: &Path) -> (Run, latmap::config::Config) {
                 (jitter.get(&key).copied().unwrap_or(0.0) * 1000.0).round() as u64,
                 s.count,
             );
-            PathEntry::from_samples(a, b, ProbeKind::Udp, "192.0.2.1:862", samples)
+            let mut p = PathEntry::from_samples(a, b, ProbeKind::Udp, "192.0.2.1:862", samples);
+            p.lagged = lagged.get(&key).copied().unwrap_or(0.0) as u64;
+            p
         })
         .collect();
-    let run = Run::new(regions, paths, chrono::DateTime::UNIX_EPOCH);
+    let mut run = Run::new(regions, paths, chrono::DateTime::UNIX_EPOCH);
+    // A prober whose paths lagged says so in its health, as a real one does.
+    for ((source, _), &n) in &lagged {
+        let h = run.probers.entry(source.clone()).or_default();
+        h.lagged_sends += n as u64;
+        h.send_lag_p99_us = 15_000;
+        h.send_lag_max_us = 40_000;
+    }
     // The thresholds go through the real configuration loader, next to a fleet of the
     // scenario's regions.
     let mut config = String::new();

@@ -385,23 +385,24 @@ fn forged_replies_never_become_samples() {
                 sender_error_estimate: req.error_estimate,
                 sender_ttl: Some(64),
             };
-            let mut forged = Vec::new();
-            forged.push(ReflectorPacket {
-                sender_timestamp: NtpTimestamp(req.timestamp.0 ^ 1),
-                ..good
-            });
-            forged.push(ReflectorPacket {
-                sender_seq: req.seq.wrapping_add(1),
-                ..good
-            });
-            forged.push(ReflectorPacket {
-                receive_timestamp: NtpTimestamp(now.0 + (1 << 32)),
-                ..good
-            });
-            forged.push(ReflectorPacket {
-                receive_timestamp: NtpTimestamp(now.0 - (10 << 32)),
-                ..good
-            });
+            let forged = [
+                ReflectorPacket {
+                    sender_timestamp: NtpTimestamp(req.timestamp.0 ^ 1),
+                    ..good
+                },
+                ReflectorPacket {
+                    sender_seq: req.seq.wrapping_add(1),
+                    ..good
+                },
+                ReflectorPacket {
+                    receive_timestamp: NtpTimestamp(now.0 + (1 << 32)),
+                    ..good
+                },
+                ReflectorPacket {
+                    receive_timestamp: NtpTimestamp(now.0 - (10 << 32)),
+                    ..good
+                },
+            ];
             for f in forged {
                 let mut out = [0u8; PACKET_LEN];
                 f.encode(&mut out);
