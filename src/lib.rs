@@ -27,6 +27,7 @@ pub mod lab;
 pub mod artifact;
 pub mod report;
 pub mod run;
+pub mod history;
 pub mod sweep;
 pub mod schedule;
 pub mod graph;
