@@ -18,6 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::ser::{CompactFormatter, Formatter};
 
+use crate::files;
+
 /// How many bytes of a file that does not parse are searched for its schema tag.
 const SCHEMA_HEAD_BYTES: u64 = 8 * 1024;
 
@@ -40,14 +42,64 @@ pub enum ArtifactError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error(
-        "{path} has schema {found:?}, expected {expected}1; it was written by another version of latmap or is not a latmap file"
-    )]
+    #[error("{path} {}", schema_problem(.found.as_deref(), .expected))]
     Schema {
         path: PathBuf,
         found: Option<String>,
         expected: &'static str,
     },
+    /// The file parses but holds a value that cannot be true (a forged or corrupt
+    /// file); nothing of it is used.
+    #[error("{path} holds impossible values and is not used")]
+    Invalid { path: PathBuf, source: Invalid },
+}
+
+/// A value that cannot be true, with the field that holds it (`paths[3].rtt_us.p50`):
+/// what the readers' checks (`report::check`, `run::check`) find.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
+        Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same problem, with `prefix` before the field (`report.` for a push).
+    pub fn within(mut self, prefix: &str) -> Invalid {
+        self.field = format!("{prefix}{}", self.field);
+        self
+    }
+}
+
+/// What is wrong with a schema tag, for [`ArtifactError::Schema`].
+fn schema_problem(found: Option<&str>, expected: &str) -> String {
+    let kind = |prefix: &str| match prefix {
+        "latmap.run/" => Some("a run (run.json)"),
+        "latmap.report/" => Some("a region report"),
+        "latmap.push/" => Some("a push"),
+        _ => None,
+    };
+    let Some(found) = found else {
+        return format!(
+            "has no schema tag, expected \"{expected}1\"; it is not a latmap file"
+        );
+    };
+    let found_prefix = found.split('/').next().map(|p| format!("{p}/"));
+    match (found_prefix.as_deref().and_then(kind), kind(expected)) {
+        (Some(is), Some(want)) if found_prefix.as_deref() != Some(expected) => {
+            format!("is {is} (schema {found:?}), not {want}; pass {want} here")
+        }
+        _ => format!(
+            "has schema {found:?}, expected \"{expected}1\"; it was written by another version of latmap or is not a latmap file"
+        ),
+    }
 }
 
 /// An artifact with a `schema` tag.
@@ -99,14 +151,14 @@ fn write_atomic_with(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(err)?;
+    files::create_dir_all(&dir).map_err(err)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(files::temp_name(&name, std::process::id()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = files::create(&tmp)?;
         fill(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -130,7 +182,7 @@ pub fn read_versioned<T: DeserializeOwned + Versioned>(
         path: path.to_path_buf(),
         source,
     };
-    let file = fs::File::open(path).map_err(read_err)?;
+    let file = files::open_regular(path).map_err(read_err)?;
     let schema_err = |found: Option<String>| ArtifactError::Schema {
         path: path.to_path_buf(),
         found,

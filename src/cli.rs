@@ -119,7 +119,9 @@ pub fn main() -> ExitCode {
                     if n == 1 { "" } else { "s" }
                 );
             } else {
-                eprintln!("latmap: {err:#}");
+                // Errors quote names and values from files and peers: printed safely.
+                let text = format!("{err:#}");
+                eprintln!("latmap: {}", crate::render::escape::terminal(&text));
             }
             ExitCode::from(2)
         }
@@ -135,7 +137,7 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Reflect(args) => reflect::run(args),
         Command::Agent(args) => agent::run(&cli.config, args),
         Command::Serve(args) => serve::run(config, args),
-        Command::Render(args) => render::run(args),
+        Command::Render(args) => render::run(config, args),
         Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),
     }
@@ -156,6 +158,30 @@ impl ConfigArg {
             return Ok(Thresholds::default());
         }
         Ok(load_config(&self.path)?.thresholds)
+    }
+
+    /// The regions of the configuration, when one was named (`--config` or
+    /// `LATMAP_CONFIG`): then runs and reports may hold no other region.
+    pub fn fleet(&self) -> anyhow::Result<Option<Vec<String>>> {
+        if !self.explicit {
+            return Ok(None);
+        }
+        let c = load_config(&self.path)?;
+        Ok(Some(c.regions.iter().map(|r| r.name.clone()).collect()))
+    }
+
+    /// Reads the run at `path` (checked, see `Run::read`); with a named
+    /// configuration, its regions must be the configuration's.
+    pub fn read_run(&self, path: &Path) -> anyhow::Result<crate::run::Run> {
+        let run = crate::run::Run::read(path)?;
+        if let Some(known) = self.fleet()? {
+            run.check_fleet(&known)
+                .map_err(|source| crate::artifact::ArtifactError::Invalid {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(run)
     }
 
     /// The configuration, when one was named or the default file exists.

@@ -43,7 +43,9 @@ impl Token {
             path: path.to_path_buf(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let bytes = crate::files::read_regular(path).map_err(read_err)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt;
             if meta.permissions().mode() & 0o044 != 0 {

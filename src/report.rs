@@ -14,6 +14,10 @@ use crate::config::{Config, Location, ProbeKind};
 use crate::probe::{Outcome, PathResult, ProberHealth, ProberOutput};
 use crate::stats::{RttSummary, Z95, wilson_interval};
 
+mod check;
+
+pub use check::{Invalid, MAX_SAMPLE_US, list as name_list, location as check_location, name as check_name, regions as check_regions};
+
 /// The schema tag of a region report.
 pub const REPORT_SCHEMA: &str = "latmap.report/1";
 
@@ -275,9 +279,21 @@ impl RegionReport {
         }
     }
 
-    /// Reads a region report, rejecting other schemas with a clear error.
-    pub fn read(path: &Path) -> Result<RegionReport, crate::artifact::ArtifactError> {
-        crate::artifact::read_versioned(path, "latmap.report/")
+    /// Reads a region report, rejecting other schemas and impossible values (see
+    /// [`RegionReport::check`]) with a clear error; `known`: the fleet of a
+    /// configuration, whose regions are then the only ones allowed.
+    pub fn read(
+        path: &Path,
+        known: Option<&[String]>,
+    ) -> Result<RegionReport, crate::artifact::ArtifactError> {
+        let report: RegionReport = crate::artifact::read_versioned(path, "latmap.report/")?;
+        report
+            .check(known)
+            .map_err(|source| crate::artifact::ArtifactError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(report)
     }
 }
 

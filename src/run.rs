@@ -6,6 +6,7 @@
 //! never shown as 100% loss. The analysis stage's findings are stored in the run too;
 //! their type is in `finding`, the detectors come later. See docs/run-format.md.
 
+mod check;
 mod finding;
 
 pub use finding::{Anomaly, Direction, Severity, Subject, Unit};
@@ -174,8 +175,15 @@ impl Run {
         }
     }
 
+    /// Reads a run, rejecting other schemas and impossible values (see
+    /// [`Run::check`]) with a clear error.
     pub fn read(path: &Path) -> Result<Run, ArtifactError> {
-        artifact::read_versioned(path, "latmap.run/")
+        let run: Run = artifact::read_versioned(path, "latmap.run/")?;
+        run.check().map_err(|source| ArtifactError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(run)
     }
 
     pub fn write(&self, path: &Path) -> Result<(), ArtifactError> {

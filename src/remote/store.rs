@@ -135,7 +135,7 @@ impl Store {
     pub fn put_report(&self, id: &str, report: &RegionReport) -> Result<Put, StoreError> {
         let path = self.report_path(id, &report.region);
         if path.exists() {
-            let stored = RegionReport::read(&path)?;
+            let stored = RegionReport::read(&path, None)?;
             return Ok(if &stored == report {
                 Put::Duplicate
             } else {
@@ -178,7 +178,7 @@ impl Store {
     pub fn reports(&self, id: &str) -> Result<Vec<RegionReport>, StoreError> {
         let mut out = Vec::new();
         for (region, _) in self.reported(id)? {
-            match RegionReport::read(&self.report_path(id, &region)) {
+            match RegionReport::read(&self.report_path(id, &region), None) {
                 Ok(r) => out.push(r),
                 Err(e) => tracing::error!("leaving out a stored report: {e}"),
             }
