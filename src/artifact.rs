@@ -313,8 +313,15 @@ impl Formatter for ArrayLineFormatter {
         write_bool: bool, write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64,
         write_i128: i128, write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64,
         write_u128: u128, write_f32: f32, write_f64: f64, write_number_str: &str,
-        write_raw_fragment: &str,
     );
+
+    /// Raw JSON (a `RawValue`) is laid out as the value it holds: an object or an
+    /// array breaks the line as one written here would, so text taken from another
+    /// artifact of the same layout fits in unchanged.
+    fn write_raw_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        self.value_start(w, fragment.starts_with(['{', '[']))?;
+        w.write_all(fragment.as_bytes())
+    }
 
     fn write_null<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.value_start(w, false)?;

@@ -112,7 +112,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             if let Some(e) = err.downcast_ref::<config::ConfigError>() {
-                eprintln!("{e}");
+                eprintln!("{}", crate::render::escape::terminal(&e.to_string()));
                 let n = e.diagnostics.len();
                 eprintln!(
                     "latmap: {n} problem{} in the configuration",
@@ -201,9 +201,13 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: never in files or the journal.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .try_init();
 }

@@ -61,7 +61,39 @@ pub struct PathEntry {
     /// RTT summary in microseconds; `null` when nothing came back.
     pub rtt_us: Option<RttSummary>,
     /// Every probe's RTT in send order, in microseconds; `null` for a probe without reply.
+    /// Empty when the entry was read by [`without_samples`].
+    #[serde(deserialize_with = "samples_unless_skipped")]
     pub samples_us: Vec<Option<u64>>,
+}
+
+thread_local! {
+    /// Set while [`without_samples`] runs: path entries are read without samples.
+    static SKIP_SAMPLES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` with path entries deserialized on this thread leaving `samples_us`
+/// empty (the samples are skipped, not stored): a run or report of a million paths
+/// then takes a fraction of the memory, for outputs that show only statistics.
+pub fn without_samples<T>(read: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SKIP_SAMPLES.with(|s| s.set(self.0));
+        }
+    }
+    let _reset = Reset(SKIP_SAMPLES.with(|s| s.replace(true)));
+    read()
+}
+
+fn samples_unless_skipped<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Option<u64>>, D::Error> {
+    if SKIP_SAMPLES.with(|s| s.get()) {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Vec::new())
+    } else {
+        Vec::deserialize(d)
+    }
 }
 
 impl PathEntry {

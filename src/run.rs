@@ -87,8 +87,14 @@ impl Run {
     /// Merges region reports into a run. Regions known to any report but without a
     /// report of their own are marked as not reported.
     pub fn from_reports(reports: &[RegionReport]) -> Result<Run, AggregateError> {
-        let first = reports.first().ok_or(AggregateError::Empty)?;
+        Run::from_owned_reports(reports.to_vec())
+    }
+
+    /// The regions of a run merged from `reports`, in the order they are first named
+    /// (each report's list of regions, then its own region), none reported yet.
+    pub fn regions_of(reports: &[RegionReport]) -> Vec<RunRegion> {
         let mut regions: Vec<RunRegion> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for report in reports {
             for r in report
                 .regions
@@ -96,53 +102,69 @@ impl Run {
                 .map(|r| (r.name.as_str(), r.location))
                 .chain([(report.region.as_str(), None)])
             {
-                match regions.iter_mut().find(|x| x.name == r.0) {
-                    Some(existing) => {
-                        if existing.location.is_none() {
-                            existing.location = r.1;
+                match seen.get(r.0) {
+                    Some(&i) => {
+                        if regions[i].location.is_none() {
+                            regions[i].location = r.1;
                         }
                     }
-                    None => regions.push(RunRegion {
-                        name: r.0.to_string(),
-                        location: r.1,
-                        reported: false,
-                    }),
+                    None => {
+                        seen.insert(r.0, regions.len());
+                        regions.push(RunRegion {
+                            name: r.0.to_string(),
+                            location: r.1,
+                            reported: false,
+                        });
+                    }
                 }
             }
         }
-        let mut probers = BTreeMap::new();
-        let mut paths = Vec::new();
-        for report in reports {
-            if probers
-                .insert(report.region.clone(), report.prober.clone())
-                .is_some()
-            {
-                return Err(AggregateError::Duplicate(report.region.clone()));
-            }
-            if let Some(r) = regions.iter_mut().find(|r| r.name == report.region) {
-                r.reported = true;
-            }
-            for p in &report.paths {
-                if p.source != report.region {
-                    return Err(AggregateError::ForeignPath {
-                        region: report.region.clone(),
-                        source_region: p.source.clone(),
-                    });
-                }
-                paths.push(p.clone());
-            }
-        }
-        sort_paths(&regions, &mut paths);
+        regions
+    }
+
+    /// [`Run::from_reports`], taking the reports' paths instead of copying them.
+    pub fn from_owned_reports(reports: Vec<RegionReport>) -> Result<Run, AggregateError> {
+        let first = reports.first().ok_or(AggregateError::Empty)?;
+        let (first_started, first_finished) = (first.started_at, first.finished_at);
+        let mut regions = Run::regions_of(&reports);
         let started_at = reports
             .iter()
             .map(|r| r.started_at)
             .min()
-            .unwrap_or(first.started_at);
+            .unwrap_or(first_started);
         let finished_at = reports
             .iter()
             .map(|r| r.finished_at)
             .max()
-            .unwrap_or(first.finished_at);
+            .unwrap_or(first_finished);
+        let mut probers = BTreeMap::new();
+        let mut paths = Vec::with_capacity(reports.iter().map(|r| r.paths.len()).sum());
+        let index: std::collections::HashMap<String, usize> = regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        for report in reports {
+            if probers
+                .insert(report.region.clone(), report.prober)
+                .is_some()
+            {
+                return Err(AggregateError::Duplicate(report.region));
+            }
+            if let Some(&i) = index.get(&report.region) {
+                regions[i].reported = true;
+            }
+            for p in report.paths {
+                if p.source != report.region {
+                    return Err(AggregateError::ForeignPath {
+                        region: report.region,
+                        source_region: p.source,
+                    });
+                }
+                paths.push(p);
+            }
+        }
+        sort_paths(&regions, &mut paths);
         Ok(Run {
             schema: RUN_SCHEMA.to_string(),
             id: run_id(started_at),
@@ -186,8 +208,68 @@ impl Run {
         Ok(run)
     }
 
+    /// Reads a run without its samples (`samples_us` left empty, see
+    /// `report::without_samples`), checked as far as that allows: for outputs that
+    /// show statistics only, with a fraction of the memory.
+    pub fn read_without_samples(path: &Path) -> Result<Run, ArtifactError> {
+        let run: Run =
+            crate::report::without_samples(|| artifact::read_versioned(path, "latmap.run/"))?;
+        run.check_without_samples()
+            .map_err(|source| ArtifactError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(run)
+    }
+
     pub fn write(&self, path: &Path) -> Result<(), ArtifactError> {
         artifact::write_json_atomic(path, self)
+    }
+
+    /// Writes the run atomically as [`Run::write`] would, except that its `paths` are
+    /// `paths` (serialized in their place) instead of `self.paths`: for a run whose
+    /// paths are too many to hold with their samples, streamed from elsewhere. The
+    /// bytes are the same as `write` gives for a run holding those paths.
+    pub fn write_with_paths<P: Serialize>(
+        &self,
+        path: &Path,
+        paths: &P,
+    ) -> Result<(), ArtifactError> {
+        // Every field of the run, so that a new one cannot be forgotten here.
+        let Run {
+            schema,
+            id,
+            started_at,
+            finished_at,
+            regions,
+            probers,
+            paths: _,
+            anomalies,
+        } = self;
+        #[derive(Serialize)]
+        struct Streamed<'r, P> {
+            schema: &'r String,
+            id: &'r String,
+            started_at: &'r DateTime<Utc>,
+            finished_at: &'r DateTime<Utc>,
+            regions: &'r [RunRegion],
+            probers: &'r BTreeMap<String, ProberHealth>,
+            paths: &'r P,
+            anomalies: &'r [Anomaly],
+        }
+        artifact::write_json_atomic(
+            path,
+            &Streamed {
+                schema,
+                id,
+                started_at,
+                finished_at,
+                regions,
+                probers,
+                paths,
+                anomalies,
+            },
+        )
     }
 
     /// The first path from `source` to `target` of `kind`, if measured.
@@ -210,21 +292,29 @@ impl Versioned for Run {
 }
 
 /// Orders paths by source region, target region (in `regions` order), kind and target.
-fn sort_paths(regions: &[RunRegion], paths: &mut [PathEntry]) {
+fn sort_paths(regions: &[RunRegion], paths: &mut Vec<PathEntry>) {
+    let order = path_order(regions, paths);
+    let mut slots: Vec<Option<PathEntry>> = std::mem::take(paths).into_iter().map(Some).collect();
+    paths.extend(order.into_iter().filter_map(|i| slots[i].take()));
+}
+
+/// The run's order of `paths` (by source region, target region in `regions` order,
+/// kind and target) as indices into `paths`: the one order of paths in a run, for
+/// those who write a run's paths from elsewhere.
+pub fn path_order(regions: &[RunRegion], paths: &[PathEntry]) -> Vec<usize> {
     let order: std::collections::HashMap<&str, usize> = regions
         .iter()
         .enumerate()
         .map(|(i, r)| (r.name.as_str(), i))
         .collect();
     let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
-    paths.sort_by(|a, b| {
-        (rank(&a.source), rank(&a.target), a.kind, &a.target_spec).cmp(&(
-            rank(&b.source),
-            rank(&b.target),
-            b.kind,
-            &b.target_spec,
-        ))
-    });
+    let keys: Vec<_> = paths
+        .iter()
+        .map(|p| (rank(&p.source), rank(&p.target), p.kind, p.target_spec.as_str()))
+        .collect();
+    let mut idx: Vec<usize> = (0..paths.len()).collect();
+    idx.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    idx
 }
 
 /// A run id: the start time, to the second, and a random suffix.

@@ -106,6 +106,18 @@ impl PathEntry {
     /// Checks the path's numbers against each other and against its samples; `at` is
     /// the field of the path (`paths[3]`). The regions are checked by the caller.
     pub fn check(&self, at: &str) -> Result<(), Invalid> {
+        self.check_with(at, true)
+    }
+
+    /// The checks of [`PathEntry::check`] that need no samples, for an entry read
+    /// without them (the aggregator's own runs, drawn and listed): the counts, the
+    /// loss and its interval recomputed from them, and the order and range of the RTT
+    /// statistics.
+    pub fn check_without_samples(&self, at: &str) -> Result<(), Invalid> {
+        self.check_with(at, false)
+    }
+
+    fn check_with(&self, at: &str, samples: bool) -> Result<(), Invalid> {
         let field = |f: &str| format!("{at}.{f}");
         let what = || {
             format!(
@@ -123,6 +135,9 @@ impl PathEntry {
                 "resolve_us",
                 format!("{us} µs is longer than any name resolution takes ({MAX_RESOLVE_US} µs)"),
             );
+        }
+        if !samples {
+            return self.check_counts(at, &what(), true);
         }
         if let Some((i, us)) = self
             .samples_us
@@ -161,6 +176,67 @@ impl PathEntry {
                 ),
             );
         }
+        // The statistics are compared with the samples below.
+        self.check_counts(at, &what(), false)?;
+        let want = RttSummary::from_samples(&self.samples_us);
+        match (&self.rtt_us, &want) {
+            (None, None) => {}
+            (Some(found), Some(want)) => {
+                for (name, f, w) in [
+                    ("min", found.min, want.min),
+                    ("p50", found.p50, want.p50),
+                    ("mean", found.mean, want.mean),
+                    ("p90", found.p90, want.p90),
+                    ("p95", found.p95, want.p95),
+                    ("p99", found.p99, want.p99),
+                    ("max", found.max, want.max),
+                    ("stddev", found.stddev, want.stddev),
+                    ("jitter", found.jitter, want.jitter),
+                ] {
+                    // Rounding to whole microseconds may differ by one.
+                    if f.abs_diff(w) > 1 {
+                        return bad(
+                            &format!("rtt_us.{name}"),
+                            format!(
+                                "{name} is {f} µs but the samples give {w} µs in {}",
+                                what()
+                            ),
+                        );
+                    }
+                }
+            }
+            (Some(_), None) => {
+                return bad(
+                    "rtt_us",
+                    format!(
+                        "has RTT statistics but samples_us holds no reply in {}",
+                        what()
+                    ),
+                );
+            }
+            (None, Some(_)) => {
+                return bad(
+                    "rtt_us",
+                    format!(
+                        "is null but samples_us holds {replies} replies in {}",
+                        what()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PathEntry {
+    /// The checks that need only the counts: received ≤ sent, errors and retries
+    /// within them, the loss and its interval as the counts give them, and (with
+    /// `statistics`) RTT statistics in order, in range and present exactly when
+    /// something came back.
+    fn check_counts(&self, at: &str, what: &str, statistics: bool) -> Result<(), Invalid> {
+        let field = |f: &str| format!("{at}.{f}");
+        let bad = |f: &str, problem: String| Err(Invalid::new(field(f), problem));
+        let what = || what.to_string();
         if self.received > self.sent {
             return bad(
                 "received",
@@ -244,53 +320,43 @@ impl PathEntry {
                 );
             }
         }
-        let want = RttSummary::from_samples(&self.samples_us);
-        match (&self.rtt_us, &want) {
-            (None, None) => {}
-            (Some(found), Some(want)) => {
-                for (name, f, w) in [
-                    ("min", found.min, want.min),
-                    ("p50", found.p50, want.p50),
-                    ("mean", found.mean, want.mean),
-                    ("p90", found.p90, want.p90),
-                    ("p95", found.p95, want.p95),
-                    ("p99", found.p99, want.p99),
-                    ("max", found.max, want.max),
-                    ("stddev", found.stddev, want.stddev),
-                    ("jitter", found.jitter, want.jitter),
-                ] {
-                    // Rounding to whole microseconds may differ by one.
-                    if f.abs_diff(w) > 1 {
-                        return bad(
-                            &format!("rtt_us.{name}"),
-                            format!(
-                                "{name} is {f} µs but the samples give {w} µs in {}",
-                                what()
-                            ),
-                        );
-                    }
-                }
-            }
-            (Some(_), None) => {
-                return bad(
-                    "rtt_us",
-                    format!(
-                        "has RTT statistics but samples_us holds no reply in {}",
-                        what()
-                    ),
-                );
-            }
-            (None, Some(_)) => {
-                return bad(
-                    "rtt_us",
-                    format!(
-                        "is null but samples_us holds {replies} replies in {}",
-                        what()
-                    ),
-                );
-            }
+        if !statistics {
+            return Ok(());
         }
-        Ok(())
+        match &self.rtt_us {
+            None if self.received > 0 => bad(
+                "rtt_us",
+                format!("is null but {} replies came back in {}", self.received, what()),
+            ),
+            Some(_) if self.received == 0 => bad(
+                "rtt_us",
+                format!("has RTT statistics but no reply came back in {}", what()),
+            ),
+            Some(r) => {
+                let ordered = [r.min, r.p50, r.p90, r.p95, r.p99, r.max];
+                if ordered.windows(2).any(|w| w[0] > w[1]) || r.mean < r.min || r.mean > r.max {
+                    return bad(
+                        "rtt_us",
+                        format!(
+                            "the statistics are out of order (min {} p50 {} mean {} p90 {} p95 {} p99 {} max {} µs) in {}",
+                            r.min, r.p50, r.mean, r.p90, r.p95, r.p99, r.max, what()
+                        ),
+                    );
+                }
+                if r.max > MAX_SAMPLE_US {
+                    return bad(
+                        "rtt_us.max",
+                        format!(
+                            "{} µs is longer than the longest probe timeout ({MAX_SAMPLE_US} µs) in {}",
+                            r.max,
+                            what()
+                        ),
+                    );
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -479,6 +545,25 @@ mod tests {
                 .iter()
                 .map(|t| PathEntry::from_samples(region, t, ProbeKind::Udp, "h", vec![Some(5)]))
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn entries_read_without_samples_get_the_other_checks() {
+        let mut p = good();
+        p.samples_us.clear();
+        assert_eq!(p.check_without_samples("p"), Ok(()));
+        assert!(p.check("p").is_err());
+        for edit in [
+            (|p: &mut PathEntry| p.rtt_us.as_mut().unwrap().p50 = 9_000_000_000_000) as fn(&mut PathEntry),
+            |p| p.loss = Some(-3.5),
+            |p| p.loss_ci = Some([5.0, -5.0]),
+            |p| p.received = 9,
+            |p| p.rtt_us = None,
+        ] {
+            let mut q = p.clone();
+            edit(&mut q);
+            assert!(q.check_without_samples("p").is_err(), "{q:?}");
         }
     }
 

@@ -15,6 +15,16 @@ pub const MAX_ID_LEN: usize = 128;
 impl Run {
     /// Checks every value of the run; the error names the field.
     pub fn check(&self) -> Result<(), Invalid> {
+        self.check_with(true)
+    }
+
+    /// [`Run::check`] for a run read without its samples (see
+    /// `report::without_samples`): the paths get the checks that need no samples.
+    pub fn check_without_samples(&self) -> Result<(), Invalid> {
+        self.check_with(false)
+    }
+
+    fn check_with(&self, samples: bool) -> Result<(), Invalid> {
         if self.id.is_empty() || self.id.chars().count() > MAX_ID_LEN {
             return Err(Invalid::new(
                 "id",
@@ -92,7 +102,11 @@ impl Run {
                     ),
                 ));
             }
-            p.check(&at)?;
+            if samples {
+                p.check(&at)?;
+            } else {
+                p.check_without_samples(&at)?;
+            }
         }
         for (i, a) in self.anomalies.iter().enumerate() {
             anomaly(a, &format!("anomalies[{i}]"), &names, 0)?;
