@@ -81,7 +81,7 @@ impl Invalid {
 /// What is wrong with a schema tag, for [`ArtifactError::Schema`].
 fn schema_problem(found: Option<&str>, expected: &str) -> String {
     let kind = |prefix: &str| match prefix {
-        "latmap.run/" => Some("a run (run.json)"),
+        "latmap.run/" => Some("a run"),
         "latmap.report/" => Some("a region report"),
         "latmap.push/" => Some("a push"),
         _ => None,

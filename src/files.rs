@@ -82,9 +82,9 @@ pub fn temp_owner(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Removes the temporary files in `dir` that interrupted atomic writes left: those of
-/// processes no longer running (a live process may be writing one now). Returns the
-/// names removed. A folder that does not exist has none.
+/// Removes the temporary files (and links) in `dir` that interrupted atomic writes
+/// left: those of processes no longer running (a live process may be writing one
+/// now). Returns the names removed. A folder that does not exist has none.
 pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -98,7 +98,7 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<Vec<String>> {
         let Some(pid) = temp_owner(&name) else {
             continue;
         };
-        if pid != std::process::id() && !alive(pid) && entry.file_type()?.is_file() {
+        if pid != std::process::id() && !alive(pid) && !entry.file_type()?.is_dir() {
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed.push(name),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -108,7 +108,7 @@ fn parse_run_dir_name(name: &str) -> Option<DateTime<Utc>> {
 
 /// Points `dir/latest` at `dir/name` atomically (a new link renamed over the old one).
 pub fn update_latest(dir: &Path, name: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".latest.tmp-{}", std::process::id()));
+    let tmp = dir.join(crate::files::temp_name("latest", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(name, &tmp)?;
     std::fs::rename(&tmp, dir.join("latest"))

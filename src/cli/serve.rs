@@ -23,9 +23,15 @@ pub struct Args {
     #[arg(long, env = "LATMAP_TOKEN_FILE")]
     pub token_file: PathBuf,
     /// Assemble a sweep's run this long after its first report even if regions are
-    /// still missing (they are marked "no data"; a late report re-assembles the run).
+    /// still missing (they are marked "no data"; late reports re-assemble the run,
+    /// see --batch).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
     pub deadline: Duration,
+    /// A report that arrives after its run was assembled waits this long for others
+    /// (and at least twice the last assembly's time); then the run is assembled again,
+    /// once for all of them.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub batch: Duration,
     /// The largest accepted report, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body: usize,
@@ -80,6 +86,7 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         data: args.data.clone(),
         token: Token::read(&args.token_file)?,
         deadline: args.deadline,
+        batch: args.batch,
         max_body: args.max_body,
         known,
         thresholds,

@@ -39,7 +39,6 @@ use crate::render::heatmap::{Options, Order, View, heatmap_svg};
 use crate::render::report::{Format, render};
 use crate::run::Run;
 
-pub use assemble::LATE_BATCH;
 
 /// What the server needs to run.
 #[derive(Debug, Clone)]
@@ -49,6 +48,9 @@ pub struct Settings {
     /// How long after an epoch's first report its run is assembled without the
     /// regions still missing.
     pub deadline: Duration,
+    /// How long a report that comes after its run was built waits for others before
+    /// the run is rebuilt once for all of them (longer when builds are slow).
+    pub batch: Duration,
     /// The largest accepted body, in bytes.
     pub max_body: usize,
     /// The fleet's regions, when the server has a configuration.
@@ -87,7 +89,7 @@ impl Default for Limits {
         Limits {
             max_skew: Duration::from_secs(300),
             max_connections: 4096,
-            max_in_flight: 96 << 20,
+            max_in_flight: 128 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),

@@ -1,7 +1,7 @@
 //! Assembly: turns an epoch's stored reports into its run, once: when every region of
 //! the fleet reported, or when the deadline after the epoch's first report passed.
 //! Reports that arrive after their run was built are batched: the first schedules one
-//! rebuild a short while later (at least [`LATE_BATCH`], longer when builds are slow),
+//! rebuild a short while later (`--batch`, longer when builds are slow),
 //! and every report arriving meanwhile joins it, so a run is rebuilt at most once per
 //! batch, never once per report. A build that fails (a full disk) is retried with
 //! exponential backoff, and the log says why it failed.
@@ -31,9 +31,6 @@ use super::super::metrics::Latest;
 use super::super::store::{Store, StoreError, chain};
 use super::super::wire::RunListing;
 use super::State;
-
-/// The shortest wait between a late report and the rebuild it causes.
-pub const LATE_BATCH: Duration = Duration::from_secs(2);
 
 /// The longest wait between two attempts at a build that fails.
 const RETRY_MAX: Duration = Duration::from_secs(300);
@@ -115,7 +112,7 @@ pub(super) fn assembler(state: Arc<State>, rx: Receiver<Stored>) {
             .store(a.epochs.len() as u64, Ordering::Relaxed);
         // Retention after builds (at most every few seconds) and every minute.
         let since = last_prune.elapsed();
-        if since >= PRUNE_EVERY || (!pruned_after_build && since >= LATE_BATCH) {
+        if since >= PRUNE_EVERY || (!pruned_after_build && since >= Duration::from_secs(2)) {
             a.state.prune();
             last_prune = Instant::now();
             pruned_after_build = true;
@@ -287,7 +284,7 @@ impl Assembler {
         }
         if e.built {
             // A late report: one rebuild for every report of the batch.
-            let wait = LATE_BATCH.max(self.last_build * 2);
+            let wait = self.state.settings.batch.max(self.last_build * 2);
             if e.due.is_none() {
                 e.due = Some(now + wait);
             }
