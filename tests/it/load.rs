@@ -402,11 +402,13 @@ fn an_agent_with_a_full_spool_disk_keeps_its_reports_and_delivers_them_later() {
         1,
         "logged once a minute:\n{log}"
     );
-    let got: Vec<_> = runs(addr)
-        .into_iter()
-        .filter(|r| r["reported"].as_array().is_some_and(|x| x.contains(&"a".into())))
-        .collect();
-    assert_eq!(got.len(), 2, "both sweeps delivered: {got:?}");
+    until(Duration::from_secs(30), "both sweeps delivered and assembled", || {
+        let got = runs(addr)
+            .into_iter()
+            .filter(|r| r["reported"].as_array().is_some_and(|x| x.contains(&"a".into())))
+            .count();
+        (got == 2).then_some(())
+    });
 }
 
 #[test]
