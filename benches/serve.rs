@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use latmap::config::ProbeKind;
+use latmap::config::{Location, ProbeKind};
 use latmap::probe::ProberHealth;
 use latmap::remote::wire::Push;
 use latmap::report::{PathEntry, REPORT_SCHEMA, RegionInfo, RegionReport, synthetic_samples};
@@ -106,6 +106,7 @@ impl Server {
             .expect("a temporary folder");
         let token = dir.path().join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+        let _ = std::fs::remove_file("/tmp/latmap-bench-serve.log");
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,7 +128,7 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_latmap"))
             .args(&args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("LATMAP_BENCH_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -156,6 +157,24 @@ impl Server {
         cpu_of(&format!("/proc/{}/stat", self.pid()))
     }
 
+    /// CPU time so far per thread name (tokio workers, blocking pool, committer,
+    /// assembler).
+    fn cpu_by_thread(&self) -> std::collections::BTreeMap<String, Duration> {
+        let mut m = std::collections::BTreeMap::new();
+        let dir = format!("/proc/{}/task", self.pid());
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let stat = e.path().join("stat");
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            let name = text
+                .split_once('(')
+                .and_then(|(_, r)| r.rsplit_once(')'))
+                .map_or("?", |(n, _)| n)
+                .to_string();
+            *m.entry(name).or_insert(Duration::ZERO) += cpu_of(&stat.display().to_string());
+        }
+        m
+    }
+
     /// A `VmHWM:`-style line of /proc/PID/status, in MiB.
     fn status_mib(&self, key: &str) -> f64 {
         status_mib(&format!("/proc/{}/status", self.pid()), key)
@@ -166,6 +185,8 @@ impl Server {
     }
 
     fn stop(mut self) -> Duration {
+        // Kept for a look after the run.
+        let _ = std::fs::copy(&self.log, "/tmp/latmap-bench-serve.log");
         let t = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
@@ -291,21 +312,36 @@ fn fleet(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("region-{i:04}")).collect()
 }
 
+/// Where region `i` of `n` is: spread evenly over the globe (a Fibonacci lattice).
+fn location(i: usize, n: usize) -> Location {
+    let golden = std::f64::consts::PI * (3.0 - 5f64.sqrt());
+    let z = 1.0 - 2.0 * (i as f64 + 0.5) / n as f64;
+    let lon = ((golden * i as f64).to_degrees() + 180.0).rem_euclid(360.0) - 180.0;
+    Location {
+        lat: z.asin().to_degrees(),
+        lon,
+    }
+}
+
 /// The report of region `i` of `names`: one path to every other region, `samples`
-/// samples each, RTTs that differ per pair.
+/// samples each, RTTs of 1 ms + 1.6 times the fiber bound (so a healthy fleet, with
+/// the few findings of a real one), a little loss on one path in 97.
 fn report(names: &[String], i: usize, samples: usize, epoch: DateTime<Utc>) -> RegionReport {
+    let n = names.len();
+    let here = location(i, n);
     let paths = names
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != i)
         .map(|(j, target)| {
-            let rtt = 1_000 + ((i * 7919 + j * 104_729) % 150_000) as u64;
+            let km = here.great_circle_km(location(j, n));
+            let rtt = 1_000 + (1.6 * km * 10.0) as u64 + ((i + j) % 7) as u64 * 20;
             PathEntry::from_samples(
                 &names[i],
                 target,
                 ProbeKind::Udp,
                 &format!("127.{}.{}.1:862", (j + 1) >> 8, (j + 1) & 0xff),
-                synthetic_samples(rtt, usize::from(j % 97 == 0), 200, samples),
+                synthetic_samples(rtt, usize::from((i * n + j) % 97 == 0), 200, samples),
             )
         })
         .collect();
@@ -316,9 +352,10 @@ fn report(names: &[String], i: usize, samples: usize, epoch: DateTime<Utc>) -> R
         finished_at: epoch,
         regions: names
             .iter()
-            .map(|n| RegionInfo {
-                name: n.clone(),
-                location: None,
+            .enumerate()
+            .map(|(k, name)| RegionInfo {
+                name: name.clone(),
+                location: Some(location(k, n)),
             })
             .collect(),
         prober: ProberHealth::default(),
@@ -413,17 +450,63 @@ fn burst(o: &Options) {
         t.elapsed().as_secs_f64()
     );
     let server = Server::start(o, &["--deadline", "30m"]);
+    // LATMAP_BENCH_PERF=FILE: record the server with `perf` during the burst.
+    let perf = std::env::var("LATMAP_BENCH_PERF").ok().map(|file| {
+        Command::new("perf")
+            .args(["record", "-F", "1999", "--call-graph", "dwarf,16384", "-o", &file, "-p", &server.pid().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
     let cpu0 = server.cpu();
+    // The server's resident memory, sampled, to tell the pushes from the build.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, status) = (sampling.clone(), format!("/proc/{}/status", server.pid()));
+        std::thread::spawn(move || {
+            let mut peak = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                peak.push(status_mib(&status, "VmRSS:"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    };
     let t = Instant::now();
     let (times, attempts) = push_all(server.addr, bodies);
     let pushed = t.elapsed();
+    let samples_pushing = (pushed.as_millis() / 100) as usize;
     let listing = wait_complete(&server, &id, Duration::from_secs(1800));
     let wall = t.elapsed();
     let cpu = server.cpu() - cpu0;
+    let threads: Vec<String> = server
+        .cpu_by_thread()
+        .into_iter()
+        .map(|(name, t)| format!("{name} {:.2} s", t.as_secs_f64()))
+        .collect();
+    println!("server CPU by thread (since start): {}", threads.join(", "));
+    sampling.store(false, Ordering::Relaxed);
+    let rss = sampler.join().expect("sampler");
+    let max = |s: &[f64]| s.iter().copied().fold(0.0f64, f64::max);
+    println!(
+        "server resident memory: at most {:.0} MiB while the pushes came, {:.0} MiB while the run was built",
+        max(&rss[..samples_pushing.min(rss.len())]),
+        max(&rss[samples_pushing.min(rss.len())..])
+    );
+    // The build's log line comes right after the run is published.
+    std::thread::sleep(Duration::from_secs(1));
+    if let Some(mut p) = perf {
+        let _ = Command::new("kill").args(["-INT", &p.id().to_string()]).status();
+        let _ = p.wait();
+    }
     let peak = server.status_mib("VmHWM:");
     let log = server.log();
     let builds = log.matches(&format!("run {id} assembled")).count()
         + log.matches(&format!("run {id} re-assembled")).count();
+    for line in log.lines().filter(|l| l.contains("assembled:") || l.contains("merged in")) {
+        println!("server log: {}", line.trim());
+    }
     println!(
         "pushed in {:.1} s ({attempts} attempts for {n} reports; ack p50 {}, p99 {}), run complete after {:.1} s: {} paths",
         pushed.as_secs_f64(),

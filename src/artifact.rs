@@ -125,6 +125,80 @@ pub fn to_writer<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<(
     value.serialize(&mut ser).map_err(io::Error::other)
 }
 
+/// Serializes `value` in the artifact format as it appears nested `depth` levels deep
+/// (an element of a top-level array field is at depth 2): the bytes are those that
+/// `value` takes inside the larger document, so they can be copied into one.
+pub fn to_writer_at<W: Write, T: Serialize>(out: &mut W, value: &T, depth: usize) -> io::Result<()> {
+    let f = ArrayLineFormatter {
+        indent: depth,
+        ..ArrayLineFormatter::default()
+    };
+    let mut ser = serde_json::Serializer::with_formatter(out, f);
+    value.serialize(&mut ser).map_err(io::Error::other)
+}
+
+/// Where an empty top-level array field `key` is in the artifact `text` (what
+/// [`to_string`] writes): the index of its `[` and of its `]`. Only a top-level key is
+/// indented by exactly two spaces after a line break, which no string can hold.
+pub fn empty_array_field(text: &str, key: &str) -> Option<(usize, usize)> {
+    let marker = format!("\n  \"{key}\": []");
+    let at = text.find(&marker)?;
+    let open = at + marker.len() - 2;
+    Some((open, open + 1))
+}
+
+/// Writes the elements of a top-level array of objects as the artifact format lays
+/// them out, each given as its own artifact text at depth 2 ([`to_writer_at`]).
+pub struct ElementWriter<'w> {
+    out: &'w mut dyn Write,
+    first: bool,
+}
+
+impl ElementWriter<'_> {
+    /// Appends one element.
+    pub fn element(&mut self, json: &[u8]) -> io::Result<()> {
+        if self.first {
+            self.first = false;
+            self.out.write_all(b"\n    ")?;
+        } else {
+            self.out.write_all(b",\n    ")?;
+        }
+        self.out.write_all(json)
+    }
+}
+
+/// Writes `head` (an artifact whose top-level field `key` is an empty array) to `path`
+/// atomically, with the elements `fill` gives in that array: the same bytes as
+/// [`write_json_atomic`] of the document holding them, without ever holding them all.
+pub fn write_atomic_spliced(
+    path: &Path,
+    head: &str,
+    key: &str,
+    fill: impl FnOnce(&mut ElementWriter<'_>) -> io::Result<()>,
+) -> Result<(), ArtifactError> {
+    let Some((open, close)) = empty_array_field(head, key) else {
+        return Err(ArtifactError::Write {
+            path: path.to_path_buf(),
+            source: io::Error::other(format!("no empty \"{key}\" field to fill")),
+        });
+    };
+    write_atomic_with(path, |file| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&head.as_bytes()[..=open])?;
+        let mut elements = ElementWriter {
+            out: &mut out,
+            first: true,
+        };
+        fill(&mut elements)?;
+        if !elements.first {
+            out.write_all(b"\n  ")?;
+        }
+        out.write_all(&head.as_bytes()[close..])?;
+        out.write_all(b"\n")?;
+        out.flush()
+    })
+}
+
 /// The artifact format of `value` as a string (no final newline).
 pub fn to_string<T: Serialize>(value: &T) -> io::Result<String> {
     let mut out = Vec::new();

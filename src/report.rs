@@ -16,7 +16,10 @@ use crate::stats::{RttSummary, Z95, wilson_interval};
 
 mod check;
 
-pub use check::{Invalid, MAX_SAMPLE_US, list as name_list, location as check_location, name as check_name, regions as check_regions};
+pub use check::{
+    Invalid, MAX_SAMPLE_US, first_duplicate, list as name_list, location as check_location,
+    name as check_name, regions as check_regions,
+};
 
 /// The schema tag of a region report.
 pub const REPORT_SCHEMA: &str = "latmap.report/1";
@@ -326,6 +329,61 @@ impl RegionReport {
                 source,
             })?;
         Ok(report)
+    }
+}
+
+impl RegionReport {
+    /// The report in the artifact format with a final newline (what
+    /// `artifact::write_json_atomic` writes), and where in it each path's text is: a
+    /// path's bytes are those it takes in a run, so a run can be written by copying
+    /// them.
+    pub fn to_artifact(&self) -> std::io::Result<(Vec<u8>, Vec<std::ops::Range<usize>>)> {
+        // Every field, so that a new one cannot be forgotten here.
+        let RegionReport {
+            schema,
+            region,
+            started_at,
+            finished_at,
+            regions,
+            prober,
+            paths,
+        } = self;
+        #[derive(Serialize)]
+        struct Head<'r> {
+            schema: &'r String,
+            region: &'r String,
+            started_at: &'r DateTime<Utc>,
+            finished_at: &'r DateTime<Utc>,
+            regions: &'r [RegionInfo],
+            prober: &'r ProberHealth,
+            paths: [(); 0],
+        }
+        let head = crate::artifact::to_string(&Head {
+            schema,
+            region,
+            started_at,
+            finished_at,
+            regions,
+            prober,
+            paths: [],
+        })?;
+        let (open, close) = crate::artifact::empty_array_field(&head, "paths")
+            .ok_or_else(|| std::io::Error::other("no paths field"))?;
+        let mut out = Vec::with_capacity(head.len() + paths.len() * 900);
+        out.extend_from_slice(&head.as_bytes()[..=open]);
+        let mut ranges = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+            let start = out.len();
+            crate::artifact::to_writer_at(&mut out, p, 2)?;
+            ranges.push(start..out.len());
+        }
+        if !paths.is_empty() {
+            out.extend_from_slice(b"\n  ");
+        }
+        out.extend_from_slice(&head.as_bytes()[close..]);
+        out.push(b'\n');
+        Ok((out, ranges))
     }
 }
 

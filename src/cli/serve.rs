@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
     /// Memory for pushes being received and checked, in bytes (a push takes about
-    /// three times its size); past it pushes are answered 503 with Retry-After, which
+    /// five times its size); past it pushes are answered 503 with Retry-After, which
     /// agents honour.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,

@@ -68,7 +68,7 @@ pub struct Limits {
     pub max_skew: Duration,
     /// Connections served at once; more get `503`.
     pub max_connections: usize,
-    /// Memory for pushes being handled, in bytes (each takes 3 times its body);
+    /// Memory for pushes being handled, in bytes (each takes 5 times its body);
     /// past it pushes get `503`.
     pub max_in_flight: usize,
     /// Time for a request's head, from the connection's start or the previous

@@ -386,11 +386,11 @@ impl Store {
 
     /// Writes (or replaces) the run of `id` with its paths taken from `paths`, then
     /// its listing. See [`Run::write_with_paths`].
-    pub fn put_run_with<P: serde::Serialize>(
+    pub fn put_run_with(
         &self,
         id: &str,
         run: &Run,
-        paths: &P,
+        paths: impl FnOnce(&mut artifact::ElementWriter<'_>) -> std::io::Result<()>,
         listing: &RunListing,
     ) -> Result<(), StoreError> {
         run.write_with_paths(&self.run_path(id), paths)?;

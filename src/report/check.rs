@@ -137,7 +137,7 @@ impl PathEntry {
             );
         }
         if !samples {
-            return self.check_counts(at, &what(), true);
+            return self.check_counts(at, &what, true);
         }
         if let Some((i, us)) = self
             .samples_us
@@ -177,7 +177,7 @@ impl PathEntry {
             );
         }
         // The statistics are compared with the samples below.
-        self.check_counts(at, &what(), false)?;
+        self.check_counts(at, &what, false)?;
         let want = RttSummary::from_samples(&self.samples_us);
         match (&self.rtt_us, &want) {
             (None, None) => {}
@@ -233,10 +233,14 @@ impl PathEntry {
     /// within them, the loss and its interval as the counts give them, and (with
     /// `statistics`) RTT statistics in order, in range and present exactly when
     /// something came back.
-    fn check_counts(&self, at: &str, what: &str, statistics: bool) -> Result<(), Invalid> {
+    fn check_counts(
+        &self,
+        at: &str,
+        what: &dyn Fn() -> String,
+        statistics: bool,
+    ) -> Result<(), Invalid> {
         let field = |f: &str| format!("{at}.{f}");
         let bad = |f: &str, problem: String| Err(Invalid::new(field(f), problem));
-        let what = || what.to_string();
         if self.received > self.sent {
             return bad(
                 "received",
@@ -406,7 +410,6 @@ impl RegionReport {
                 }
             }
         }
-        let mut keys = HashSet::new();
         for (i, p) in self.paths.iter().enumerate() {
             let at = format!("paths[{i}]");
             if p.source != self.region {
@@ -427,19 +430,55 @@ impl RegionReport {
                     ),
                 ));
             }
-            if !keys.insert(p.key()) {
-                return Err(Invalid::new(
-                    at,
-                    format!(
-                        "the path {} → {} ({}, {}) is in the report twice",
-                        p.source, p.target, p.kind, p.target_spec
-                    ),
-                ));
-            }
             p.check(&at)?;
+        }
+        if let Some(i) = first_duplicate(&self.paths) {
+            let p = &self.paths[i];
+            return Err(Invalid::new(
+                format!("paths[{i}]"),
+                format!(
+                    "the path {} → {} ({}, {}) is in the report twice",
+                    p.source, p.target, p.kind, p.target_spec
+                ),
+            ));
         }
         Ok(())
     }
+}
+
+/// The index of a path whose key an earlier path has, if any: the keys' hashes are
+/// sorted and equal neighbours compared, so a million paths take milliseconds.
+pub fn first_duplicate(paths: &[PathEntry]) -> Option<usize> {
+    fn fnv(h: u64, bytes: &[u8]) -> u64 {
+        bytes
+            .iter()
+            .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    }
+    let mut hashes: Vec<(u64, usize)> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut h = 0xcbf2_9ce4_8422_2325;
+            for part in [p.source.as_str(), p.target.as_str(), p.kind.as_str(), &p.target_spec] {
+                h = fnv(fnv(h, part.as_bytes()), &[0xff]);
+            }
+            (h, i)
+        })
+        .collect();
+    hashes.sort_unstable();
+    let mut found: Option<usize> = None;
+    // Paths of one hash (twins, or a collision someone made on purpose) are sorted
+    // by their keys, so that twins are neighbours.
+    for group in hashes.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
+        let mut idx: Vec<usize> = group.iter().map(|&(_, i)| i).collect();
+        idx.sort_unstable_by(|&a, &b| paths[a].key().cmp(&paths[b].key()).then(a.cmp(&b)));
+        for w in idx.windows(2) {
+            if paths[w[0]].key() == paths[w[1]].key() {
+                found = Some(found.map_or(w[1], |f| f.min(w[1])));
+            }
+        }
+    }
+    found
 }
 
 /// Names for a message: the first few, and how many more.

@@ -70,7 +70,6 @@ impl Run {
                 ));
             }
         }
-        let mut keys = HashSet::new();
         for (i, p) in self.paths.iter().enumerate() {
             let at = format!("paths[{i}]");
             if !reported.contains(p.source.as_str()) {
@@ -93,20 +92,21 @@ impl Run {
                     ),
                 ));
             }
-            if !keys.insert(p.key()) {
-                return Err(Invalid::new(
-                    at,
-                    format!(
-                        "the path {} → {} ({}, {}) is in the run twice",
-                        p.source, p.target, p.kind, p.target_spec
-                    ),
-                ));
-            }
             if samples {
                 p.check(&at)?;
             } else {
                 p.check_without_samples(&at)?;
             }
+        }
+        if let Some(i) = crate::report::first_duplicate(&self.paths) {
+            let p = &self.paths[i];
+            return Err(Invalid::new(
+                format!("paths[{i}]"),
+                format!(
+                    "the path {} → {} ({}, {}) is in the run twice",
+                    p.source, p.target, p.kind, p.target_spec
+                ),
+            ));
         }
         for (i, a) in self.anomalies.iter().enumerate() {
             anomaly(a, &format!("anomalies[{i}]"), &names, 0)?;

@@ -15,13 +15,12 @@
 //! their reports) while the server already answers.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::ser::{Error as _, SerializeSeq};
-use serde::{Serialize, Serializer};
 
 use crate::anomaly;
 use crate::report::RegionReport;
@@ -50,6 +49,16 @@ pub(super) struct Stored {
     pub fleet: Vec<String>,
     /// The report without its samples, as stored (same paths in the same order).
     pub slim: RegionReport,
+    /// Where each path's text is in the stored file.
+    pub ranges: Vec<Range<usize>>,
+}
+
+/// A report handed over by a push: without samples, with where its paths' text is in
+/// its file, and its estimated size.
+struct Cached {
+    report: RegionReport,
+    ranges: Option<Vec<Range<usize>>>,
+    size: usize,
 }
 
 /// What the assembler knows of one epoch it has work for.
@@ -59,7 +68,7 @@ struct Epoch {
     /// Regions the run should have: the configuration's, or those the reports list.
     expected: BTreeSet<String>,
     /// Reports handed over by pushes (without samples), by region.
-    cached: BTreeMap<String, (RegionReport, usize)>,
+    cached: BTreeMap<String, Cached>,
     /// The run of this epoch has been built before (a build now is a rebuild).
     built: bool,
     /// The deadline: this long after the first report the run is built anyway.
@@ -212,11 +221,18 @@ impl Assembler {
                 if let Ok(r) = self.store().report(&id, region) {
                     fleet.extend(r.regions.iter().map(|x| x.name.clone()));
                     fleet.insert(r.region.clone());
-                    let r = slim(r);
-                    let size = estimate(&r);
+                    let report = slim(r);
+                    let size = estimate(&report);
                     if self.cached_bytes + size <= CACHE_BYTES {
                         self.cached_bytes += size;
-                        cached.insert(region.clone(), (r, size));
+                        cached.insert(
+                            region.clone(),
+                            Cached {
+                                report,
+                                ranges: None,
+                                size,
+                            },
+                        );
                     }
                 }
             }
@@ -273,8 +289,13 @@ impl Assembler {
         e.have.insert(s.region.clone());
         e.expected.extend(expected);
         if keep {
-            if let Some((_, old)) = e.cached.insert(s.region, (s.slim, size)) {
-                self.cached_bytes -= old;
+            let c = Cached {
+                report: s.slim,
+                ranges: Some(s.ranges),
+                size,
+            };
+            if let Some(old) = e.cached.insert(s.region, c) {
+                self.cached_bytes -= old.size;
             }
             self.cached_bytes += size;
         }
@@ -299,8 +320,8 @@ impl Assembler {
         let Some(mut e) = self.epochs.remove(id) else {
             return;
         };
-        for (_, size) in e.cached.values() {
-            self.cached_bytes -= size;
+        for c in e.cached.values() {
+            self.cached_bytes -= c.size;
         }
         let cached = std::mem::take(&mut e.cached);
         let missing = e.expected.difference(&e.have).count();
@@ -346,13 +367,20 @@ impl Assembler {
     fn assemble(
         &self,
         id: &str,
-        mut cached: BTreeMap<String, (RegionReport, usize)>,
+        mut cached: BTreeMap<String, Cached>,
     ) -> Result<RunListing, AssembleError> {
+        let started = Instant::now();
         let store = self.store();
         let mut reports = Vec::new();
+        let mut ranges: BTreeMap<String, Vec<Range<usize>>> = BTreeMap::new();
         for (region, _) in store.reported(id)? {
             match cached.remove(&region) {
-                Some((r, _)) => reports.push(r),
+                Some(c) => {
+                    if let Some(r) = c.ranges {
+                        ranges.insert(region.clone(), r);
+                    }
+                    reports.push(c.report);
+                }
                 None => match store.report(id, &region) {
                     Ok(r) => reports.push(slim(r)),
                     Err(e) => tracing::error!(
@@ -401,17 +429,29 @@ impl Assembler {
         for r in regions.into_iter().skip(run.regions.len()) {
             run.regions.push(r);
         }
+        let merged = Instant::now();
         run.anomalies = anomaly::analyse(&run, &self.state.settings.thresholds);
+        let analysed = Instant::now();
         let listing =
             RunListing::of(id, &run).ok_or_else(|| AssembleError::Merge("bad id".into()))?;
-        let paths = StoredPaths {
-            store,
-            id,
-            parts: parts.into_iter().map(|(_, r, o)| (r, o)).collect(),
-            expected: run.paths.len(),
-        };
-        store.put_run_with(id, &run, &paths, &listing)?;
+        let parts: Vec<Part> = parts
+            .into_iter()
+            .map(|(_, region, order)| Part {
+                ranges: ranges.remove(&region),
+                region,
+                order,
+            })
+            .collect();
+        let expected = run.paths.len();
+        store.put_run_with(id, &run, |out| copy_paths(store, id, &parts, expected, out), &listing)?;
+        let written = Instant::now();
         let latest = Latest::of(id, &run);
+        tracing::debug!(
+            "run {id}: merged in {:.0} ms, analysed in {:.0} ms, written in {:.0} ms",
+            (merged - started).as_secs_f64() * 1e3,
+            (analysed - merged).as_secs_f64() * 1e3,
+            (written - analysed).as_secs_f64() * 1e3
+        );
         drop(run);
         self.state.counters.assembled.fetch_add(1, Ordering::Relaxed);
         self.state.publish(listing.clone(), latest);
@@ -437,15 +477,12 @@ enum AssembleError {
     Merge(String),
 }
 
-/// The paths of a run as the stored reports hold them, in the run's order: each
-/// report's file is read once, and its paths' text copied in the order given.
-struct StoredPaths<'a> {
-    store: &'a Store,
-    id: &'a str,
-    /// Each report's region and the run's order of its paths.
-    parts: Vec<(String, Vec<usize>)>,
-    /// How many paths the run has: what is written must be as many.
-    expected: usize,
+/// One report's share of a run: its region, the run's order of its paths (indices
+/// into its file's), and where each path's text is in the file, when known.
+struct Part {
+    region: String,
+    order: Vec<usize>,
+    ranges: Option<Vec<Range<usize>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -454,33 +491,53 @@ struct FilePaths<'a> {
     paths: Vec<&'a serde_json::value::RawValue>,
 }
 
-impl Serialize for StoredPaths<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.expected))?;
-        let mut written = 0;
-        for (region, order) in &self.parts {
-            let file = self.store.report_file(self.id, region);
-            let bytes = crate::files::read_regular(&file)
-                .map_err(|e| S::Error::custom(format!("cannot read {}: {e}", file.display())))?;
-            let text: FilePaths<'_> = serde_json::from_slice(&bytes).map_err(|e| {
-                S::Error::custom(format!("{} is not a report: {e}", file.display()))
-            })?;
-            if text.paths.len() != order.len() {
-                return Err(S::Error::custom(format!(
-                    "{} changed while the run was assembled",
-                    file.display()
-                )));
+/// Writes the run's paths by copying their text from the stored reports in the run's
+/// order: each file is read once; where the push said where its paths are, they are
+/// copied as they are (after a look at their first and last byte), else the file is
+/// scanned for them.
+fn copy_paths(
+    store: &Store,
+    id: &str,
+    parts: &[Part],
+    expected: usize,
+    out: &mut crate::artifact::ElementWriter<'_>,
+) -> std::io::Result<()> {
+    let mut written = 0;
+    for part in parts {
+        let file = store.report_file(id, &part.region);
+        let bytes = crate::files::read_regular(&file)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot read {}: {e}", file.display())))?;
+        let known = part.ranges.as_ref().filter(|r| {
+            r.len() == part.order.len()
+                && r.iter().all(|r| {
+                    bytes.get(r.start) == Some(&b'{') && r.end >= 1 && bytes.get(r.end - 1) == Some(&b'}')
+                })
+        });
+        let changed = || std::io::Error::other(format!("{} changed while the run was assembled", file.display()));
+        match known {
+            Some(ranges) => {
+                for &i in &part.order {
+                    out.element(&bytes[ranges[i].clone()])?;
+                }
             }
-            for &i in order {
-                seq.serialize_element(text.paths[i])?;
-                written += 1;
+            None => {
+                let text: FilePaths<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+                    std::io::Error::other(format!("{} is not a report: {e}", file.display()))
+                })?;
+                if text.paths.len() != part.order.len() {
+                    return Err(changed());
+                }
+                for &i in &part.order {
+                    out.element(text.paths[i].get().as_bytes())?;
+                }
             }
         }
-        if written != self.expected {
-            return Err(S::Error::custom("the stored reports do not hold the run's paths"));
-        }
-        seq.end()
+        written += part.order.len();
     }
+    if written != expected {
+        return Err(std::io::Error::other("the stored reports do not hold the run's paths"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
