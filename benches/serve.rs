@@ -65,7 +65,9 @@ fn options() -> Options {
         }
     }
     if o.scenarios.is_empty() {
-        o.scenarios = ["burst", "acks", "slow", "memory"].map(String::from).to_vec();
+        o.scenarios = ["burst", "acks", "slow", "memory"]
+            .map(String::from)
+            .to_vec();
     }
     o
 }
@@ -128,7 +130,10 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(env!("CARGO_BIN_EXE_latmap"))
             .args(&args)
-            .env("RUST_LOG", std::env::var("LATMAP_BENCH_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("LATMAP_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
@@ -136,7 +141,10 @@ impl Server {
             .expect("start latmap serve");
         let started = Instant::now();
         while get(addr, "/healthz").is_none_or(|(s, _)| s != 200) {
-            assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Server {
@@ -260,17 +268,23 @@ fn request(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<(Answer
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let retry_after = text
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("retry-after")
-                .then(|| v.trim().parse().ok().map(Duration::from_secs))?
-        });
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Ok((Answer { status, retry_after }, body))
+    let retry_after = text.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("retry-after")
+            .then(|| v.trim().parse().ok().map(Duration::from_secs))?
+    });
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((
+        Answer {
+            status,
+            retry_after,
+        },
+        body,
+    ))
 }
 
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -453,7 +467,17 @@ fn burst(o: &Options) {
     // LATMAP_BENCH_PERF=FILE: record the server with `perf` during the burst.
     let perf = std::env::var("LATMAP_BENCH_PERF").ok().map(|file| {
         Command::new("perf")
-            .args(["record", "-F", "1999", "--call-graph", "dwarf,16384", "-o", &file, "-p", &server.pid().to_string()])
+            .args([
+                "record",
+                "-F",
+                "1999",
+                "--call-graph",
+                "dwarf,16384",
+                "-o",
+                &file,
+                "-p",
+                &server.pid().to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -497,14 +521,19 @@ fn burst(o: &Options) {
     // The build's log line comes right after the run is published.
     std::thread::sleep(Duration::from_secs(1));
     if let Some(mut p) = perf {
-        let _ = Command::new("kill").args(["-INT", &p.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
         let _ = p.wait();
     }
     let peak = server.status_mib("VmHWM:");
     let log = server.log();
     let builds = log.matches(&format!("run {id} assembled")).count()
         + log.matches(&format!("run {id} re-assembled")).count();
-    for line in log.lines().filter(|l| l.contains("assembled:") || l.contains("merged in")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("assembled:") || l.contains("merged in"))
+    {
         println!("server log: {}", line.trim());
     }
     println!(
@@ -537,7 +566,11 @@ fn burst(o: &Options) {
         size as f64 / (1 << 20) as f64,
         write_wall.as_secs_f64(),
         write_cpu.as_secs_f64(),
-        if same { "byte for byte identical" } else { "NOT identical" }
+        if same {
+            "byte for byte identical"
+        } else {
+            "NOT identical"
+        }
     );
     println!(
         "RESULT burst: server CPU / write time = {:.2} (target <= 3), / write CPU = {:.2}; builds = {builds} (target 1)",
@@ -601,7 +634,9 @@ fn slow(o: &Options) {
                         let first: Vec<u8> = match kind {
                             "idle" => Vec::new(),
                             "slow header" => b"POST /v1/reports HTTP/1.1\r\nHost: x\r\n".to_vec(),
-                            _ => push_head(100_000).replace("Connection: close\r\n", "").into_bytes(),
+                            _ => push_head(100_000)
+                                .replace("Connection: close\r\n", "")
+                                .into_bytes(),
                         };
                         let _ = s.write_all(&first);
                         let mut buf = [0u8; 512];
@@ -621,8 +656,9 @@ fn slow(o: &Options) {
                                     let _ = s.read(&mut buf);
                                     break;
                                 }
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
                                 Err(_) => break,
                             }
                             std::thread::sleep(Duration::from_millis(1500));
@@ -693,8 +729,12 @@ fn slow(o: &Options) {
     let held: Vec<TcpStream> = (0..10)
         .filter_map(|_| {
             let mut s = TcpStream::connect(addr).ok()?;
-            s.write_all(push_head(100_000).replace("Connection: close\r\n", "").as_bytes())
-                .ok()?;
+            s.write_all(
+                push_head(100_000)
+                    .replace("Connection: close\r\n", "")
+                    .as_bytes(),
+            )
+            .ok()?;
             Some(s)
         })
         .collect();
@@ -726,7 +766,13 @@ fn memory(o: &Options) {
                     "samples" => {
                         for (k, p) in r.paths.iter_mut().enumerate() {
                             let s = synthetic_samples(20_000 + k as u64 * 10, 3, 400, 32_000);
-                            *p = PathEntry::from_samples(&p.source, &p.target, p.kind, &p.target_spec, s);
+                            *p = PathEntry::from_samples(
+                                &p.source,
+                                &p.target,
+                                p.kind,
+                                &p.target_spec,
+                                s,
+                            );
                         }
                     }
                     // About 10,000 paths of 10 samples: 330 targets in each region.
@@ -735,8 +781,11 @@ fn memory(o: &Options) {
                         for p in &base {
                             for t in 0..330 {
                                 let s = synthetic_samples(20_000 + t, 0, 400, 10);
-                                let spec = format!("10.{}.{}.{}:862", t % 250, t / 250, k_of(&p.target));
-                                r.paths.push(PathEntry::from_samples(&p.source, &p.target, p.kind, &spec, s));
+                                let spec =
+                                    format!("10.{}.{}.{}:862", t % 250, t / 250, k_of(&p.target));
+                                r.paths.push(PathEntry::from_samples(
+                                    &p.source, &p.target, p.kind, &spec, s,
+                                ));
                             }
                         }
                     }
@@ -769,5 +818,9 @@ fn memory(o: &Options) {
 
 /// A number from a region name (`region-0007` → 7), to vary the target addresses.
 fn k_of(name: &str) -> usize {
-    name.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(0) % 250
+    name.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+        % 250
 }

@@ -87,9 +87,7 @@ fn schema_problem(found: Option<&str>, expected: &str) -> String {
         _ => None,
     };
     let Some(found) = found else {
-        return format!(
-            "has no schema tag, expected \"{expected}1\"; it is not a latmap file"
-        );
+        return format!("has no schema tag, expected \"{expected}1\"; it is not a latmap file");
     };
     let found_prefix = found.split('/').next().map(|p| format!("{p}/"));
     match (found_prefix.as_deref().and_then(kind), kind(expected)) {
@@ -128,7 +126,11 @@ pub fn to_writer<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<(
 /// Serializes `value` in the artifact format as it appears nested `depth` levels deep
 /// (an element of a top-level array field is at depth 2): the bytes are those that
 /// `value` takes inside the larger document, so they can be copied into one.
-pub fn to_writer_at<W: Write, T: Serialize>(out: &mut W, value: &T, depth: usize) -> io::Result<()> {
+pub fn to_writer_at<W: Write, T: Serialize>(
+    out: &mut W,
+    value: &T,
+    depth: usize,
+) -> io::Result<()> {
     let f = ArrayLineFormatter {
         indent: depth,
         ..ArrayLineFormatter::default()
@@ -392,7 +394,11 @@ impl Formatter for ArrayLineFormatter {
     /// Raw JSON (a `RawValue`) is laid out as the value it holds: an object or an
     /// array breaks the line as one written here would, so text taken from another
     /// artifact of the same layout fits in unchanged.
-    fn write_raw_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_raw_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         self.value_start(w, fragment.starts_with(['{', '[']))?;
         w.write_all(fragment.as_bytes())
     }

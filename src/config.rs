@@ -26,11 +26,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, Diagnostic, load, parse, quote};
-pub use validate::{MAX_TIMEOUT, is_bidi_control, region_name_problem};
 pub use ops::{DiffThresholds, ScheduleSettings};
 pub use thresholds::{
     DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
 };
+pub use validate::{MAX_TIMEOUT, is_bidi_control, region_name_problem};
 
 /// The UDP port of a STAMP session-reflector (RFC 8762, section 4.1).
 pub const STAMP_PORT: u16 = 862;

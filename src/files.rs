@@ -163,6 +163,10 @@ mod tests {
         let removed = remove_stale_temps(dir.path()).unwrap();
         assert_eq!(removed, [temp_name("run.json", 4_194_305)]);
         assert!(!dead.exists() && mine.exists());
-        assert!(remove_stale_temps(&dir.path().join("absent")).unwrap().is_empty());
+        assert!(
+            remove_stale_temps(&dir.path().join("absent"))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

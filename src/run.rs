@@ -393,7 +393,8 @@ mod tests {
         run.write(&whole).unwrap();
         // Each report's paths as its file holds them, copied in the run's order.
         let copied = dir.path().join("copied.json");
-        let parts: Vec<(Vec<u8>, Vec<std::ops::Range<usize>>, Vec<usize>)> = reports
+        type Part = (Vec<u8>, Vec<std::ops::Range<usize>>, Vec<usize>);
+        let parts: Vec<Part> = reports
             .iter()
             .map(|r| {
                 let (bytes, ranges) = r.to_artifact().unwrap();
@@ -414,13 +415,19 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(std::fs::read(&copied).unwrap(), std::fs::read(&whole).unwrap());
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
         // And with no paths at all.
         let mut empty = run.clone();
         empty.paths.clear();
         empty.write(&whole).unwrap();
         empty.write_with_paths(&copied, |_| Ok(())).unwrap();
-        assert_eq!(std::fs::read(&copied).unwrap(), std::fs::read(&whole).unwrap());
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
     }
 
     #[test]

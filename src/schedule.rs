@@ -129,7 +129,10 @@ impl Retention {
     /// newest run.
     pub fn deletes(&self, rank: usize, epoch: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
         let too_many = self.keep.is_some_and(|k| rank > k);
-        let too_old = match (self.max_age.and_then(|a| TimeDelta::from_std(a).ok()), epoch) {
+        let too_old = match (
+            self.max_age.and_then(|a| TimeDelta::from_std(a).ok()),
+            epoch,
+        ) {
             (Some(age), Some(t)) => now - t > age,
             _ => false,
         };

@@ -50,9 +50,10 @@ pub struct Args {
     /// the open-file limit, which the server raises to its maximum).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
-    /// Memory for pushes being received and checked, in bytes (a push takes about
-    /// five times its size); past it pushes are answered 503 with Retry-After, which
-    /// agents honour.
+    /// Memory for push bodies received and not yet checked, in bytes; past it pushes
+    /// are answered 503 with Retry-After, which agents honour. Checked reports
+    /// waiting for the disk get as much again, and a report being checked (one per
+    /// core) about four times its size.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,
     /// Time a client has to send a request's head, counted from the connection's

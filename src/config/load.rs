@@ -19,7 +19,7 @@ use super::raw::{self, Problem, Span};
 /// The most characters of a value a message quotes; longer values are cut.
 pub(super) const MAX_QUOTED: usize = 64;
 
-/// `s` quoted for a message as `{:?}` writes it, cut to [`MAX_QUOTED`] characters
+/// `s` quoted for a message as `{:?}` writes it, cut to 64 characters
 /// when longer: `"aaaa…" (52428800 characters)`.
 pub fn quote(s: &str) -> String {
     match s.char_indices().nth(MAX_QUOTED) {
@@ -29,7 +29,11 @@ pub fn quote(s: &str) -> String {
                 .char_indices()
                 .nth(MAX_QUOTED - 1)
                 .map_or(s.len(), |(i, _)| i);
-            format!("{:?} ({} characters)", format!("{}…", &s[..end]), s.chars().count())
+            format!(
+                "{:?} ({} characters)",
+                format!("{}…", &s[..end]),
+                s.chars().count()
+            )
         }
     }
 }

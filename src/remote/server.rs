@@ -39,7 +39,6 @@ use crate::render::heatmap::{Options, Order, View, heatmap_svg};
 use crate::render::report::{Format, render};
 use crate::run::Run;
 
-
 /// What the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -68,8 +67,10 @@ pub struct Limits {
     pub max_skew: Duration,
     /// Connections served at once; more get `503`.
     pub max_connections: usize,
-    /// Memory for pushes being handled, in bytes (each takes 5 times its body);
-    /// past it pushes get `503`.
+    /// Memory for push bodies received and not yet checked, in bytes; past it
+    /// pushes get `503`. Checked reports waiting for the disk have a budget of the
+    /// same size, and reports being parsed (one per core) take about four times
+    /// their body.
     pub max_in_flight: usize,
     /// Time for a request's head, from the connection's start or the previous
     /// request's end.
@@ -89,7 +90,7 @@ impl Default for Limits {
         Limits {
             max_skew: Duration::from_secs(300),
             max_connections: 4096,
-            max_in_flight: 128 << 20,
+            max_in_flight: 64 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
@@ -127,8 +128,10 @@ pub(crate) struct State {
     assemble: Mutex<std::sync::mpsc::Sender<assemble::Stored>>,
     /// Set when the server stops: the background threads finish and return.
     stopping: AtomicBool,
-    /// The memory budget of pushes in flight, in bytes.
+    /// The memory budget of push bodies received and not yet parsed, in bytes.
     in_flight: Arc<Semaphore>,
+    /// The memory budget of checked reports waiting to be stored, in bytes.
+    storing: Arc<Semaphore>,
     /// Pushes being parsed and checked (one per core).
     parsing: Arc<Semaphore>,
     /// Unauthorised requests logged in the current minute, and when it began.
@@ -142,8 +145,7 @@ impl State {
 
     /// The latest epoch the server takes: its clock plus the allowed skew.
     fn newest_epoch(&self) -> DateTime<Utc> {
-        Utc::now()
-            + chrono::TimeDelta::from_std(self.settings.limits.max_skew).unwrap_or_default()
+        Utc::now() + chrono::TimeDelta::from_std(self.settings.limits.max_skew).unwrap_or_default()
     }
 
     /// Whether run `id` is from a time the server can believe (not ahead of its clock
@@ -206,7 +208,10 @@ impl State {
         let loaded = match self.store.listing(id) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!("run {id} cannot be read and will be assembled again: {}", chain(&e));
+                tracing::error!(
+                    "run {id} cannot be read and will be assembled again: {}",
+                    chain(&e)
+                );
                 None
             }
         };
@@ -328,14 +333,24 @@ impl State {
         if u.1 <= PER_MINUTE {
             let why = match headers.get(header::AUTHORIZATION) {
                 None => "no Authorization header",
-                Some(v) if !v.as_bytes().get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) => {
+                Some(v)
+                    if !v
+                        .as_bytes()
+                        .get(..7)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) =>
+                {
                     "not a Bearer token"
                 }
                 Some(_) => "wrong token",
             };
             let agent = headers
                 .get(header::USER_AGENT)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(80).collect::<String>())
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                })
                 .unwrap_or_default();
             tracing::warn!(
                 "refused an unauthorised request from {peer} ({why}; user agent {:?})",
@@ -370,7 +385,9 @@ pub async fn serve(
     // Files, reports being written and the listener need descriptors beside the
     // connections.
     let fds = raise_fd_limit();
-    let room = usize::try_from(fds.saturating_sub(128)).unwrap_or(usize::MAX).max(16);
+    let room = usize::try_from(fds.saturating_sub(128))
+        .unwrap_or(usize::MAX)
+        .max(16);
     if settings.limits.max_connections > room {
         tracing::warn!(
             "--max-connections {} is more than the open-file limit allows ({fds}); serving at most {room}",
@@ -387,6 +404,7 @@ pub async fn serve(
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = Arc::new(State {
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        storing: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
         parsing: Arc::new(Semaphore::new(cores)),
         settings,
         store,
@@ -408,7 +426,8 @@ pub async fn serve(
             }),
             ("assembler", {
                 let state = state.clone();
-                Box::new(move || assemble::assembler(state, assemble_rx)) as Box<dyn FnOnce() + Send>
+                Box::new(move || assemble::assembler(state, assemble_rx))
+                    as Box<dyn FnOnce() + Send>
             }),
         ];
         let mut handles = Vec::new();
@@ -562,7 +581,10 @@ fn resolve(state: &State, id: &str) -> Result<String, Response> {
     found.ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
-            format!("no run {:?}; GET /v1/runs lists the runs", id.chars().take(40).collect::<String>()),
+            format!(
+                "no run {:?}; GET /v1/runs lists the runs",
+                id.chars().take(40).collect::<String>()
+            ),
         )
     })
 }

@@ -130,8 +130,12 @@ impl Spool {
         };
         fs::rename(path, &to).map_err(io)?;
         // The push is set aside already; a reason that cannot be written is logged.
-        if let Err(e) = artifact::write_atomic(&to.with_extension("reason.txt"), reason.as_bytes()) {
-            tracing::error!("cannot write why {} was refused ({reason}): {e}", to.display());
+        if let Err(e) = artifact::write_atomic(&to.with_extension("reason.txt"), reason.as_bytes())
+        {
+            tracing::error!(
+                "cannot write why {} was refused ({reason}): {e}",
+                to.display()
+            );
         }
         Ok(to)
     }

@@ -229,10 +229,18 @@ mod tests {
         );
         let mut p = push("a", "a");
         p.schema = "latmap.push/2".into();
-        assert!(p.validate(None, far()).unwrap_err().contains("not supported"));
+        assert!(
+            p.validate(None, far())
+                .unwrap_err()
+                .contains("not supported")
+        );
         let mut p = push("a", "a");
         p.epoch += chrono::TimeDelta::milliseconds(1);
-        assert!(p.validate(None, far()).unwrap_err().contains("whole second"));
+        assert!(
+            p.validate(None, far())
+                .unwrap_err()
+                .contains("whole second")
+        );
         for bad in ["../x", ".hidden", "a/b", "", "a\u{202e}b", "x\u{1b}[2J"] {
             assert!(push(bad, bad).validate(None, far()).is_err(), "{bad:?}");
         }

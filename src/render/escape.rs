@@ -209,10 +209,7 @@ mod tests {
 
     #[test]
     fn xml_is_well_formed_for_any_input() {
-        assert_eq!(
-            xml("a<b>&\"c\"'"),
-            "a&lt;b&gt;&amp;&quot;c&quot;&apos;"
-        );
+        assert_eq!(xml("a<b>&\"c\"'"), "a&lt;b&gt;&amp;&quot;c&quot;&apos;");
         assert_eq!(xml("x\u{0}y\u{1b}z\u{FFFF}"), "x\u{FFFD}y\u{FFFD}z\u{FFFD}");
         assert_eq!(xml("l1\nl2\tx"), "l1&#10;l2&#9;x");
         let hostile: String = (0u32..0x2100).filter_map(char::from_u32).collect();
@@ -236,6 +233,9 @@ mod tests {
 
     #[test]
     fn prometheus_labels() {
-        assert_eq!(prometheus_label("a\"b\\c\nd\u{1}"), "a\\\"b\\\\c\\nd\u{FFFD}");
+        assert_eq!(
+            prometheus_label("a\"b\\c\nd\u{1}"),
+            "a\\\"b\\\\c\\nd\u{FFFD}"
+        );
     }
 }

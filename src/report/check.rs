@@ -197,10 +197,7 @@ impl PathEntry {
                     if f.abs_diff(w) > 1 {
                         return bad(
                             &format!("rtt_us.{name}"),
-                            format!(
-                                "{name} is {f} µs but the samples give {w} µs in {}",
-                                what()
-                            ),
+                            format!("{name} is {f} µs but the samples give {w} µs in {}", what()),
                         );
                     }
                 }
@@ -330,7 +327,11 @@ impl PathEntry {
         match &self.rtt_us {
             None if self.received > 0 => bad(
                 "rtt_us",
-                format!("is null but {} replies came back in {}", self.received, what()),
+                format!(
+                    "is null but {} replies came back in {}",
+                    self.received,
+                    what()
+                ),
             ),
             Some(_) if self.received == 0 => bad(
                 "rtt_us",
@@ -343,7 +344,14 @@ impl PathEntry {
                         "rtt_us",
                         format!(
                             "the statistics are out of order (min {} p50 {} mean {} p90 {} p95 {} p99 {} max {} µs) in {}",
-                            r.min, r.p50, r.mean, r.p90, r.p95, r.p99, r.max, what()
+                            r.min,
+                            r.p50,
+                            r.mean,
+                            r.p90,
+                            r.p95,
+                            r.p99,
+                            r.max,
+                            what()
                         ),
                     );
                 }
@@ -459,7 +467,12 @@ pub fn first_duplicate(paths: &[PathEntry]) -> Option<usize> {
         .enumerate()
         .map(|(i, p)| {
             let mut h = 0xcbf2_9ce4_8422_2325;
-            for part in [p.source.as_str(), p.target.as_str(), p.kind.as_str(), &p.target_spec] {
+            for part in [
+                p.source.as_str(),
+                p.target.as_str(),
+                p.kind.as_str(),
+                &p.target_spec,
+            ] {
                 h = fnv(fnv(h, part.as_bytes()), &[0xff]);
             }
             (h, i)
@@ -530,8 +543,14 @@ mod tests {
     fn impossible_numbers_name_their_field() {
         type Edit = fn(&mut PathEntry);
         let cases: &[(Edit, &str)] = &[
-            (|p| p.rtt_us.as_mut().unwrap().p50 = 9_000_000_000_000, "paths[0].rtt_us.p50"),
-            (|p| p.rtt_us.as_mut().unwrap().max = 1, "paths[0].rtt_us.max"),
+            (
+                |p| p.rtt_us.as_mut().unwrap().p50 = 9_000_000_000_000,
+                "paths[0].rtt_us.p50",
+            ),
+            (
+                |p| p.rtt_us.as_mut().unwrap().max = 1,
+                "paths[0].rtt_us.max",
+            ),
             (|p| p.loss = Some(-3.5), "paths[0].loss"),
             (|p| p.loss = Some(1e300), "paths[0].loss"),
             (|p| p.loss = None, "paths[0].loss"),
@@ -541,13 +560,22 @@ mod tests {
             (|p| p.send_failed = 1, "paths[0].sent"),
             (|p| p.refused = 2, "paths[0].refused"),
             (|p| p.syn_retries = 4, "paths[0].syn_retries"),
-            (|p| p.samples_us[0] = Some(61_000_000), "paths[0].samples_us[0]"),
+            (
+                |p| p.samples_us[0] = Some(61_000_000),
+                "paths[0].samples_us[0]",
+            ),
             (|p| p.rtt_us = None, "paths[0].rtt_us"),
-            (|p| p.target_spec = "a\u{1b}[2J".into(), "paths[0].target_spec"),
+            (
+                |p| p.target_spec = "a\u{1b}[2J".into(),
+                "paths[0].target_spec",
+            ),
             (|p| p.target_spec = String::new(), "paths[0].target_spec"),
             (|p| p.address = Some("x".repeat(301)), "paths[0].address"),
             (|p| p.resolve_us = Some(u64::MAX), "paths[0].resolve_us"),
-            (|p| p.resolve_error = Some("nx".into()), "paths[0].resolve_error"),
+            (
+                |p| p.resolve_error = Some("nx".into()),
+                "paths[0].resolve_error",
+            ),
         ];
         for (edit, field) in cases {
             let mut p = good();
@@ -594,7 +622,8 @@ mod tests {
         assert_eq!(p.check_without_samples("p"), Ok(()));
         assert!(p.check("p").is_err());
         for edit in [
-            (|p: &mut PathEntry| p.rtt_us.as_mut().unwrap().p50 = 9_000_000_000_000) as fn(&mut PathEntry),
+            (|p: &mut PathEntry| p.rtt_us.as_mut().unwrap().p50 = 9_000_000_000_000)
+                as fn(&mut PathEntry),
             |p| p.loss = Some(-3.5),
             |p| p.loss_ci = Some([5.0, -5.0]),
             |p| p.received = 9,
@@ -615,7 +644,9 @@ mod tests {
         assert_eq!(e.field, "regions[1].name");
         let e = report("<img src=x>|", &[], &[]).check(None).unwrap_err();
         assert_eq!(e.field, "region");
-        let e = report("a", &["a", "b"], &["b", "b"]).check(None).unwrap_err();
+        let e = report("a", &["a", "b"], &["b", "b"])
+            .check(None)
+            .unwrap_err();
         assert_eq!(e.field, "paths[1]");
         let known = vec!["a".to_string()];
         let e = report("a", &["a", "b"], &["b"])
@@ -624,7 +655,10 @@ mod tests {
         assert_eq!(e.field, "regions[1].name");
         assert!(e.problem.contains("not in the configuration"), "{e}");
         let mut r = report("a", &["a"], &[]);
-        r.regions[0].location = Some(Location { lat: 91.0, lon: 0.0 });
+        r.regions[0].location = Some(Location {
+            lat: 91.0,
+            lon: 0.0,
+        });
         assert_eq!(r.check(None).unwrap_err().field, "regions[0].location");
         let mut r = report("a", &["a"], &[]);
         r.finished_at = r.started_at - chrono::TimeDelta::seconds(1);

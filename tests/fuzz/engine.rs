@@ -62,7 +62,12 @@ fn dir(kind: &str, target: &str) -> PathBuf {
 
 fn read_all(dir: &Path) -> Vec<Vec<u8>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -73,12 +78,16 @@ fn read_all(dir: &Path) -> Vec<Vec<u8>> {
 }
 
 fn seed_of(name: &str) -> u64 {
-    if let Some(s) = std::env::var("LATMAP_FUZZ_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("LATMAP_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return s;
     }
     // FNV-1a of the name: each target its own fixed sequence.
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Runs `target`: first every regression file and seed, then mutated inputs, for the
@@ -91,7 +100,11 @@ pub fn fuzz(target: &Target) -> Report {
         .map(Duration::from_secs);
     let mut rng = StdRng::seed_from_u64(seed);
     let seeds = read_all(&dir("corpus", target.name));
-    assert!(!seeds.is_empty(), "no seeds in tests/fuzz/corpus/{}", target.name);
+    assert!(
+        !seeds.is_empty(),
+        "no seeds in tests/fuzz/corpus/{}",
+        target.name
+    );
     let regressions = read_all(&dir("regressions", target.name));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("fuzz")
@@ -104,7 +117,8 @@ pub fn fuzz(target: &Target) -> Report {
     let done = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let watchdog = {
-        let (running, current, done, out) = (running.clone(), current.clone(), done.clone(), out.clone());
+        let (running, current, done, out) =
+            (running.clone(), current.clone(), done.clone(), out.clone());
         let name = target.name;
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
@@ -131,25 +145,26 @@ pub fn fuzz(target: &Target) -> Report {
     let mut pool: Vec<Vec<u8>> = seeds.clone();
     let mut failures = Vec::new();
     let mut inputs = 0u64;
-    let mut run_one = |input: &[u8], outcomes: &mut HashSet<String>, failures: &mut Vec<PathBuf>| -> bool {
-        if let Ok(mut c) = current.lock() {
-            c.clear();
-            c.extend_from_slice(input);
-        }
-        running.store(start.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
-        let result = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
-        running.store(0, Ordering::Relaxed);
-        inputs += 1;
-        match result {
-            Ok(sig) => outcomes.insert(sig),
-            Err(_) => {
-                let path = out.join(format!("crash-{:016x}", hash(input)));
-                let _ = std::fs::write(&path, input);
-                failures.push(path);
-                false
+    let mut run_one =
+        |input: &[u8], outcomes: &mut HashSet<String>, failures: &mut Vec<PathBuf>| -> bool {
+            if let Ok(mut c) = current.lock() {
+                c.clear();
+                c.extend_from_slice(input);
             }
-        }
-    };
+            running.store(start.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+            let result = catch_unwind(AssertUnwindSafe(|| (target.run)(input)));
+            running.store(0, Ordering::Relaxed);
+            inputs += 1;
+            match result {
+                Ok(sig) => outcomes.insert(sig),
+                Err(_) => {
+                    let path = out.join(format!("crash-{:016x}", hash(input)));
+                    let _ = std::fs::write(&path, input);
+                    failures.push(path);
+                    false
+                }
+            }
+        };
     for input in regressions.iter().chain(&seeds) {
         run_one(input, &mut outcomes, &mut failures);
     }
@@ -179,29 +194,108 @@ pub fn fuzz(target: &Target) -> Report {
 }
 
 fn hash(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Numbers that break naive arithmetic.
 const NUMBERS: &[&str] = &[
-    "0", "-0", "1", "-1", "2", "255", "256", "65535", "65536", "4294967295", "4294967296",
-    "9007199254740993", "9223372036854775807", "9223372036854775808", "18446744073709551615",
-    "18446744073709551616", "-9223372036854775809", "0.5", "-3.5", "1e300", "-1e300", "1e308",
-    "1e309", "-1e309", "1e-320", "5e-324", "3.4e38", "0.000001", "100", "1000000000000", "NaN",
-    "inf", "-inf", "1.0e", "0x10", "01", "1_000",
+    "0",
+    "-0",
+    "1",
+    "-1",
+    "2",
+    "255",
+    "256",
+    "65535",
+    "65536",
+    "4294967295",
+    "4294967296",
+    "9007199254740993",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "0.5",
+    "-3.5",
+    "1e300",
+    "-1e300",
+    "1e308",
+    "1e309",
+    "-1e309",
+    "1e-320",
+    "5e-324",
+    "3.4e38",
+    "0.000001",
+    "100",
+    "1000000000000",
+    "NaN",
+    "inf",
+    "-inf",
+    "1.0e",
+    "0x10",
+    "01",
+    "1_000",
 ];
 
 /// Strings that break naive text handling.
 const STRINGS: &[&str] = &[
-    "", " ", "a", "-", ".", "..", "../../etc/passwd", "a/b", "a\\b", "a|b", "a,b", "a\"b",
-    "\u{1b}[2J", "\u{1b}]0;x\u{7}", "\r", "\n", "\t", "\u{0}", "\u{7f}", "\u{9b}", "\u{202e}",
-    "\u{feff}", "é", "日本", "🦀", "<img src=x onerror=alert(1)>", "`x`", "# h", "*", "[l](u)",
-    "latmap.run/1", "latmap.report/1", "latmap.push/1", "latmap.run/2", "udp", "tcp", "icmp",
-    "127.0.0.1", "127.0.0.1:862", "[::1]:862", "::1", "localhost", "eu-west-1", "a", "b",
-    "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "+10000-01-01T00:00:00Z", "2026-11-26T05:00:00Z",
-    "30s", "0s", "1ms", "100000000000000d", "*/5 * * * *",
+    "",
+    " ",
+    "a",
+    "-",
+    ".",
+    "..",
+    "../../etc/passwd",
+    "a/b",
+    "a\\b",
+    "a|b",
+    "a,b",
+    "a\"b",
+    "\u{1b}[2J",
+    "\u{1b}]0;x\u{7}",
+    "\r",
+    "\n",
+    "\t",
+    "\u{0}",
+    "\u{7f}",
+    "\u{9b}",
+    "\u{202e}",
+    "\u{feff}",
+    "é",
+    "日本",
+    "🦀",
+    "<img src=x onerror=alert(1)>",
+    "`x`",
+    "# h",
+    "*",
+    "[l](u)",
+    "latmap.run/1",
+    "latmap.report/1",
+    "latmap.push/1",
+    "latmap.run/2",
+    "udp",
+    "tcp",
+    "icmp",
+    "127.0.0.1",
+    "127.0.0.1:862",
+    "[::1]:862",
+    "::1",
+    "localhost",
+    "eu-west-1",
+    "a",
+    "b",
+    "1970-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z",
+    "+10000-01-01T00:00:00Z",
+    "2026-11-26T05:00:00Z",
+    "30s",
+    "0s",
+    "1ms",
+    "100000000000000d",
+    "*/5 * * * *",
 ];
 
 fn mutate(rng: &mut StdRng, mut input: Vec<u8>, other: &[u8], grammar: Grammar) -> Vec<u8> {
@@ -232,9 +326,13 @@ fn mutate_bytes(rng: &mut StdRng, input: &mut Vec<u8>, other: &[u8]) {
     let at = if n == 0 { 0 } else { rng.random_range(0..n) };
     match rng.random_range(0..9) {
         0 if n > 0 => input[at] ^= 1 << rng.random_range(0..8),
-        1 if n > 0 => input[at] = *[0u8, 0xff, b'"', b'\\', b'{', b'[', b',', b'\n', 0x1b, 0x80, b'=', b']']
+        1 if n > 0 => {
+            input[at] = *[
+                0u8, 0xff, b'"', b'\\', b'{', b'[', b',', b'\n', 0x1b, 0x80, b'=', b']',
+            ]
             .get(rng.random_range(0..12))
-            .unwrap_or(&0),
+            .unwrap_or(&0)
+        }
         2 => {
             let len = rng.random_range(1..16);
             let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
@@ -274,7 +372,9 @@ fn mutate_bytes(rng: &mut StdRng, input: &mut Vec<u8>, other: &[u8]) {
 /// Replaces a number or a quoted string of the text with an interesting one.
 fn mutate_token(rng: &mut StdRng, input: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(input).into_owned();
-    let numbers: Vec<(usize, usize)> = tokens(&text, |c| c.is_ascii_digit() || c == '-' || c == '.' || c == 'e');
+    let numbers: Vec<(usize, usize)> = tokens(&text, |c| {
+        c.is_ascii_digit() || c == '-' || c == '.' || c == 'e'
+    });
     let quoted: Vec<(usize, usize)> = quoted_spans(&text);
     let use_numbers = !numbers.is_empty() && (quoted.is_empty() || rng.random_range(0..2) == 0);
     let (spans, list) = if use_numbers {
@@ -383,7 +483,9 @@ fn edit(v: &mut serde_json::Value, target: usize, seen: &mut usize, rng: &mut St
                 }
                 _ => Value::Object(Default::default()),
             },
-            6 => Value::Number(serde_json::Number::from(rng.random::<u64>() >> rng.random_range(0..64))),
+            6 => Value::Number(serde_json::Number::from(
+                rng.random::<u64>() >> rng.random_range(0..64),
+            )),
             _ => match &*v {
                 Value::Number(n) => n
                     .as_f64()

@@ -47,8 +47,7 @@ fn sig(prefix: &str, message: &str) -> String {
             c => out.push(c),
         }
     }
-    out.truncate(120);
-    out
+    out.chars().take(120).collect()
 }
 
 /// Writes `bytes` to `name` in the scratch folder (each test thread its own file).
@@ -73,14 +72,21 @@ fn regions_toml(bytes: &[u8]) -> String {
     let path = scratch_file("regions.toml", bytes);
     match latmap::config::load(&path) {
         Ok(c) => {
-            assert!(c.regions.len() >= 2, "a valid configuration has two regions");
+            assert!(
+                c.regions.len() >= 2,
+                "a valid configuration has two regions"
+            );
             format!("ok {} {:?}", c.lab.is_some(), c.probe.kinds)
         }
         Err(e) => {
             assert!(!e.diagnostics.is_empty());
             for d in &e.diagnostics {
                 assert!(d.line >= 1 && d.column >= 1, "{d}");
-                assert!(d.message.chars().count() <= 2100, "a message is cut: {}", d.message.len());
+                assert!(
+                    d.message.chars().count() <= 2100,
+                    "a message is cut: {}",
+                    d.message.len()
+                );
             }
             sig("err ", &e.diagnostics[0].message)
         }
@@ -89,7 +95,10 @@ fn regions_toml(bytes: &[u8]) -> String {
 
 fn lab_csv(bytes: &[u8]) -> String {
     scratch_file("rtt.csv", bytes);
-    let path = scratch_file("lab.toml", b"[lab]\nmatrix = \"rtt.csv\"\nloss = \"loss.csv\"\n");
+    let path = scratch_file(
+        "lab.toml",
+        b"[lab]\nmatrix = \"rtt.csv\"\nloss = \"loss.csv\"\n",
+    );
     let toml = path.with_file_name("lab-rtt-only.toml");
     std::fs::write(&toml, "[lab]\nmatrix = \"rtt.csv\"\n").expect("write");
     let mut out = String::new();
@@ -153,7 +162,10 @@ fn run_json(bytes: &[u8]) -> String {
     let slim = Run::read_without_samples(&path);
     match Run::read(&path) {
         Ok(run) => {
-            assert!(slim.is_ok(), "a valid run also reads without its samples: {slim:?}");
+            assert!(
+                slim.is_ok(),
+                "a valid run also reads without its samples: {slim:?}"
+            );
             publish(&run);
             // Written and read back, it is the same run.
             let again = scratch_file("again.json", b"");

@@ -31,7 +31,11 @@ fn refused(a: &Answer, status: u16, reason: &str) {
 
 /// A one-region fleet: every push completes its run at once.
 fn push_one(addr: SocketAddr, epoch: &str) -> Answer {
-    post(addr, &[AUTH, JSON], &push_body(epoch, report("a", &["a"], 3)))
+    post(
+        addr,
+        &[AUTH, JSON],
+        &push_body(epoch, report("a", &["a"], 3)),
+    )
 }
 
 fn ids(addr: SocketAddr) -> Vec<String> {
@@ -60,8 +64,8 @@ fn far_future_epochs_are_refused_and_cannot_delete_real_runs() {
             "later than the server's clock allows",
         );
     }
-    let mut v: Value = serde_json::from_slice(&push_body(&real[0], report("a", &["a"], 3)))
-        .expect("JSON");
+    let mut v: Value =
+        serde_json::from_slice(&push_body(&real[0], report("a", &["a"], 3))).expect("JSON");
     v["epoch"] = "+10000-01-01T00:00:00Z".into();
     refused(
         &post(addr, &[AUTH, JSON], v.to_string().as_bytes()),
@@ -106,7 +110,11 @@ fn far_future_epochs_are_refused_and_cannot_delete_real_runs() {
     until(
         std::time::Duration::from_secs(30),
         "the far-future run listed",
-        || ids(addr).contains(&"29990101T000000Z".to_string()).then_some(()),
+        || {
+            ids(addr)
+                .contains(&"29990101T000000Z".to_string())
+                .then_some(())
+        },
     );
     assert_eq!(get(addr, "/v1/runs/latest").json()["id"], want[2].as_str());
     let newer = recent(0);
@@ -146,14 +154,21 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 /// The ways to make a path's numbers impossible, with the field each must name.
-fn tamperings() -> Vec<(&'static str, fn(&mut Value))> {
+/// A change to a path entry, and the field it makes impossible.
+type Tampering = (&'static str, fn(&mut Value));
+
+fn tamperings() -> Vec<Tampering> {
     vec![
-        ("rtt_us.p50", |p| p["rtt_us"]["p50"] = json!(9_000_000_000_000u64)),
+        ("rtt_us.p50", |p| {
+            p["rtt_us"]["p50"] = json!(9_000_000_000_000u64)
+        }),
         ("loss", |p| p["loss"] = json!(-3.5)),
         ("loss", |p| p["loss"] = json!(1e300)),
         ("received", |p| p["received"] = json!(11)),
         ("loss_ci", |p| p["loss_ci"] = json!([5.0, -5.0])),
-        ("samples_us[0]", |p| p["samples_us"][0] = json!(9_000_000_000_000u64)),
+        ("samples_us[0]", |p| {
+            p["samples_us"][0] = json!(9_000_000_000_000u64)
+        }),
         ("sent", |p| p["sent"] = json!(3)),
     ]
 }
@@ -180,7 +195,10 @@ fn impossible_numbers_are_refused_where_they_enter() {
     );
     // The same numbers in files: `aggregate` exits 2 naming the file and the field.
     let good = serde_json::to_value(report("a", &["a", "b"], 10)).expect("JSON");
-    dir.write("b.json", &serde_json::to_string(&report("b", &["a", "b"], 10)).expect("JSON"));
+    dir.write(
+        "b.json",
+        &serde_json::to_string(&report("b", &["a", "b"], 10)).expect("JSON"),
+    );
     for (field, tamper) in tamperings() {
         let mut v = good.clone();
         tamper(&mut v["paths"][0]);
@@ -193,7 +211,10 @@ fn impossible_numbers_are_refused_where_they_enter() {
             "{field}: {}",
             r.stderr
         );
-        assert!(!dir.join("run.json").exists(), "nothing half-checked is written");
+        assert!(
+            !dir.join("run.json").exists(),
+            "nothing half-checked is written"
+        );
     }
     // A run file with them: `report`, `render` and `diff` refuse it.
     dir.write("a.json", &good.to_string());
@@ -252,7 +273,8 @@ fn hostile_run(dir: &Dir, name: &str, rtt: u64) {
             }
             if *n == "plain" {
                 // A name that did not resolve, with a resolver's message to show.
-                let mut p = PathEntry::from_samples(n, HTML, ProbeKind::Udp, "h.invalid:862", vec![]);
+                let mut p =
+                    PathEntry::from_samples(n, HTML, ProbeKind::Udp, "h.invalid:862", vec![]);
                 p.address = None;
                 p.resolve_error = Some("no such name \u{1}\u{1b}[5m <x>".into());
                 r.paths.push(p);
@@ -291,8 +313,16 @@ fn hostile_names_are_escaped_in_every_output() {
     // Markdown: HTML shown as text, the id kept in its code span.
     let md = dir.latmap(&["report", "run.json", "--format", "markdown"]);
     md.assert_ok();
-    assert!(!md.stdout.contains("<img") && !md.stdout.contains("<script"), "{}", md.stdout);
-    assert!(md.stdout.contains("&lt;img src=x onerror=alert(1)&gt;"), "{}", md.stdout);
+    assert!(
+        !md.stdout.contains("<img") && !md.stdout.contains("<script"),
+        "{}",
+        md.stdout
+    );
+    assert!(
+        md.stdout.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{}",
+        md.stdout
+    );
     assert!(
         md.stdout
             .starts_with("### latmap run ````x```### Injected heading <b>````\n"),
@@ -305,7 +335,11 @@ fn hostile_names_are_escaped_in_every_output() {
         "{}",
         md.stdout
     );
-    assert!(md.stdout.contains("\\*b\\* \\_i\\_ \\[l\\](e.x)"), "{}", md.stdout);
+    assert!(
+        md.stdout.contains("\\*b\\* \\_i\\_ \\[l\\](e.x)"),
+        "{}",
+        md.stdout
+    );
     no_escape("report --format markdown", &md.stdout);
     // Terminal: no escape sequence reaches it.
     let text = dir.latmap(&["report", "run.json"]);
@@ -313,7 +347,8 @@ fn hostile_names_are_escaped_in_every_output() {
     no_escape("report", &text.stdout);
     assert!(text.stdout.contains("\\u{1b}[2J"), "{}", text.stdout);
     // SVG: well-formed XML whatever the names and messages hold.
-    dir.latmap(&["render", "run.json", "-o", "h.svg"]).assert_ok();
+    dir.latmap(&["render", "run.json", "-o", "h.svg"])
+        .assert_ok();
     let svg = std::fs::read_to_string(dir.join("h.svg")).expect("svg");
     let doc = roxmltree::Document::parse(&svg).expect("the heatmap is well-formed XML");
     assert!(
@@ -322,7 +357,11 @@ fn hostile_names_are_escaped_in_every_output() {
     );
     // diff: Markdown, text and JUnit.
     let md = dir.latmap(&["diff", "base.json", "run.json", "--format", "markdown"]);
-    assert!(md.status == Some(1) || md.status == Some(0), "{}", md.stderr);
+    assert!(
+        md.status == Some(1) || md.status == Some(0),
+        "{}",
+        md.stderr
+    );
     assert!(!md.stdout.contains("<img"), "{}", md.stdout);
     no_escape("diff --format markdown", &md.stdout);
     let text = dir.latmap(&["diff", "base.json", "run.json"]);
@@ -333,7 +372,10 @@ fn hostile_names_are_escaped_in_every_output() {
     let names = [HTML, MARKDOWN];
     for n in names {
         let file = format!("{}.json", if n == HTML { "h" } else { "m" });
-        dir.write(&file, &serde_json::to_string(&report(n, &names, 5)).expect("JSON"));
+        dir.write(
+            &file,
+            &serde_json::to_string(&report(n, &names, 5)).expect("JSON"),
+        );
     }
     let agg = dir.latmap(&["aggregate", "h.json", "m.json", "-o", "agg/run.json"]);
     agg.assert_ok();
@@ -357,7 +399,11 @@ fn names_outside_the_rule_or_the_configuration_are_refused() {
         dir.write(&format!("{name}.json"), &v.to_string());
         let r = dir.latmap(&["aggregate", &format!("{name}.json")]);
         assert_eq!(r.status, Some(2), "{name}: {}", r.stderr);
-        assert!(r.stderr.contains("regions[1].name: region name"), "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("regions[1].name: region name"),
+            "{name}: {}",
+            r.stderr
+        );
         assert!(!r.stderr.contains('\u{1b}'), "{}", r.stderr);
     }
     // With --config, only the configuration's regions.
@@ -365,17 +411,31 @@ fn names_outside_the_rule_or_the_configuration_are_refused() {
         "fleet.toml",
         "[[region]]\nname = \"a\"\ntargets = [\"127.0.0.1\"]\n\n[[region]]\nname = \"b\"\ntargets = [\"127.0.0.2\"]\n",
     );
-    dir.write("a.json", &serde_json::to_string(&report("a", &["a", "c"], 3)).expect("JSON"));
+    dir.write(
+        "a.json",
+        &serde_json::to_string(&report("a", &["a", "c"], 3)).expect("JSON"),
+    );
     let r = dir.latmap(&["-c", "fleet.toml", "aggregate", "a.json"]);
     assert_eq!(r.status, Some(2), "{}", r.stderr);
-    assert!(r.stderr.contains("\"c\" is not in the configuration"), "{}", r.stderr);
-    dir.write("a.json", &serde_json::to_string(&report("a", &["a", "b"], 3)).expect("JSON"));
+    assert!(
+        r.stderr.contains("\"c\" is not in the configuration"),
+        "{}",
+        r.stderr
+    );
+    dir.write(
+        "a.json",
+        &serde_json::to_string(&report("a", &["a", "b"], 3)).expect("JSON"),
+    );
     dir.latmap(&["-c", "fleet.toml", "aggregate", "a.json", "-o", "run.json"])
         .assert_ok();
     dir.write("fleet2.toml", "[[region]]\nname = \"a\"\ntargets = [\"127.0.0.1\"]\n\n[[region]]\nname = \"z\"\ntargets = [\"127.0.0.2\"]\n");
     let r = dir.latmap(&["-c", "fleet2.toml", "report", "run.json"]);
     assert_eq!(r.status, Some(2), "{}", r.stderr);
-    assert!(r.stderr.contains("is not in the configuration"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not in the configuration"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -393,6 +453,10 @@ fn a_fifo_as_a_file_argument_is_refused_at_once() {
     ] {
         let r = dir.latmap(&args);
         assert_eq!(r.status, Some(2), "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("not a regular file"), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("not a regular file"),
+            "{args:?}: {}",
+            r.stderr
+        );
     }
 }

@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-
 use crate::anomaly;
 use crate::report::RegionReport;
 use crate::run::{Run, RunRegion, path_order};
@@ -241,11 +240,7 @@ impl Assembler {
             let deadline = now + self.state.settings.deadline.saturating_sub(age);
             let built = in_run.is_some();
             let complete = expected.is_subset(&have);
-            let due = if built || complete {
-                now
-            } else {
-                deadline
-            };
+            let due = if built || complete { now } else { deadline };
             self.epochs.insert(
                 id,
                 Epoch {
@@ -443,7 +438,12 @@ impl Assembler {
             })
             .collect();
         let expected = run.paths.len();
-        store.put_run_with(id, &run, |out| copy_paths(store, id, &parts, expected, out), &listing)?;
+        store.put_run_with(
+            id,
+            &run,
+            |out| copy_paths(store, id, &parts, expected, out),
+            &listing,
+        )?;
         let written = Instant::now();
         let latest = Latest::of(id, &run);
         tracing::debug!(
@@ -453,7 +453,10 @@ impl Assembler {
             (written - analysed).as_secs_f64() * 1e3
         );
         drop(run);
-        self.state.counters.assembled.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .counters
+            .assembled
+            .fetch_add(1, Ordering::Relaxed);
         self.state.publish(listing.clone(), latest);
         Ok(listing)
     }
@@ -463,7 +466,10 @@ impl Assembler {
 /// [`RETRY_MAX`], with up to a quarter more at random so that retries spread.
 fn retry_delay(failures: u32) -> Duration {
     let base = Duration::from_secs(1)
-        .saturating_mul(1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX))
+        .saturating_mul(
+            1u32.checked_shl(failures.saturating_sub(1).min(20))
+                .unwrap_or(u32::MAX),
+        )
         .min(RETRY_MAX);
     use rand::RngExt;
     base + rand::rng().random_range(Duration::ZERO..=base / 4)
@@ -505,15 +511,23 @@ fn copy_paths(
     let mut written = 0;
     for part in parts {
         let file = store.report_file(id, &part.region);
-        let bytes = crate::files::read_regular(&file)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot read {}: {e}", file.display())))?;
+        let bytes = crate::files::read_regular(&file).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read {}: {e}", file.display()))
+        })?;
         let known = part.ranges.as_ref().filter(|r| {
             r.len() == part.order.len()
                 && r.iter().all(|r| {
-                    bytes.get(r.start) == Some(&b'{') && r.end >= 1 && bytes.get(r.end - 1) == Some(&b'}')
+                    bytes.get(r.start) == Some(&b'{')
+                        && r.end >= 1
+                        && bytes.get(r.end - 1) == Some(&b'}')
                 })
         });
-        let changed = || std::io::Error::other(format!("{} changed while the run was assembled", file.display()));
+        let changed = || {
+            std::io::Error::other(format!(
+                "{} changed while the run was assembled",
+                file.display()
+            ))
+        };
         match known {
             Some(ranges) => {
                 for &i in &part.order {
@@ -535,7 +549,9 @@ fn copy_paths(
         written += part.order.len();
     }
     if written != expected {
-        return Err(std::io::Error::other("the stored reports do not hold the run's paths"));
+        return Err(std::io::Error::other(
+            "the stored reports do not hold the run's paths",
+        ));
     }
     Ok(())
 }
@@ -546,7 +562,10 @@ mod tests {
 
     #[test]
     fn retries_back_off_to_their_cap() {
-        assert!(retry_delay(1) >= Duration::from_secs(1) && retry_delay(1) <= Duration::from_millis(1250));
+        assert!(
+            retry_delay(1) >= Duration::from_secs(1)
+                && retry_delay(1) <= Duration::from_millis(1250)
+        );
         assert!(retry_delay(4) >= Duration::from_secs(8));
         assert!(retry_delay(40) <= RETRY_MAX + RETRY_MAX / 4);
         assert!(retry_delay(40) >= RETRY_MAX);

@@ -61,7 +61,9 @@ pub(super) async fn serve(
             Err(e) => {
                 // Out of file descriptors (EMFILE) and the like: wait a little
                 // rather than spin; connections closing will free some.
-                rate_limited(&warned, || tracing::warn!("cannot accept a connection: {e}"));
+                rate_limited(&warned, || {
+                    tracing::warn!("cannot accept a connection: {e}")
+                });
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -195,7 +197,12 @@ async fn idle(activity: &Activity, start: Instant, timeout: Duration) {
         if quiet >= timeout && activity.busy.load(Ordering::Relaxed) == 0 {
             return;
         }
-        tokio::time::sleep(timeout.saturating_sub(quiet).max(Duration::from_millis(100))).await;
+        tokio::time::sleep(
+            timeout
+                .saturating_sub(quiet)
+                .max(Duration::from_millis(100)),
+        )
+        .await;
     }
 }
 

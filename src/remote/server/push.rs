@@ -1,13 +1,14 @@
 //! `POST /v1/reports`: a push, from the bearer token to the acknowledgement.
 //!
 //! In order: the token (a 401 is logged with the peer's address, never the token);
-//! the content type and declared size; a share of the server's memory budget for
-//! pushes in flight (none left: `503` with `Retry-After`); the body, within the body
-//! timeout (`408`); then, on a blocking thread and at most as many at once as there
-//! are cores, parsing and every check of the envelope, its epoch and its numbers
-//! (`400` naming the field); the retention (`410`); and the group commit. Only a
-//! report that is on disk is acknowledged (`201`, or `200` for a resend). Every
-//! refusal is a JSON reason and nothing of a refused push is stored.
+//! the content type and declared size; a share of the memory budget for bodies
+//! (`--max-in-flight`; none left: `503` with `Retry-After`); the body, within the
+//! body timeout (`408`); then, on a blocking thread and at most as many at once as
+//! there are cores, parsing and every check of the envelope, its epoch and its
+//! numbers (`400` naming the field); the retention (`410`); and the group commit, for
+//! which the report waits within a second budget of the same size. Only a report that
+//! is on disk is acknowledged (`201`, or `200` for a resend). Every refusal is a JSON
+//! reason and nothing of a refused push is stored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,11 +26,6 @@ use super::super::wire::{Ack, Push};
 use super::assemble::{Stored, slim};
 use super::commit::Job;
 use super::{State, authenticate, error};
-
-/// What handling a push costs in memory, as a multiple of its body: the body, the
-/// parsed report, and its bytes as stored (the artifact layout takes about three
-/// times the compact JSON an agent sends).
-pub(super) const MEMORY_PER_BODY_BYTE: usize = 5;
 
 pub(super) async fn push(
     AxumState(state): AxumState<Arc<State>>,
@@ -68,13 +64,10 @@ pub(super) async fn push(
     if declared.is_some_and(|n| n > max as u64) {
         return refuse("too_large", StatusCode::PAYLOAD_TOO_LARGE, too_large());
     }
-    // The share of the budget: by the declared length, or the largest body allowed.
+    // The body's share of the budget: its declared length, or the largest allowed.
     let size = declared.map_or(max, |n| n as usize).max(1);
     let budget = state.settings.limits.max_in_flight;
-    let need = size
-        .saturating_mul(MEMORY_PER_BODY_BYTE)
-        .min(budget)
-        .min(u32::MAX as usize) as u32;
+    let need = size.min(budget).min(u32::MAX as usize) as u32;
     let Ok(permit) = state.in_flight.clone().try_acquire_many_owned(need) else {
         state.counters.reject("busy");
         tracing::warn!(
@@ -118,10 +111,26 @@ pub(super) async fn push(
         })
         .await
     };
+    // The body is gone; what waits for the disk now is the report in the artifact
+    // layout, which has a budget of its own (waited for, not refused: the push is
+    // accepted already).
+    drop(permit);
     let (push, stored_bytes, ranges) = match checked {
         Ok(Ok(p)) => p,
         Ok(Err((reason, message))) => return refuse(reason, StatusCode::BAD_REQUEST, message),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let pending = stored_bytes
+        .len()
+        .min(state.settings.limits.max_in_flight)
+        .min(u32::MAX as usize) as u32;
+    let Ok(permit) = state
+        .storing
+        .clone()
+        .acquire_many_owned(pending.max(1))
+        .await
+    else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
     };
     let id = push.run_id();
     if let Some(message) = state.retention_refuses(&id, push.epoch) {
