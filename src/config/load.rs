@@ -497,6 +497,59 @@ mod tests {
     }
 
     #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "a".repeat(1_000_000);
+        let text = format!(
+            "[[region]]\nname = \"{long}\"\ntargets = [\"127.0.0.1\"]\n\n[[region]]\nname = \"b\"\ntargets = [\"127.0.0.2\"]\n"
+        );
+        let e = parse(&text, Path::new("x.toml")).unwrap_err();
+        let m = &e.diagnostics[0].message;
+        assert!(m.chars().count() < 200, "{} characters", m.len());
+        assert!(m.contains("…\" (1000000 characters)"), "{m}");
+        // Escapes are never split, and short values are left alone.
+        let s = shorten(&format!("name {:?} and {:?}", "\u{1b}".repeat(100), "ok"));
+        assert!(s.contains("\"ok\""), "{s}");
+        assert!(s.contains("\\u{1b}…\" (100 characters)"), "{s}");
+    }
+
+    #[test]
+    fn many_problems_are_all_reported_in_order() {
+        let mut text = String::from("[probe]\n");
+        for i in 0..5000 {
+            text.push_str(&format!("bogus_{i} = 1\n"));
+        }
+        let e = parse(&text, Path::new("x.toml")).unwrap_err();
+        let unknown: Vec<&Diagnostic> = e
+            .diagnostics
+            .iter()
+            .filter(|d| d.message.starts_with("unknown key"))
+            .collect();
+        assert_eq!(unknown.len(), 5000);
+        assert_eq!((unknown[0].line, unknown[4999].line), (2, 5001));
+    }
+
+    #[test]
+    fn line_index_agrees_with_counting() {
+        let text = "ab\nçé = 1\n\nx".repeat(300);
+        let index = LineIndex::new(&text);
+        for offset in (0..text.len() + 3).step_by(7) {
+            let clamped = offset.min(text.len());
+            let before = &text.as_bytes()[..clamped];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = before[start..]
+                .iter()
+                .filter(|&&b| b & 0xC0 != 0x80)
+                .count()
+                + 1;
+            assert_eq!(index.line_col(offset), (line, column), "offset {offset}");
+        }
+    }
+
+    #[test]
     fn display_is_one_line_per_diagnostic() {
         let err = ConfigError {
             diagnostics: vec![

@@ -460,3 +460,25 @@ fn a_fifo_as_a_file_argument_is_refused_at_once() {
         );
     }
 }
+
+#[test]
+fn sweep_removes_the_temporary_files_a_killed_sweep_left() {
+    let dir = Dir::new();
+    lab(&dir);
+    // What `kill -9` during a write leaves: temporary files of a process that is gone
+    // (a pid above the kernel's limit), in the output folder and in a run folder.
+    let stale = [
+        "out/.run.json.tmp-4194305",
+        "out/.heatmap-rtt.svg.tmp-4194305",
+        "out/20261126T050000Z/.run.json.tmp-4194305",
+    ];
+    for f in stale {
+        dir.write(f, "{\"schema\": \"latmap.run/1\", \"id\"");
+    }
+    dir.latmap(&["-c", "lab.toml", "sweep", "-o", "out"])
+        .assert_ok();
+    for f in stale {
+        assert!(!dir.join(f).exists(), "{f} is left");
+    }
+    latmap::run::Run::read(&dir.join("out/run.json")).expect("the new run");
+}
