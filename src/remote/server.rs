@@ -90,7 +90,7 @@ impl Default for Limits {
         Limits {
             max_skew: Duration::from_secs(300),
             max_connections: 4096,
-            max_in_flight: 64 << 20,
+            max_in_flight: 32 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),

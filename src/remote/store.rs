@@ -48,12 +48,13 @@ pub enum Put {
     Conflict,
 }
 
-/// One report to store: its run, and its bytes in the artifact layout
-/// (`artifact::to_writer` and a final newline), which are what the file will hold.
+/// One report to store: its run, its region, and its bytes in the artifact layout
+/// (`RegionReport::to_artifact`), which are what the file will hold and what tells
+/// a resend from another report.
 #[derive(Debug, Clone)]
 pub struct Pending<'a> {
     pub id: &'a str,
-    pub report: &'a RegionReport,
+    pub region: &'a str,
     pub bytes: &'a [u8],
 }
 
@@ -191,11 +192,11 @@ impl Store {
         // The first report of each key in this batch.
         let mut first: BTreeMap<PathBuf, usize> = BTreeMap::new();
         for (i, p) in batch.iter().enumerate() {
-            let path = self.report_path(p.id, &p.report.region);
+            let path = self.report_path(p.id, p.region);
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             if let Some(&j) = first.get(&path) {
                 // The same key twice in one batch: judged like a resend.
-                let same = batch[j].bytes == p.bytes || batch[j].report == p.report;
+                let same = batch[j].bytes == p.bytes;
                 results[i] = Some(Ok(if same { Put::Duplicate } else { Put::Conflict }));
                 dirs.entry(dir).or_default().push(i);
                 continue;
@@ -262,12 +263,12 @@ impl Store {
         if stored == p.bytes {
             return Ok(Put::Duplicate);
         }
+        // Written by another version, perhaps: the same report laid out again.
         let stored = RegionReport::read(path, None)?;
-        Ok(if &stored == p.report {
-            Put::Duplicate
-        } else {
-            Put::Conflict
-        })
+        let same = stored
+            .to_artifact()
+            .is_ok_and(|(bytes, _)| bytes == p.bytes);
+        Ok(if same { Put::Duplicate } else { Put::Conflict })
     }
 
     /// Writes and syncs the temporary file of `path` (creating its folder, durably).
@@ -494,7 +495,7 @@ mod tests {
         let b = bytes(r);
         let mut out = store.commit(&[Pending {
             id,
-            report: r,
+            region: &r.region,
             bytes: &b,
         }]);
         out.remove(0).unwrap()
@@ -544,22 +545,22 @@ mod tests {
         let batch = [
             Pending {
                 id: "20261126T050000Z",
-                report: &a,
+                region: &a.region,
                 bytes: &ba,
             },
             Pending {
                 id: "20261126T050000Z",
-                report: &a,
+                region: &a.region,
                 bytes: &ba,
             },
             Pending {
                 id: "20261126T050000Z",
-                report: &a2,
+                region: &a2.region,
                 bytes: &ba2,
             },
             Pending {
                 id: "20261126T050500Z",
-                report: &b,
+                region: &b.region,
                 bytes: &bb,
             },
         ];

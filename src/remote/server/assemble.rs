@@ -38,7 +38,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The most memory, estimated, that reports handed over by pushes may hold while
 /// they wait for their build; past it, reports are read from disk when built.
-const CACHE_BYTES: usize = 1 << 30;
+const CACHE_BYTES: usize = 512 << 20;
 
 /// A report stored by a push, handed to the assembler.
 pub(super) struct Stored {
@@ -150,10 +150,12 @@ fn estimate(r: &RegionReport) -> usize {
         + 64 * r.regions.len()
 }
 
-/// `report` without its samples.
+/// `report` with only what a build needs: no samples nor resolution errors (the
+/// run's text is copied from the stored file; the analysis uses the statistics).
 pub(super) fn slim(mut report: RegionReport) -> RegionReport {
     for p in &mut report.paths {
         p.samples_us = Vec::new();
+        p.resolve_error = None;
     }
     report
 }

@@ -26,6 +26,7 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 /// One report to store, and where to send the outcome (with the report back).
 pub(super) struct Job {
     pub id: String,
+    /// The report without its samples (its bytes hold them), for the assembler.
     pub report: RegionReport,
     /// The report in the artifact layout: what the file will hold.
     pub bytes: Vec<u8>,
@@ -61,7 +62,7 @@ pub(super) fn committer(state: Arc<State>, rx: Receiver<Job>) {
                 .iter()
                 .map(|j| Pending {
                     id: &j.id,
-                    report: &j.report,
+                    region: &j.report.region,
                     bytes: &j.bytes,
                 })
                 .collect();

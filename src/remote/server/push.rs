@@ -142,7 +142,7 @@ pub(super) async fn push(
     let started = Instant::now();
     let job = Job {
         id: id.clone(),
-        report: push.report,
+        report: slim(push.report),
         bytes: stored_bytes,
         reply,
     };
@@ -172,7 +172,7 @@ pub(super) async fn push(
                     id: id.clone(),
                     region: region.clone(),
                     fleet,
-                    slim: slim(report),
+                    slim: report,
                     ranges,
                 });
             tracing::info!(
