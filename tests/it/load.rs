@@ -233,9 +233,9 @@ fn pushes_past_the_memory_budget_get_503_with_retry_after() {
     let dir = Dir::new();
     lab(&dir);
     let (_server, addr) = serve(&dir, free_port(), &["--max-in-flight", "200000"]);
-    // A push whose body is on its way takes 195,000 bytes of the 200,000.
+    // A push whose body is on its way takes 199,900 bytes of the 200,000.
     let mut slow = TcpStream::connect(addr).expect("connect");
-    slow.write_all(push_head(195_000).as_bytes())
+    slow.write_all(push_head(199_900).as_bytes())
         .expect("write");
     slow.write_all(b"{").expect("write");
     std::thread::sleep(Duration::from_millis(300));
