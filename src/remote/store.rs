@@ -71,6 +71,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// How many threads sync a batch's files at once.
+const SYNC_THREADS: usize = 16;
+
 /// Syncs a folder, so that the names created or renamed in it are durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
@@ -222,7 +225,40 @@ impl Store {
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        for (i, tmp, path) in written {
+        // Synced together: each file's fsync waits for the journal, and fsyncs issued at
+        // once share its commits, where one after another each would wait for its own.
+        let synced: Vec<std::io::Result<()>> = std::thread::scope(|scope| {
+            let chunks: Vec<_> = written
+                .chunks(written.len().div_ceil(SYNC_THREADS).max(1))
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(_, tmp, _)| fs::File::open(tmp).and_then(|f| f.sync_all()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            chunks
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(std::io::Error::other("a sync thread failed"))]
+                    })
+                })
+                .collect()
+        });
+        let mut ready = Vec::with_capacity(written.len());
+        for ((i, tmp, path), sync) in written.into_iter().zip(synced) {
+            match sync {
+                Ok(()) => ready.push((i, tmp, path)),
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    results[i] = Some(Err(io(&path)(e)));
+                }
+            }
+        }
+        for (i, tmp, path) in ready {
             match fs::rename(&tmp, &path) {
                 Ok(()) => results[i] = Some(Ok(Put::Stored)),
                 Err(e) => {
@@ -231,8 +267,28 @@ impl Store {
                 }
             }
         }
-        for (dir, waiting) in dirs {
-            if let Err(e) = sync_dir(&dir) {
+        // The folders too, at once.
+        let dirs: Vec<(PathBuf, Vec<usize>)> = dirs.into_iter().collect();
+        let dirs: Vec<(PathBuf, Vec<usize>, std::io::Result<()>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = dirs
+                .chunks(dirs.len().div_ceil(SYNC_THREADS).max(1))
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(dir, waiting)| (dir.clone(), waiting.clone(), sync_dir(dir)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .flatten()
+                .collect()
+        });
+        for (dir, waiting, synced) in dirs {
+            if let Err(e) = synced {
                 tracing::error!("cannot sync the folder {}: {e}", dir.display());
                 for i in waiting {
                     if matches!(results[i], Some(Ok(_))) {
@@ -271,7 +327,7 @@ impl Store {
         Ok(if same { Put::Duplicate } else { Put::Conflict })
     }
 
-    /// Writes and syncs the temporary file of `path` (creating its folder, durably).
+    /// Writes the temporary file of `path` (creating its folder, durably).
     fn write_temp(&self, dir: &Path, path: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
         if !dir.exists() {
             files::create_dir_all(dir).map_err(io(dir))?;
@@ -284,11 +340,8 @@ impl Store {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = dir.join(files::temp_name(&name, std::process::id()));
-        let result = (|| {
-            let mut f = files::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        })();
+        // Synced by the caller, with the rest of the batch.
+        let result = files::create(&tmp).and_then(|mut f| f.write_all(bytes));
         match result {
             Ok(()) => Ok(tmp),
             Err(e) => {
