@@ -177,7 +177,7 @@ fn tamperings() -> Vec<Tampering> {
 fn impossible_numbers_are_refused_where_they_enter() {
     let dir = Dir::new();
     lab(&dir);
-    let (_server, addr) = serve(&dir, free_port(), &[]);
+    let (_server, addr) = serve(&dir, 0, &[]);
     let epoch = recent(1);
     for (field, tamper) in tamperings() {
         let mut v: Value =

@@ -97,7 +97,7 @@ fn slow_clients_are_closed_and_cannot_starve_others() {
     lab(&dir);
     let (mut server, addr) = serve(
         &dir,
-        free_port(),
+        0,
         &[
             "--header-timeout",
             "2s",
@@ -207,7 +207,7 @@ fn slow_clients_are_closed_and_cannot_starve_others() {
 fn past_the_connection_limit_clients_get_503_with_retry_after() {
     let dir = Dir::new();
     lab(&dir);
-    let (_server, addr) = serve(&dir, free_port(), &["--max-connections", "20"]);
+    let (_server, addr) = serve(&dir, 0, &["--max-connections", "20"]);
     let held: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(addr).expect("connect"))
         .collect();
@@ -232,7 +232,7 @@ fn past_the_connection_limit_clients_get_503_with_retry_after() {
 fn pushes_past_the_memory_budget_get_503_with_retry_after() {
     let dir = Dir::new();
     lab(&dir);
-    let (_server, addr) = serve(&dir, free_port(), &["--max-in-flight", "200000"]);
+    let (_server, addr) = serve(&dir, 0, &["--max-in-flight", "200000"]);
     // A push whose body is on its way takes 199,900 bytes of the 200,000.
     let mut slow = TcpStream::connect(addr).expect("connect");
     slow.write_all(push_head(199_900).as_bytes())
@@ -263,7 +263,7 @@ fn count(log: &str, what: &str) -> usize {
 fn a_sweep_is_assembled_once_and_late_reports_in_one_rebuild() {
     let dir = Dir::new();
     lab(&dir);
-    let (server, addr) = serve(&dir, free_port(), &["--deadline", "3s", "--batch", "10s"]);
+    let (server, addr) = serve(&dir, 0, &["--deadline", "3s", "--batch", "10s"]);
     let fleet = names(40);
     let e1 = recent(2);
     let id1 = latmap::schedule::run_dir_name(e1.parse().expect("epoch"));
@@ -378,7 +378,7 @@ fn a_full_disk_refuses_pushes_and_assembly_is_retried_until_it_fits() {
     let Some(_mount) = Mount::tmpfs(&dir.join("data"), "8m") else {
         return;
     };
-    let (server, addr) = serve(&dir, free_port(), &["--deadline", "3s"]);
+    let (server, addr) = serve(&dir, 0, &["--deadline", "3s"]);
     let fleet = names(20);
     let e = recent(1);
     let id = latmap::schedule::run_dir_name(e.parse().expect("epoch"));
@@ -443,7 +443,7 @@ fn an_agent_with_a_full_spool_disk_keeps_its_reports_and_delivers_them_later() {
     };
     std::fs::create_dir_all(dir.join("spool/a/rejected")).expect("mkdir");
     let filler = fill(&dir.join("spool/a"));
-    let (_server, addr) = serve(&dir, free_port(), &["--deadline", "1s"]);
+    let (_server, addr) = serve(&dir, 0, &["--deadline", "1s"]);
     let mut a = agent(&dir, "a", addr, "2");
     until(Duration::from_secs(60), "the spool failure logged", || {
         a.log().contains("cannot write to the spool").then_some(())
@@ -485,7 +485,7 @@ fn startup_does_not_read_the_stored_runs() {
     let dir = Dir::new();
     lab(&dir);
     // 10,000 stored runs: a small valid run each, with its listing.
-    let (server, addr) = serve(&dir, free_port(), &[]);
+    let (server, addr) = serve(&dir, 0, &[]);
     let e = recent(1);
     assert_eq!(
         post(addr, &[AUTH, JSON], &push_body(&e, report("a", &["a"], 3))).status,
@@ -515,7 +515,7 @@ fn startup_does_not_read_the_stored_runs() {
         std::fs::write(folder.join("listing.json"), l).expect("listing");
     }
     let started = Instant::now();
-    let (_server, addr) = serve(&dir, free_port(), &[]);
+    let (_server, addr) = serve(&dir, 0, &[]);
     let listening = started.elapsed();
     eprintln!(
         "with 10,001 stored runs the server answered /healthz {:.2} s after it started",
@@ -592,7 +592,7 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed_during_a_burst() {
 fn unauthorised_requests_are_logged_without_the_token_and_files_are_private() {
     let dir = Dir::new();
     lab(&dir);
-    let (server, addr) = serve(&dir, free_port(), &[]);
+    let (server, addr) = serve(&dir, 0, &[]);
     let guess = "Bearer guessed-token-XYZ-0000";
     let a = post(addr, &[("Authorization", guess), JSON], b"{}");
     assert_eq!(a.status, 401);

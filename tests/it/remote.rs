@@ -44,8 +44,29 @@ pub(crate) fn serve(dir: &Dir, port: u16, extra: &[&str]) -> (Proc, SocketAddr) 
         "token",
     ];
     args.extend_from_slice(extra);
-    let proc = Proc::start(dir.path(), "serve.log", &args);
-    let addr: SocketAddr = listen.parse().expect("address");
+    // Only what this server logs: an earlier one in this folder logged to the file too.
+    let before = std::fs::metadata(dir.join("serve.log")).map_or(0, |m| m.len() as usize);
+    let mut proc = Proc::start(dir.path(), "serve.log", &args);
+    // Port 0: the server picks one and says which, so no other test can hold it.
+    let addr: SocketAddr = if port == 0 {
+        until(
+            Duration::from_secs(30),
+            "the server says its address",
+            || {
+                assert!(
+                    proc.child.try_wait().expect("wait").is_none(),
+                    "the server exited:\n{}",
+                    proc.log()
+                );
+                let log = proc.log();
+                let log = log.get(before..)?;
+                let at = log.find("serving on http://")? + "serving on http://".len();
+                log[at..].split(',').next()?.trim().parse().ok()
+            },
+        )
+    } else {
+        listen.parse().expect("address")
+    };
     until(
         Duration::from_secs(30),
         "the server answers /healthz",
