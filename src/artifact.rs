@@ -18,6 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::ser::{CompactFormatter, Formatter};
 
+use crate::files;
+
 /// How many bytes of a file that does not parse are searched for its schema tag.
 const SCHEMA_HEAD_BYTES: u64 = 8 * 1024;
 
@@ -40,14 +42,62 @@ pub enum ArtifactError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error(
-        "{path} has schema {found:?}, expected {expected}1; it was written by another version of latmap or is not a latmap file"
-    )]
+    #[error("{path} {}", schema_problem(.found.as_deref(), .expected))]
     Schema {
         path: PathBuf,
         found: Option<String>,
         expected: &'static str,
     },
+    /// The file parses but holds a value that cannot be true (a forged or corrupt
+    /// file); nothing of it is used.
+    #[error("{path} holds impossible values and is not used")]
+    Invalid { path: PathBuf, source: Invalid },
+}
+
+/// A value that cannot be true, with the field that holds it (`paths[3].rtt_us.p50`):
+/// what the readers' checks (`report::check`, `run::check`) find.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: String,
+    pub problem: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
+        Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The same problem, with `prefix` before the field (`report.` for a push).
+    pub fn within(mut self, prefix: &str) -> Invalid {
+        self.field = format!("{prefix}{}", self.field);
+        self
+    }
+}
+
+/// What is wrong with a schema tag, for [`ArtifactError::Schema`].
+fn schema_problem(found: Option<&str>, expected: &str) -> String {
+    let kind = |prefix: &str| match prefix {
+        "latmap.run/" => Some("a run"),
+        "latmap.report/" => Some("a region report"),
+        "latmap.push/" => Some("a push"),
+        _ => None,
+    };
+    let Some(found) = found else {
+        return format!("has no schema tag, expected \"{expected}1\"; it is not a latmap file");
+    };
+    let found_prefix = found.split('/').next().map(|p| format!("{p}/"));
+    match (found_prefix.as_deref().and_then(kind), kind(expected)) {
+        (Some(is), Some(want)) if found_prefix.as_deref() != Some(expected) => {
+            format!("is {is} (schema {found:?}), not {want}; pass {want} here")
+        }
+        _ => format!(
+            "has schema {found:?}, expected \"{expected}1\"; it was written by another version of latmap or is not a latmap file"
+        ),
+    }
 }
 
 /// An artifact with a `schema` tag.
@@ -71,6 +121,84 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Art
 pub fn to_writer<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
     let mut ser = serde_json::Serializer::with_formatter(out, ArrayLineFormatter::default());
     value.serialize(&mut ser).map_err(io::Error::other)
+}
+
+/// Serializes `value` in the artifact format as it appears nested `depth` levels deep
+/// (an element of a top-level array field is at depth 2): the bytes are those that
+/// `value` takes inside the larger document, so they can be copied into one.
+pub fn to_writer_at<W: Write, T: Serialize>(
+    out: &mut W,
+    value: &T,
+    depth: usize,
+) -> io::Result<()> {
+    let f = ArrayLineFormatter {
+        indent: depth,
+        ..ArrayLineFormatter::default()
+    };
+    let mut ser = serde_json::Serializer::with_formatter(out, f);
+    value.serialize(&mut ser).map_err(io::Error::other)
+}
+
+/// Where an empty top-level array field `key` is in the artifact `text` (what
+/// [`to_string`] writes): the index of its `[` and of its `]`. Only a top-level key is
+/// indented by exactly two spaces after a line break, which no string can hold.
+pub fn empty_array_field(text: &str, key: &str) -> Option<(usize, usize)> {
+    let marker = format!("\n  \"{key}\": []");
+    let at = text.find(&marker)?;
+    let open = at + marker.len() - 2;
+    Some((open, open + 1))
+}
+
+/// Writes the elements of a top-level array of objects as the artifact format lays
+/// them out, each given as its own artifact text at depth 2 ([`to_writer_at`]).
+pub struct ElementWriter<'w> {
+    out: &'w mut dyn Write,
+    first: bool,
+}
+
+impl ElementWriter<'_> {
+    /// Appends one element.
+    pub fn element(&mut self, json: &[u8]) -> io::Result<()> {
+        if self.first {
+            self.first = false;
+            self.out.write_all(b"\n    ")?;
+        } else {
+            self.out.write_all(b",\n    ")?;
+        }
+        self.out.write_all(json)
+    }
+}
+
+/// Writes `head` (an artifact whose top-level field `key` is an empty array) to `path`
+/// atomically, with the elements `fill` gives in that array: the same bytes as
+/// [`write_json_atomic`] of the document holding them, without ever holding them all.
+pub fn write_atomic_spliced(
+    path: &Path,
+    head: &str,
+    key: &str,
+    fill: impl FnOnce(&mut ElementWriter<'_>) -> io::Result<()>,
+) -> Result<(), ArtifactError> {
+    let Some((open, close)) = empty_array_field(head, key) else {
+        return Err(ArtifactError::Write {
+            path: path.to_path_buf(),
+            source: io::Error::other(format!("no empty \"{key}\" field to fill")),
+        });
+    };
+    write_atomic_with(path, |file| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&head.as_bytes()[..=open])?;
+        let mut elements = ElementWriter {
+            out: &mut out,
+            first: true,
+        };
+        fill(&mut elements)?;
+        if !elements.first {
+            out.write_all(b"\n  ")?;
+        }
+        out.write_all(&head.as_bytes()[close..])?;
+        out.write_all(b"\n")?;
+        out.flush()
+    })
 }
 
 /// The artifact format of `value` as a string (no final newline).
@@ -99,14 +227,14 @@ fn write_atomic_with(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(err)?;
+    files::create_dir_all(&dir).map_err(err)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(files::temp_name(&name, std::process::id()));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = files::create(&tmp)?;
         fill(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -130,7 +258,7 @@ pub fn read_versioned<T: DeserializeOwned + Versioned>(
         path: path.to_path_buf(),
         source,
     };
-    let file = fs::File::open(path).map_err(read_err)?;
+    let file = files::open_regular(path).map_err(read_err)?;
     let schema_err = |found: Option<String>| ArtifactError::Schema {
         path: path.to_path_buf(),
         found,
@@ -261,8 +389,19 @@ impl Formatter for ArrayLineFormatter {
         write_bool: bool, write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64,
         write_i128: i128, write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64,
         write_u128: u128, write_f32: f32, write_f64: f64, write_number_str: &str,
-        write_raw_fragment: &str,
     );
+
+    /// Raw JSON (a `RawValue`) is laid out as the value it holds: an object or an
+    /// array breaks the line as one written here would, so text taken from another
+    /// artifact of the same layout fits in unchanged.
+    fn write_raw_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        self.value_start(w, fragment.starts_with(['{', '[']))?;
+        w.write_all(fragment.as_bytes())
+    }
 
     fn write_null<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
         self.value_start(w, false)?;

@@ -116,14 +116,16 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             if let Some(e) = err.downcast_ref::<config::ConfigError>() {
-                eprintln!("{e}");
+                eprintln!("{}", crate::render::escape::terminal(&e.to_string()));
                 let n = e.diagnostics.len();
                 eprintln!(
                     "latmap: {n} problem{} in the configuration",
                     if n == 1 { "" } else { "s" }
                 );
             } else {
-                eprintln!("latmap: {err:#}");
+                // Errors quote names and values from files and peers: printed safely.
+                let text = format!("{err:#}");
+                eprintln!("latmap: {}", crate::render::escape::terminal(&text));
             }
             ExitCode::from(2)
         }
@@ -140,7 +142,7 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Ping(args) => ping::run(args),
         Command::Agent(args) => agent::run(&cli.config, args),
         Command::Serve(args) => serve::run(config, args),
-        Command::Render(args) => render::run(args),
+        Command::Render(args) => render::run(config, args),
         Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),
     }
@@ -163,6 +165,30 @@ impl ConfigArg {
         Ok(load_config(&self.path)?.thresholds)
     }
 
+    /// The regions of the configuration, when one was named (`--config` or
+    /// `LATMAP_CONFIG`): then runs and reports may hold no other region.
+    pub fn fleet(&self) -> anyhow::Result<Option<Vec<String>>> {
+        if !self.explicit {
+            return Ok(None);
+        }
+        let c = load_config(&self.path)?;
+        Ok(Some(c.regions.iter().map(|r| r.name.clone()).collect()))
+    }
+
+    /// Reads the run at `path` (checked, see `Run::read`); with a named
+    /// configuration, its regions must be the configuration's.
+    pub fn read_run(&self, path: &Path) -> anyhow::Result<crate::run::Run> {
+        let run = crate::run::Run::read(path)?;
+        if let Some(known) = self.fleet()? {
+            run.check_fleet(&known)
+                .map_err(|source| crate::artifact::ArtifactError::Invalid {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(run)
+    }
+
     /// The configuration, when one was named or the default file exists.
     pub fn optional(&self) -> anyhow::Result<Option<Config>> {
         if !self.explicit && !Path::new(&self.path).exists() {
@@ -180,9 +206,13 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: never in files or the journal.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .try_init();
 }

@@ -25,12 +25,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, Diagnostic, load, parse};
+pub use load::{ConfigError, Diagnostic, load, parse, quote};
 pub use ops::{DiffThresholds, ScheduleSettings};
 pub use thresholds::{
     DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
 };
-pub use validate::{MAX_COUNT, MAX_PAYLOAD, MAX_TIMEOUT};
+pub use validate::{MAX_COUNT, MAX_PAYLOAD, MAX_TIMEOUT, is_bidi_control, region_name_problem};
 
 /// The UDP port of a STAMP session-reflector (RFC 8762, section 4.1).
 pub const STAMP_PORT: u16 = 862;
@@ -79,6 +79,24 @@ pub struct Region {
 pub struct Location {
     pub lat: f64,
     pub lon: f64,
+}
+
+impl Location {
+    /// Latitudes, in degrees.
+    pub const LAT: std::ops::RangeInclusive<f64> = -90.0..=90.0;
+    /// Longitudes, in degrees.
+    pub const LON: std::ops::RangeInclusive<f64> = -180.0..=180.0;
+
+    /// Why these coordinates cannot be a place on Earth, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if !Location::LAT.contains(&self.lat) {
+            return Some(format!("lat {} is not a latitude (-90 to 90)", self.lat));
+        }
+        if !Location::LON.contains(&self.lon) {
+            return Some(format!("lon {} is not a longitude (-180 to 180)", self.lon));
+        }
+        None
+    }
 }
 
 /// Mean Earth radius in km.

@@ -22,7 +22,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::config::{DetectorId, ProbeKind};
 use crate::report::PathEntry;
-use crate::run::{Anomaly, Run, Severity, Subject};
+use crate::run::{Run, Severity, Subject};
 
 /// The file name of a series' history, beside its runs.
 pub const FILE_NAME: &str = "history.redb";
@@ -602,7 +602,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::RunRegion;
+    use crate::run::{Anomaly, RunRegion};
 
     fn run_at(minute: i64, rtt_ms: u64) -> Run {
         let regions = ["a", "b"]

@@ -18,6 +18,7 @@
 //! Modules are declared in data-flow order; each imports only the ones above it
 //! (`rustfmt.toml` keeps rustfmt from sorting them).
 
+pub mod files;
 pub mod config;
 pub mod stats;
 pub mod sockopt;

@@ -33,7 +33,14 @@ pub enum TokenError {
     Empty(PathBuf),
     #[error("the token in {0} contains a line break or a control character; a token is one line")]
     Invalid(PathBuf),
+    #[error(
+        "the token in {0} is {1} bytes long; use at least {MIN_TOKEN_LEN} random bytes, e.g. `openssl rand -hex 32 > {0}`"
+    )]
+    Short(PathBuf, usize),
 }
+
+/// The shortest token accepted, in bytes: shorter ones can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 impl Token {
     /// Reads a token file once: trailing whitespace is trimmed; an empty token is
@@ -43,7 +50,9 @@ impl Token {
             path: path.to_path_buf(),
             source,
         };
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let bytes = crate::files::read_regular(path).map_err(read_err)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         if let Ok(meta) = std::fs::metadata(path) {
             use std::os::unix::fs::PermissionsExt;
             if meta.permissions().mode() & 0o044 != 0 {
@@ -56,17 +65,22 @@ impl Token {
         }
         Token::new(text.trim_end()).map_err(|e| match e {
             TokenError::Empty(_) => TokenError::Empty(path.to_path_buf()),
+            TokenError::Short(_, n) => TokenError::Short(path.to_path_buf(), n),
             _ => TokenError::Invalid(path.to_path_buf()),
         })
     }
 
-    /// A token from its text (leading and trailing whitespace are not removed here).
+    /// A token from its text (leading and trailing whitespace are not removed here):
+    /// one line of at least [`MIN_TOKEN_LEN`] bytes.
     pub fn new(text: &str) -> Result<Token, TokenError> {
         if text.is_empty() {
             return Err(TokenError::Empty(PathBuf::new()));
         }
         if text.chars().any(|c| c.is_control()) {
             return Err(TokenError::Invalid(PathBuf::new()));
+        }
+        if text.len() < MIN_TOKEN_LEN {
+            return Err(TokenError::Short(PathBuf::new(), text.len()));
         }
         Ok(Token(text.as_bytes().to_vec()))
     }
@@ -123,14 +137,20 @@ mod tests {
     fn token_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
-        std::fs::write(&p, "s3cret \n").unwrap();
+        std::fs::write(&p, "s3cret-s3cret-s3cret \n").unwrap();
         let t = Token::read(&p).unwrap();
-        assert!(t.matches(b"s3cret") && !t.matches(b"s3cret "));
+        assert!(t.matches(b"s3cret-s3cret-s3cret") && !t.matches(b"s3cret-s3cret-s3cret "));
         assert_eq!(format!("{t:?}"), "Token(<hidden>)");
         std::fs::write(&p, " \n\n").unwrap();
         assert!(matches!(Token::read(&p), Err(TokenError::Empty(_))));
         std::fs::write(&p, "a\nb\n").unwrap();
         assert!(matches!(Token::read(&p), Err(TokenError::Invalid(_))));
+        std::fs::write(&p, "x\n").unwrap();
+        assert!(matches!(Token::read(&p), Err(TokenError::Short(_, 1))));
+        std::fs::write(&p, "0123456789abcde\n").unwrap();
+        assert!(matches!(Token::read(&p), Err(TokenError::Short(_, 15))));
+        std::fs::write(&p, "0123456789abcdef\n").unwrap();
+        assert!(Token::read(&p).is_ok());
         assert!(matches!(
             Token::read(&dir.path().join("absent")),
             Err(TokenError::Read { .. })

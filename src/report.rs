@@ -14,6 +14,13 @@ use crate::config::{Config, Location, ProbeKind};
 use crate::probe::{Outcome, PathResult, ProberHealth, ProberOutput};
 use crate::stats::{RttSummary, Z95, wilson_interval};
 
+mod check;
+
+pub use check::{
+    Invalid, MAX_SAMPLE_US, first_duplicate, list as name_list, location as check_location,
+    name as check_name, regions as check_regions,
+};
+
 /// The schema tag of a region report.
 pub const REPORT_SCHEMA: &str = "latmap.report/1";
 
@@ -67,7 +74,39 @@ pub struct PathEntry {
     /// RTT summary in microseconds; `null` when nothing came back.
     pub rtt_us: Option<RttSummary>,
     /// Every probe's RTT in send order, in microseconds; `null` for a probe without reply.
+    /// Empty when the entry was read by [`without_samples`].
+    #[serde(deserialize_with = "samples_unless_skipped")]
     pub samples_us: Vec<Option<u64>>,
+}
+
+thread_local! {
+    /// Set while [`without_samples`] runs: path entries are read without samples.
+    static SKIP_SAMPLES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` with path entries deserialized on this thread leaving `samples_us`
+/// empty (the samples are skipped, not stored): a run or report of a million paths
+/// then takes a fraction of the memory, for outputs that show only statistics.
+pub fn without_samples<T>(read: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SKIP_SAMPLES.with(|s| s.set(self.0));
+        }
+    }
+    let _reset = Reset(SKIP_SAMPLES.with(|s| s.replace(true)));
+    read()
+}
+
+fn samples_unless_skipped<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Option<u64>>, D::Error> {
+    if SKIP_SAMPLES.with(|s| s.get()) {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(Vec::new())
+    } else {
+        Vec::deserialize(d)
+    }
 }
 
 impl PathEntry {
@@ -299,9 +338,76 @@ impl RegionReport {
         }
     }
 
-    /// Reads a region report, rejecting other schemas with a clear error.
-    pub fn read(path: &Path) -> Result<RegionReport, crate::artifact::ArtifactError> {
-        crate::artifact::read_versioned(path, "latmap.report/")
+    /// Reads a region report, rejecting other schemas and impossible values (see
+    /// [`RegionReport::check`]) with a clear error; `known`: the fleet of a
+    /// configuration, whose regions are then the only ones allowed.
+    pub fn read(
+        path: &Path,
+        known: Option<&[String]>,
+    ) -> Result<RegionReport, crate::artifact::ArtifactError> {
+        let report: RegionReport = crate::artifact::read_versioned(path, "latmap.report/")?;
+        report
+            .check(known)
+            .map_err(|source| crate::artifact::ArtifactError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(report)
+    }
+}
+
+impl RegionReport {
+    /// The report in the artifact format with a final newline (what
+    /// `artifact::write_json_atomic` writes), and where in it each path's text is: a
+    /// path's bytes are those it takes in a run, so a run can be written by copying
+    /// them.
+    pub fn to_artifact(&self) -> std::io::Result<(Vec<u8>, Vec<std::ops::Range<usize>>)> {
+        // Every field, so that a new one cannot be forgotten here.
+        let RegionReport {
+            schema,
+            region,
+            started_at,
+            finished_at,
+            regions,
+            prober,
+            paths,
+        } = self;
+        #[derive(Serialize)]
+        struct Head<'r> {
+            schema: &'r String,
+            region: &'r String,
+            started_at: &'r DateTime<Utc>,
+            finished_at: &'r DateTime<Utc>,
+            regions: &'r [RegionInfo],
+            prober: &'r ProberHealth,
+            paths: [(); 0],
+        }
+        let head = crate::artifact::to_string(&Head {
+            schema,
+            region,
+            started_at,
+            finished_at,
+            regions,
+            prober,
+            paths: [],
+        })?;
+        let (open, close) = crate::artifact::empty_array_field(&head, "paths")
+            .ok_or_else(|| std::io::Error::other("no paths field"))?;
+        let mut out = Vec::with_capacity(head.len() + paths.len() * 900);
+        out.extend_from_slice(&head.as_bytes()[..=open]);
+        let mut ranges = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+            let start = out.len();
+            crate::artifact::to_writer_at(&mut out, p, 2)?;
+            ranges.push(start..out.len());
+        }
+        if !paths.is_empty() {
+            out.extend_from_slice(b"\n  ");
+        }
+        out.extend_from_slice(&head.as_bytes()[close..]);
+        out.push(b'\n');
+        Ok((out, ranges))
     }
 }
 

@@ -6,6 +6,7 @@
 //! never shown as 100% loss. The analysis stage's findings are stored in the run too;
 //! their type is in `finding`, the detectors come later. See docs/run-format.md.
 
+mod check;
 mod finding;
 
 pub use finding::{Anomaly, Direction, Severity, Subject, Unit};
@@ -86,8 +87,14 @@ impl Run {
     /// Merges region reports into a run. Regions known to any report but without a
     /// report of their own are marked as not reported.
     pub fn from_reports(reports: &[RegionReport]) -> Result<Run, AggregateError> {
-        let first = reports.first().ok_or(AggregateError::Empty)?;
+        Run::from_owned_reports(reports.to_vec())
+    }
+
+    /// The regions of a run merged from `reports`, in the order they are first named
+    /// (each report's list of regions, then its own region), none reported yet.
+    pub fn regions_of(reports: &[RegionReport]) -> Vec<RunRegion> {
         let mut regions: Vec<RunRegion> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for report in reports {
             for r in report
                 .regions
@@ -95,53 +102,69 @@ impl Run {
                 .map(|r| (r.name.as_str(), r.location))
                 .chain([(report.region.as_str(), None)])
             {
-                match regions.iter_mut().find(|x| x.name == r.0) {
-                    Some(existing) => {
-                        if existing.location.is_none() {
-                            existing.location = r.1;
+                match seen.get(r.0) {
+                    Some(&i) => {
+                        if regions[i].location.is_none() {
+                            regions[i].location = r.1;
                         }
                     }
-                    None => regions.push(RunRegion {
-                        name: r.0.to_string(),
-                        location: r.1,
-                        reported: false,
-                    }),
+                    None => {
+                        seen.insert(r.0, regions.len());
+                        regions.push(RunRegion {
+                            name: r.0.to_string(),
+                            location: r.1,
+                            reported: false,
+                        });
+                    }
                 }
             }
         }
-        let mut probers = BTreeMap::new();
-        let mut paths = Vec::new();
-        for report in reports {
-            if probers
-                .insert(report.region.clone(), report.prober.clone())
-                .is_some()
-            {
-                return Err(AggregateError::Duplicate(report.region.clone()));
-            }
-            if let Some(r) = regions.iter_mut().find(|r| r.name == report.region) {
-                r.reported = true;
-            }
-            for p in &report.paths {
-                if p.source != report.region {
-                    return Err(AggregateError::ForeignPath {
-                        region: report.region.clone(),
-                        source_region: p.source.clone(),
-                    });
-                }
-                paths.push(p.clone());
-            }
-        }
-        sort_paths(&regions, &mut paths);
+        regions
+    }
+
+    /// [`Run::from_reports`], taking the reports' paths instead of copying them.
+    pub fn from_owned_reports(reports: Vec<RegionReport>) -> Result<Run, AggregateError> {
+        let first = reports.first().ok_or(AggregateError::Empty)?;
+        let (first_started, first_finished) = (first.started_at, first.finished_at);
+        let mut regions = Run::regions_of(&reports);
         let started_at = reports
             .iter()
             .map(|r| r.started_at)
             .min()
-            .unwrap_or(first.started_at);
+            .unwrap_or(first_started);
         let finished_at = reports
             .iter()
             .map(|r| r.finished_at)
             .max()
-            .unwrap_or(first.finished_at);
+            .unwrap_or(first_finished);
+        let mut probers = BTreeMap::new();
+        let mut paths = Vec::with_capacity(reports.iter().map(|r| r.paths.len()).sum());
+        let index: std::collections::HashMap<String, usize> = regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
+        for report in reports {
+            if probers
+                .insert(report.region.clone(), report.prober)
+                .is_some()
+            {
+                return Err(AggregateError::Duplicate(report.region));
+            }
+            if let Some(&i) = index.get(&report.region) {
+                regions[i].reported = true;
+            }
+            for p in report.paths {
+                if p.source != report.region {
+                    return Err(AggregateError::ForeignPath {
+                        region: report.region,
+                        source_region: p.source,
+                    });
+                }
+                paths.push(p);
+            }
+        }
+        sort_paths(&regions, &mut paths);
         Ok(Run {
             schema: RUN_SCHEMA.to_string(),
             id: run_id(started_at),
@@ -174,12 +197,82 @@ impl Run {
         }
     }
 
+    /// Reads a run, rejecting other schemas and impossible values (see
+    /// [`Run::check`]) with a clear error.
     pub fn read(path: &Path) -> Result<Run, ArtifactError> {
-        artifact::read_versioned(path, "latmap.run/")
+        let run: Run = artifact::read_versioned(path, "latmap.run/")?;
+        run.check().map_err(|source| ArtifactError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(run)
+    }
+
+    /// Reads a run without its samples (`samples_us` left empty, see
+    /// `report::without_samples`), checked as far as that allows: for outputs that
+    /// show statistics only, with a fraction of the memory.
+    pub fn read_without_samples(path: &Path) -> Result<Run, ArtifactError> {
+        let run: Run =
+            crate::report::without_samples(|| artifact::read_versioned(path, "latmap.run/"))?;
+        run.check_without_samples()
+            .map_err(|source| ArtifactError::Invalid {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(run)
     }
 
     pub fn write(&self, path: &Path) -> Result<(), ArtifactError> {
         artifact::write_json_atomic(path, self)
+    }
+
+    /// Writes the run atomically as [`Run::write`] would, except that its paths are
+    /// the ones `paths` gives (each the artifact text of one path at depth 2, see
+    /// `artifact::to_writer_at`) instead of `self.paths`: for a run whose paths are too
+    /// many to hold with their samples, copied from elsewhere. The bytes are the same
+    /// as `write` gives for a run holding those paths.
+    pub fn write_with_paths(
+        &self,
+        path: &Path,
+        paths: impl FnOnce(&mut artifact::ElementWriter<'_>) -> std::io::Result<()>,
+    ) -> Result<(), ArtifactError> {
+        // Every field of the run, so that a new one cannot be forgotten here.
+        let Run {
+            schema,
+            id,
+            started_at,
+            finished_at,
+            regions,
+            probers,
+            paths: _,
+            anomalies,
+        } = self;
+        #[derive(Serialize)]
+        struct Head<'r> {
+            schema: &'r String,
+            id: &'r String,
+            started_at: &'r DateTime<Utc>,
+            finished_at: &'r DateTime<Utc>,
+            regions: &'r [RunRegion],
+            probers: &'r BTreeMap<String, ProberHealth>,
+            paths: [(); 0],
+            anomalies: &'r [Anomaly],
+        }
+        let head = artifact::to_string(&Head {
+            schema,
+            id,
+            started_at,
+            finished_at,
+            regions,
+            probers,
+            paths: [],
+            anomalies,
+        })
+        .map_err(|source| ArtifactError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        artifact::write_atomic_spliced(path, &head, "paths", paths)
     }
 
     /// The first path from `source` to `target` of `kind`, if measured.
@@ -201,22 +294,52 @@ impl Versioned for Run {
     }
 }
 
-/// Orders paths by source region, target region (in `regions` order), kind and target.
+/// Orders paths by source region, target region (in `regions` order), kind and target,
+/// in place.
 fn sort_paths(regions: &[RunRegion], paths: &mut [PathEntry]) {
-    let order: std::collections::HashMap<&str, usize> = regions
+    let mut order = path_order(regions, paths);
+    // Position k takes the path at order[k]: follow each cycle of the permutation,
+    // swapping, so that a million paths are never copied.
+    for k in 0..order.len() {
+        if order[k] == k {
+            continue;
+        }
+        let mut at = k;
+        loop {
+            let from = order[at];
+            order[at] = at;
+            if from == k {
+                break;
+            }
+            paths.swap(at, from);
+            at = from;
+        }
+    }
+}
+
+/// The run's order of `paths` (by source region, target region in `regions` order,
+/// kind and target) as indices into `paths`: the one order of paths in a run, for
+/// those who write a run's paths from elsewhere.
+pub fn path_order(regions: &[RunRegion], paths: &[PathEntry]) -> Vec<usize> {
+    let rank: std::collections::HashMap<&str, usize> = regions
         .iter()
         .enumerate()
         .map(|(i, r)| (r.name.as_str(), i))
         .collect();
-    let rank = |name: &str| order.get(name).copied().unwrap_or(usize::MAX);
-    paths.sort_by(|a, b| {
-        (rank(&a.source), rank(&a.target), a.kind, &a.target_spec).cmp(&(
-            rank(&b.source),
-            rank(&b.target),
-            b.kind,
-            &b.target_spec,
-        ))
+    let r = |name: &str| rank.get(name).copied().unwrap_or(usize::MAX);
+    let keys: Vec<(usize, usize, crate::config::ProbeKind)> = paths
+        .iter()
+        .map(|p| (r(&p.source), r(&p.target), p.kind))
+        .collect();
+    let mut idx: Vec<usize> = (0..paths.len()).collect();
+    // Ties (none in a checked run) keep their order: the sort is deterministic.
+    idx.sort_unstable_by(|&a, &b| {
+        keys[a]
+            .cmp(&keys[b])
+            .then_with(|| paths[a].target_spec.cmp(&paths[b].target_spec))
+            .then(a.cmp(&b))
     });
+    idx
 }
 
 /// A run id: the start time, to the second, and a random suffix.
@@ -226,4 +349,133 @@ fn run_id(started_at: DateTime<Utc>) -> String {
         started_at.format("%Y%m%dT%H%M%SZ"),
         rand::random::<u32>() & 0xff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProbeKind;
+
+    fn report(region: &str, targets: &[&str]) -> RegionReport {
+        let t = chrono::DateTime::from_timestamp(1_795_000_000, 5).unwrap();
+        RegionReport {
+            schema: crate::report::REPORT_SCHEMA.into(),
+            region: region.into(),
+            started_at: t,
+            finished_at: t,
+            regions: ["a", "b", "c"]
+                .iter()
+                .map(|n| crate::report::RegionInfo {
+                    name: n.to_string(),
+                    location: None,
+                })
+                .collect(),
+            prober: ProberHealth::default(),
+            paths: targets
+                .iter()
+                .rev()
+                .flat_map(|t| {
+                    [ProbeKind::Tcp, ProbeKind::Udp].map(|k| {
+                        PathEntry::from_samples(region, t, k, "h:1", vec![Some(7), None, Some(9)])
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_run_written_from_copied_paths_is_the_run_written_whole() {
+        let reports = [report("c", &["a", "b"]), report("a", &["b", "c"])];
+        let mut run = Run::from_reports(&reports).unwrap();
+        run.id = "20261126T050000Z".into();
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.json");
+        run.write(&whole).unwrap();
+        // Each report's paths as its file holds them, copied in the run's order.
+        let copied = dir.path().join("copied.json");
+        type Part = (Vec<u8>, Vec<std::ops::Range<usize>>, Vec<usize>);
+        let parts: Vec<Part> = reports
+            .iter()
+            .map(|r| {
+                let (bytes, ranges) = r.to_artifact().unwrap();
+                let order = path_order(&run.regions, &r.paths);
+                (bytes, ranges, order)
+            })
+            .collect();
+        let rank = |r: &RegionReport| run.regions.iter().position(|x| x.name == r.region);
+        let mut idx: Vec<usize> = (0..reports.len()).collect();
+        idx.sort_by_key(|&i| rank(&reports[i]));
+        run.write_with_paths(&copied, |out| {
+            for &i in &idx {
+                let (bytes, ranges, order) = &parts[i];
+                for &k in order {
+                    out.element(&bytes[ranges[k].clone()])?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
+        // And with no paths at all.
+        let mut empty = run.clone();
+        empty.paths.clear();
+        empty.write(&whole).unwrap();
+        empty.write_with_paths(&copied, |_| Ok(())).unwrap();
+        assert_eq!(
+            std::fs::read(&copied).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_report_in_the_artifact_format_says_where_its_paths_are() {
+        let r = report("a", &["b", "c"]);
+        let (bytes, ranges) = r.to_artifact().unwrap();
+        let mut want = crate::artifact::to_string(&r).unwrap().into_bytes();
+        want.push(b'\n');
+        assert_eq!(bytes, want);
+        assert_eq!(ranges.len(), r.paths.len());
+        for (range, p) in ranges.iter().zip(&r.paths) {
+            let back: PathEntry = serde_json::from_slice(&bytes[range.clone()]).unwrap();
+            assert_eq!(&back, p);
+        }
+        let mut none = r.clone();
+        none.paths.clear();
+        let (bytes, ranges) = none.to_artifact().unwrap();
+        let mut want = crate::artifact::to_string(&none).unwrap().into_bytes();
+        want.push(b'\n');
+        assert_eq!(bytes, want);
+        assert!(ranges.is_empty());
+    }
+
+    #[test]
+    fn paths_are_sorted_in_place_in_the_run_order() {
+        let run = Run::from_reports(&[report("b", &["a", "c"]), report("a", &["c", "b"])]).unwrap();
+        let keys: Vec<(String, String, ProbeKind)> = run
+            .paths
+            .iter()
+            .map(|p| (p.source.clone(), p.target.clone(), p.kind))
+            .collect();
+        let names: Vec<&str> = run.regions.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let want = [
+            ("a", "b", ProbeKind::Udp),
+            ("a", "b", ProbeKind::Tcp),
+            ("a", "c", ProbeKind::Udp),
+            ("a", "c", ProbeKind::Tcp),
+            ("b", "a", ProbeKind::Udp),
+            ("b", "a", ProbeKind::Tcp),
+            ("b", "c", ProbeKind::Udp),
+            ("b", "c", ProbeKind::Tcp),
+        ];
+        let mut sorted_want: Vec<(String, String, ProbeKind)> = want
+            .iter()
+            .map(|(s, t, k)| (s.to_string(), t.to_string(), *k))
+            .collect();
+        sorted_want.sort_by_key(|(s, t, k)| (s.clone(), t.clone(), *k));
+        assert_eq!(keys, sorted_want);
+    }
 }

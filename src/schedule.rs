@@ -108,7 +108,7 @@ fn parse_run_dir_name(name: &str) -> Option<DateTime<Utc>> {
 
 /// Points `dir/latest` at `dir/name` atomically (a new link renamed over the old one).
 pub fn update_latest(dir: &Path, name: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".latest.tmp-{}", std::process::id()));
+    let tmp = dir.join(crate::files::temp_name("latest", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(name, &tmp)?;
     std::fs::rename(&tmp, dir.join("latest"))
@@ -121,6 +121,23 @@ pub struct Retention {
     pub keep: Option<usize>,
     /// Delete runs older than this.
     pub max_age: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether a run is beyond the retention: `rank` is its place counted from the
+    /// newest (1 for the newest), `epoch` its time. The caller never deletes the
+    /// newest run.
+    pub fn deletes(&self, rank: usize, epoch: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        let too_many = self.keep.is_some_and(|k| rank > k);
+        let too_old = match (
+            self.max_age.and_then(|a| TimeDelta::from_std(a).ok()),
+            epoch,
+        ) {
+            (Some(age), Some(t)) => now - t > age,
+            _ => false,
+        };
+        too_many || too_old
+    }
 }
 
 /// Deletes the run folders of `dir` (those named like [`run_dir_name`]) that `retention`
@@ -148,12 +165,7 @@ pub fn apply_retention(
         if i + 1 == n {
             break; // the newest run always stays
         }
-        let too_many = retention.keep.is_some_and(|k| n - i > k);
-        let too_old = retention
-            .max_age
-            .and_then(|a| TimeDelta::from_std(a).ok())
-            .is_some_and(|a| now - t > a);
-        if too_many || too_old {
+        if retention.deletes(n - i, Some(t), now) {
             std::fs::remove_dir_all(&path)?;
             removed.push(path);
         }

@@ -28,10 +28,12 @@ pub struct Args {
 
 pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
     let thresholds = config.thresholds()?;
+    // With a configuration, only its regions may appear in the reports.
+    let known = config.fleet()?;
     let reports = args
         .reports
         .iter()
-        .map(|p| RegionReport::read(p))
+        .map(|p| RegionReport::read(p, known.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut run = Run::from_reports(&reports)?;
     run.anomalies = anomaly::analyse(&run, &thresholds);

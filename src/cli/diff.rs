@@ -67,8 +67,8 @@ pub struct Args {
 }
 
 pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
-    let base = Run::read(&args.base)?;
-    let current = Run::read(&args.current)?;
+    let base = config.read_run(&args.base)?;
+    let current = config.read_run(&args.current)?;
     // [diff] of the configuration when there is one; flags override it.
     let mut t = config
         .optional()?

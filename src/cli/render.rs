@@ -29,9 +29,13 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let run = Run::read(&args.run)?;
-    let baseline = args.baseline.as_deref().map(Run::read).transpose()?;
+pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
+    let run = config.read_run(&args.run)?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|p| config.read_run(p))
+        .transpose()?;
     let opts = Options {
         view: args.view,
         order: args.order,

@@ -69,7 +69,7 @@ impl From<SeverityArg> for Severity {
 }
 
 pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
-    let mut run = Run::read(&args.run)?;
+    let mut run = config.read_run(&args.run)?;
     if args.reanalyse {
         let thresholds = config.thresholds()?;
         run.anomalies = anomaly::analyse(&run, &thresholds);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::remote::Token;
-use crate::remote::server::{Settings, serve};
+use crate::remote::server::{Limits, Settings, serve};
 
 use super::ConfigArg;
 
@@ -23,9 +23,15 @@ pub struct Args {
     #[arg(long, env = "LATMAP_TOKEN_FILE")]
     pub token_file: PathBuf,
     /// Assemble a sweep's run this long after its first report even if regions are
-    /// still missing (they are marked "no data"; a late report re-assembles the run).
+    /// still missing (they are marked "no data"; late reports re-assemble the run,
+    /// see --batch).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
     pub deadline: Duration,
+    /// A report that arrives after its run was assembled waits this long for others
+    /// (and at least twice the last assembly's time); then the run is assembled again,
+    /// once for all of them.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub batch: Duration,
     /// The largest accepted report, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body: usize,
@@ -36,6 +42,35 @@ pub struct Args {
     /// (410) [default: never].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keep_for: Option<Duration>,
+    /// Refuse (400) a report whose sweep epoch is more than DURATION ahead of this
+    /// server's clock: a far-future run would otherwise stay the latest for good.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub max_skew: Duration,
+    /// Connections served at once; more are answered 503 with Retry-After (capped by
+    /// the open-file limit, which the server raises to its maximum).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Memory for push bodies received and not yet checked, in bytes; past it pushes
+    /// are answered 503 with Retry-After, which agents honour. Checked reports
+    /// waiting for the disk get as much again, and a report being checked (one per
+    /// core) about four times its size.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_in_flight)]
+    pub max_in_flight: usize,
+    /// Time a client has to send a request's head, counted from the connection's
+    /// start or the end of its previous request (so an idle connection is closed
+    /// after it too).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a push's body (408 after it).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub body_timeout: Duration,
+    /// Close a connection on which nothing moved for DURATION outside a request (a
+    /// client that stopped reading its answer, for one).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM, wait at most DURATION for requests in hand, then stop.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub shutdown_timeout: Duration,
 }
 
 pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
@@ -52,12 +87,23 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         data: args.data.clone(),
         token: Token::read(&args.token_file)?,
         deadline: args.deadline,
+        batch: args.batch,
         max_body: args.max_body,
         known,
         thresholds,
         retention: crate::schedule::Retention {
             keep: args.keep.and_then(|k| usize::try_from(k).ok()),
             max_age: args.keep_for,
+        },
+        limits: Limits {
+            max_skew: args.max_skew,
+            max_connections: args.max_connections.max(1),
+            max_in_flight: args.max_in_flight.max(1),
+            header_timeout: args.header_timeout.max(Duration::from_millis(100)),
+            body_timeout: args.body_timeout.max(Duration::from_millis(100)),
+            idle_timeout: args.idle_timeout.max(Duration::from_millis(100)),
+            shutdown_timeout: args.shutdown_timeout,
+            ..Limits::default()
         },
     };
     let rt = super::runtime()?;

@@ -76,6 +76,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
              (see docs/config.md)"
         );
     }
+    clean_stale(&args.out);
     let rt = super::runtime()?;
     match plan(&config, &args)? {
         None => {
@@ -83,6 +84,34 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             Ok(args.fail.exit_code(&run))
         }
         Some(plan) => scheduled(&rt, &config, &regions, &args, plan),
+    }
+}
+
+/// Removes the temporary files an interrupted sweep (killed mid-write) left in `out`
+/// and its run folders; they are never taken for results, but would pile up.
+fn clean_stale(out: &Path) {
+    let mut dirs = vec![out.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(out) {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path()),
+        );
+    }
+    for dir in dirs {
+        match crate::files::remove_stale_temps(&dir) {
+            Ok(removed) => {
+                for name in removed {
+                    tracing::info!(
+                        "removed {}: a write that an interrupted sweep left",
+                        dir.join(name).display()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("cannot clean {}: {e}", dir.display()),
+        }
     }
 }
 
@@ -148,7 +177,7 @@ fn scheduled(
     args: &Args,
     plan: Plan,
 ) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.out)
+    crate::files::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     eprintln!(
         "latmap: sweeping {} into {}; Ctrl-C stops",

@@ -16,6 +16,28 @@ use super::lab::{self, LabInput, MatrixInput};
 use super::matrix::{self, Unit};
 use super::raw::{self, Problem, Span};
 
+/// The most characters of a value a message quotes; longer values are cut.
+pub(super) const MAX_QUOTED: usize = 64;
+
+/// `s` quoted for a message as `{:?}` writes it, cut to 64 characters
+/// when longer: `"aaaa…" (52428800 characters)`.
+pub fn quote(s: &str) -> String {
+    match s.char_indices().nth(MAX_QUOTED) {
+        None => format!("{s:?}"),
+        Some(_) => {
+            let end = s
+                .char_indices()
+                .nth(MAX_QUOTED - 1)
+                .map_or(s.len(), |(i, _)| i);
+            format!(
+                "{:?} ({} characters)",
+                format!("{}…", &s[..end]),
+                s.chars().count()
+            )
+        }
+    }
+}
+
 /// Syntax errors beyond this many are summarised in one line.
 const MAX_SYNTAX_ERRORS: usize = 10;
 
@@ -52,7 +74,7 @@ pub struct ConfigError {
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ConfigError {
+    let bytes = crate::files::read_regular(path).map_err(|e| ConfigError {
         diagnostics: vec![Diagnostic {
             file: file.clone(),
             line: 1,
@@ -112,11 +134,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let config = lab::assemble(&raw, text, path, matrices, &mut problems);
 
+    let lines = LineIndex::new(text);
     let mut diagnostics: Vec<Diagnostic> = problems
         .into_iter()
-        .map(|p| locate(text, &file, &p.span, p.message))
+        .map(|p| locate(&lines, &file, &p.span, p.message))
         .collect();
     diagnostics.extend(csv_diagnostics);
+    for d in &mut diagnostics {
+        d.message = shorten(&d.message);
+    }
     match config {
         Some(config) if diagnostics.is_empty() => Ok(config),
         _ => {
@@ -165,7 +191,7 @@ fn read_matrix(
     let resolved: PathBuf = dir.join(written);
     let csv_file = resolved.display().to_string();
     files.add(&csv_file);
-    let bytes = match std::fs::read(&resolved) {
+    let bytes = match crate::files::read_regular(&resolved) {
         Ok(bytes) => bytes,
         Err(e) => {
             let hint = if Path::new(written).is_absolute() {
@@ -215,12 +241,13 @@ fn utf8<'a>(bytes: &'a [u8], file: &str) -> Result<&'a str, Diagnostic> {
 }
 
 fn syntax_diagnostics(text: &str, file: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
+    let lines = LineIndex::new(text);
     let mut out: Vec<Diagnostic> = errors
         .iter()
         .map(|e| {
             let span = e.span().unwrap_or(0..0);
-            let message = syntax_message(text, &span, e.message());
-            locate(text, file, &span, message)
+            let message = shorten(&syntax_message(text, &span, e.message()));
+            locate(&lines, file, &span, message)
         })
         .collect();
     out.sort_by_key(|d| (d.line, d.column));
@@ -265,28 +292,147 @@ fn at(file: &str, line: usize, column: usize, message: String) -> Diagnostic {
     }
 }
 
-fn locate(text: &str, file: &str, span: &Span, message: String) -> Diagnostic {
-    let (line, column) = line_col(text, span.start);
+fn locate(lines: &LineIndex<'_>, file: &str, span: &Span, message: String) -> Diagnostic {
+    let (line, column) = lines.line_col(span.start);
     at(file, line, column, message)
 }
 
 /// 1-based line and character column of byte `offset` in `text` (clamped to the text;
-/// any offset is accepted, even one inside a character).
+/// any offset is accepted, even one inside a character). For one lookup; many lookups
+/// in one text use a [`LineIndex`].
 pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let bytes = text.as_bytes();
-    let before = &bytes[..offset.min(bytes.len())];
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    // Count characters by their first byte (UTF-8 continuation bytes are 0b10xx_xxxx).
-    let column = before[line_start..]
-        .iter()
-        .filter(|&&b| b & 0xC0 != 0x80)
-        .count()
-        + 1;
-    (line, column)
+    LineIndex::new(text).line_col(offset)
+}
+
+/// Bytes between two character-count checkpoints of a [`LineIndex`].
+const CHECKPOINT: usize = 256;
+
+/// Where the lines of a text start, and how many characters come before every
+/// 256th byte, so that each `LINE:COL` costs a binary search and at most 256 bytes of
+/// counting: reporting many problems stays linear in the size of the file, even when
+/// they share one long line.
+pub(super) struct LineIndex<'t> {
+    bytes: &'t [u8],
+    /// Byte offset of each line's first byte.
+    starts: Vec<usize>,
+    /// Characters in `bytes[..k * CHECKPOINT]`, for every k.
+    chars: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    pub fn new(text: &'t str) -> LineIndex<'t> {
+        let bytes = text.as_bytes();
+        let mut starts = vec![0];
+        starts.extend(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        let mut chars = Vec::with_capacity(bytes.len() / CHECKPOINT + 1);
+        let mut n = 0;
+        for block in bytes.chunks(CHECKPOINT) {
+            chars.push(n);
+            n += count_chars(block);
+        }
+        chars.push(n);
+        LineIndex {
+            bytes,
+            starts,
+            chars,
+        }
+    }
+
+    /// Characters before byte `offset`.
+    fn chars_before(&self, offset: usize) -> usize {
+        let k = offset / CHECKPOINT;
+        self.chars[k] + count_chars(&self.bytes[k * CHECKPOINT..offset])
+    }
+
+    /// 1-based line and character column of byte `offset` (clamped to the text).
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.bytes.len());
+        // The last line starting at or before `offset`.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line.saturating_sub(1)];
+        let column = self.chars_before(offset) - self.chars_before(start) + 1;
+        (line, column)
+    }
+}
+
+/// Characters in UTF-8 bytes, counted by their first byte (continuation bytes are
+/// 0b10xx_xxxx).
+fn count_chars(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count()
+}
+
+/// `message` with every quoted value longer than [`MAX_QUOTED`] characters cut, and
+/// the whole cut to a few thousand characters: a message names a value, it does not
+/// echo a 50 MB one. Quoted values are what `{:?}` writes: `"..."` with backslash
+/// escapes, which are never split.
+pub(super) fn shorten(message: &str) -> String {
+    /// A message longer than this is cut at the end.
+    const MAX_MESSAGE: usize = 2000;
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE + 64));
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // Inside a quoted value: copy up to MAX_QUOTED characters (an escape counts
+        // as one), then skip to the closing quote.
+        let mut shown = 0usize;
+        let mut total = 0usize;
+        let mut held: Option<String> = None;
+        let mut closed = false;
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                closed = true;
+                break;
+            }
+            let mut unit = String::from(c);
+            if c == '\\' {
+                if let Some(e) = chars.next() {
+                    unit.push(e);
+                    if e == 'u' && chars.peek() == Some(&'{') {
+                        for e in chars.by_ref() {
+                            unit.push(e);
+                            if e == '}' {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            total += 1;
+            if shown < MAX_QUOTED - 1 {
+                out.push_str(&unit);
+                shown += 1;
+            } else if shown == MAX_QUOTED - 1 {
+                // Held back: the 64th unit is shown only if it is the last.
+                held = Some(unit);
+                shown += 1;
+            }
+        }
+        let long = total > MAX_QUOTED;
+        if long {
+            out.push('…');
+        } else if let Some(unit) = held.take() {
+            out.push_str(&unit);
+        }
+        if closed {
+            out.push('"');
+        }
+        if long {
+            out.push_str(&format!(" ({total} characters)"));
+        }
+    }
+    match out.char_indices().nth(MAX_MESSAGE) {
+        Some((end, _)) => format!("{}…", &out[..end]),
+        None => out,
+    }
 }
 
 /// The order files are reported in: the configuration, then the CSV files it names.
@@ -348,6 +494,59 @@ mod tests {
         let d = utf8(b"[probe]\ncount = \xff\n", "x.toml").unwrap_err();
         assert_eq!((d.line, d.column), (2, 9));
         assert!(d.message.contains("not UTF-8"), "{}", d.message);
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "a".repeat(1_000_000);
+        let text = format!(
+            "[[region]]\nname = \"{long}\"\ntargets = [\"127.0.0.1\"]\n\n[[region]]\nname = \"b\"\ntargets = [\"127.0.0.2\"]\n"
+        );
+        let e = parse(&text, Path::new("x.toml")).unwrap_err();
+        let m = &e.diagnostics[0].message;
+        assert!(m.chars().count() < 200, "{} characters", m.len());
+        assert!(m.contains("…\" (1000000 characters)"), "{m}");
+        // Escapes are never split, and short values are left alone.
+        let s = shorten(&format!("name {:?} and {:?}", "\u{1b}".repeat(100), "ok"));
+        assert!(s.contains("\"ok\""), "{s}");
+        assert!(s.contains("\\u{1b}…\" (100 characters)"), "{s}");
+    }
+
+    #[test]
+    fn many_problems_are_all_reported_in_order() {
+        let mut text = String::from("[probe]\n");
+        for i in 0..5000 {
+            text.push_str(&format!("bogus_{i} = 1\n"));
+        }
+        let e = parse(&text, Path::new("x.toml")).unwrap_err();
+        let unknown: Vec<&Diagnostic> = e
+            .diagnostics
+            .iter()
+            .filter(|d| d.message.starts_with("unknown key"))
+            .collect();
+        assert_eq!(unknown.len(), 5000);
+        assert_eq!((unknown[0].line, unknown[4999].line), (2, 5001));
+    }
+
+    #[test]
+    fn line_index_agrees_with_counting() {
+        let text = "ab\nçé = 1\n\nx".repeat(300);
+        let index = LineIndex::new(&text);
+        for offset in (0..text.len() + 3).step_by(7) {
+            let clamped = offset.min(text.len());
+            let before = &text.as_bytes()[..clamped];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let column = before[start..]
+                .iter()
+                .filter(|&&b| b & 0xC0 != 0x80)
+                .count()
+                + 1;
+            assert_eq!(index.line_col(offset), (line, column), "offset {offset}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use super::load::{Diagnostic, line_col};
+use super::load::{Diagnostic, LineIndex, shorten};
 use super::validate::region_name_problem;
 
 /// What a matrix holds.
@@ -79,6 +79,7 @@ pub(super) fn parse(text: &str, file: &str, unit: Unit) -> Parsed {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut p = Parser {
         text,
+        lines: LineIndex::new(text),
         file,
         diagnostics: Vec::new(),
     };
@@ -97,18 +98,19 @@ pub(super) fn parse(text: &str, file: &str, unit: Unit) -> Parsed {
 
 struct Parser<'t> {
     text: &'t str,
+    lines: LineIndex<'t>,
     file: &'t str,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Parser<'_> {
     fn at(&mut self, offset: usize, message: String) {
-        let (line, column) = line_col(self.text, offset);
+        let (line, column) = self.lines.line_col(offset);
         self.diagnostics.push(Diagnostic {
             file: self.file.to_string(),
             line,
             column,
-            message,
+            message: shorten(&message),
         });
     }
 
@@ -181,14 +183,15 @@ impl Parser<'_> {
         }
         let mut ok = true;
         let mut names: Vec<(String, usize)> = Vec::new();
+        let mut first: HashMap<String, usize> = HashMap::new();
         for (i, cell) in record.cells.iter().enumerate().skip(1) {
             let name = cell.trim().to_string();
             let offset = record.starts.get(i).copied().unwrap_or(record.start);
             if let Some(why) = region_name_problem(&name) {
                 self.at(offset, format!("header: {why}"));
                 ok = false;
-            } else if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
-                let (_, col) = line_col(self.text, *first);
+            } else if let Some(&first) = first.get(&name) {
+                let (_, col) = self.lines.line_col(first);
                 self.at(
                     offset,
                     format!(
@@ -197,6 +200,7 @@ impl Parser<'_> {
                 );
                 ok = false;
             }
+            first.entry(name.clone()).or_insert(offset);
             names.push((name, offset));
         }
         ok.then_some(names)
@@ -230,7 +234,7 @@ impl Parser<'_> {
                 continue;
             };
             if let Some(first) = seen[i] {
-                let (line, _) = line_col(self.text, first);
+                let (line, _) = self.lines.line_col(first);
                 self.cell_at(
                     row,
                     0,

@@ -20,11 +20,22 @@ pub(super) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str>
     let norm = |s: &str| s.to_lowercase().replace('-', "_");
     let w = norm(word);
     let mut best: Option<(usize, &'c str)> = None;
+    let w_len = w.chars().count();
     for &c in candidates {
         let n = norm(c);
-        let d = edit_distance(&w, &n);
-        let limit = (n.chars().count() / 3).max(1);
-        let prefix = w.chars().count() >= 3 && (n.starts_with(&w) || w.starts_with(&n));
+        let n_len = n.chars().count();
+        let limit = (n_len / 3).max(1);
+        let prefix = w_len >= 3 && (n.starts_with(&w) || w.starts_with(&n));
+        // The distance is at least the difference in length: skip the table (a
+        // 50 MB key must not build a 50-million-row one).
+        if w_len.abs_diff(n_len) > limit && !prefix {
+            continue;
+        }
+        let d = if w_len.abs_diff(n_len) > limit {
+            usize::MAX
+        } else {
+            edit_distance(&w, &n)
+        };
         if (d <= limit || prefix) && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));
         }

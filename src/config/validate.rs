@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use humantime::DurationError;
 
-use super::load::line_col;
+use super::load::LineIndex;
 use super::raw::{At, Problem, RawConfig, RawProbe, RawRegion, Span};
 use super::suggest::{closest, list};
 use super::{Host, Location, ProbeKind, ProbeSettings, Region, Target};
@@ -22,7 +22,7 @@ pub(super) const MAX_NAME_LEN: usize = 63;
 pub const MAX_COUNT: i128 = 1_000_000;
 /// Largest payload, in bytes (fits a 1500-byte MTU with IPv6 and STAMP headers).
 pub const MAX_PAYLOAD: i128 = 1400;
-/// Longest probe timeout.
+/// Longest probe timeout: no reply can take longer, so no RTT sample can either.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A region that passed its own checks, with where its name is.
@@ -38,22 +38,44 @@ pub(super) struct CheckedRegion {
 /// (`REGION.json`), CSV cells or Markdown tables.
 const NAME_FORBIDDEN: &[char] = &['/', '\\', '|', ',', '"'];
 
+/// Longest region name in bytes of UTF-8: the name is a file name on the aggregator
+/// (`REGION.json`, and a temporary file beside it), which Linux limits to 255 bytes.
+const MAX_NAME_BYTES: usize = 200;
+
+/// Characters that reorder the text around them when shown (bidirectional overrides,
+/// embeddings, isolates and marks): a name holding one would read differently from
+/// what it is. Region names may not hold them; outputs escape them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
 /// Why `name` cannot be a region name, if it cannot. Names are kebab-case by
 /// convention (`eu-west-1`), but any readable name is allowed, so that a published
-/// matrix whose header says `Europe (Ireland)` works as it is.
-pub(super) fn region_name_problem(name: &str) -> Option<String> {
+/// matrix whose header says `Europe (Ireland)` works as it is. This is the one rule
+/// for region names: the configuration, region reports, runs and the aggregator's
+/// pushes all apply it.
+pub fn region_name_problem(name: &str) -> Option<String> {
     let allowed = "1 to 63 characters, no control characters and none of / \\ | , \", not starting with '-' or '.' or a space";
     if name.is_empty() {
         return Some(format!("a region name is empty; use {allowed}"));
     }
     if name.chars().count() > MAX_NAME_LEN {
         return Some(format!(
-            "region name {name:?} is longer than {MAX_NAME_LEN} characters; shorten it"
+            "region name {} is longer than {MAX_NAME_LEN} characters; shorten it",
+            super::load::quote(name)
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Some(format!(
+            "region name {name:?} is longer than {MAX_NAME_BYTES} bytes of UTF-8; shorten it"
         ));
     }
     if let Some(c) = name
         .chars()
-        .find(|c| c.is_control() || NAME_FORBIDDEN.contains(c))
+        .find(|&c| c.is_control() || is_bidi_control(c) || NAME_FORBIDDEN.contains(&c))
     {
         return Some(format!(
             "region name {name:?} contains {c:?}; use {allowed}"
@@ -255,6 +277,7 @@ pub(super) fn regions(
     // With a misspelt or broken [lab], whether regions need targets is unknown.
     let lab_unsure = raw.broken.contains(&"lab");
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    let mut lines: Option<LineIndex<'_>> = None;
     let mut checked = Vec::new();
     for r in &raw.regions {
         let name = match &r.name {
@@ -272,7 +295,9 @@ pub(super) fn regions(
                     out.push(Problem::new(name.span.clone(), why));
                     None
                 } else if let Some(&first) = first_seen.get(name.value.as_str()) {
-                    let (line, _) = line_col(text, first);
+                    let (line, _) = lines
+                        .get_or_insert_with(|| LineIndex::new(text))
+                        .line_col(first);
                     out.push(Problem::new(
                         name.span.clone(),
                         format!(
@@ -318,11 +343,11 @@ fn location(raw: &super::raw::RawLocation, out: &mut Vec<Problem>) -> Option<Loc
     let lat = raw
         .lat
         .as_ref()
-        .and_then(|v| num_in(v, "lat", -90.0, 90.0, out));
+        .and_then(|v| num_in(v, "lat", *Location::LAT.start(), *Location::LAT.end(), out));
     let lon = raw
         .lon
         .as_ref()
-        .and_then(|v| num_in(v, "lon", -180.0, 180.0, out));
+        .and_then(|v| num_in(v, "lon", *Location::LON.start(), *Location::LON.end(), out));
     let broken = raw.broken.contains(&"lat") || raw.broken.contains(&"lon");
     if (raw.lat.is_none() || raw.lon.is_none()) && !broken {
         out.push(Problem::new(

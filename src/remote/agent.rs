@@ -65,8 +65,9 @@ pub enum Outcome {
     Acknowledged,
     /// A 4xx other than 408 and 429: sending it again cannot help.
     Rejected(String),
-    /// 5xx, 408, 429 or no answer: try again later.
-    Retry(String),
+    /// 5xx, 408, 429 or no answer: try again later; after the delay the server asked
+    /// for (`Retry-After` of a 503 or 429), if it did.
+    Retry(String, Option<Duration>),
 }
 
 /// Sends pushes to the aggregator.
@@ -111,18 +112,60 @@ impl Sender {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(error_chain(&e)),
+            Err(e) => return Outcome::Retry(error_chain(&e), None),
         };
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
-        let reason = format!("{status}: {}", text.trim());
+        let text: String = text.trim().chars().take(2000).collect();
+        let reason = format!("{status}: {text}");
         if status.is_success() {
             Outcome::Acknowledged
         } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
             Outcome::Rejected(reason)
         } else {
-            Outcome::Retry(reason)
+            Outcome::Retry(reason, retry_after)
         }
+    }
+}
+
+/// The delay of a `Retry-After` header given in seconds (RFC 9110 section 10.2.3; an
+/// HTTP date is not used by latmap's server and is ignored), at most an hour.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// Logs at most once per period, counting what it kept quiet.
+struct Quiet {
+    period: Duration,
+    last: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    fn new(period: Duration) -> Quiet {
+        Quiet {
+            period,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// Whether to log now; if so, how many were held back since the last time.
+    fn ready(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < self.period) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.held))
     }
 }
 
@@ -192,6 +235,7 @@ async fn sweep_loop(
     wake: &Notify,
 ) -> Result<(), AgentError> {
     let region = &config.regions[index].name;
+    let mut held = Held::new(spool.max());
     let mut n = 0u64;
     let mut last: Option<DateTime<Utc>> = None;
     while cadence.sweeps.is_none_or(|max| n < max) {
@@ -221,23 +265,117 @@ async fn sweep_loop(
             run_dir_name(epoch),
             wait.as_secs_f64()
         );
-        tokio::time::sleep(wait).await;
+        // Wait for the epoch, trying meanwhile to spool what a full disk held back.
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            held.flush(spool, wake);
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            let step = if held.is_empty() {
+                until - now
+            } else {
+                (until - now).min(SPOOL_RETRY)
+            };
+            tokio::time::sleep(step).await;
+        }
         let reports = probe_regions(config, &[index], None, |_| {}).await?;
         for report in reports {
-            let push = Push::new(epoch, report);
-            for evicted in spool.put(&push)? {
-                tracing::warn!(
-                    "spool full ({}): evicted the oldest unsent report {evicted}",
-                    spool.dir().display()
-                );
-            }
-            tracing::info!("{region}: report of epoch {} spooled", run_dir_name(epoch));
+            held.add(Push::new(epoch, report));
         }
-        wake.notify_one();
+        held.flush(spool, wake);
+        tracing::info!("{region}: report of epoch {} done", run_dir_name(epoch));
         last = Some(epoch);
         n += 1;
     }
+    // The last reports, if a full disk still holds them back.
+    while !held.is_empty() {
+        tokio::time::sleep(SPOOL_RETRY).await;
+        held.flush(spool, wake);
+    }
     Ok(())
+}
+
+/// How often reports a full spool disk held back are tried again.
+const SPOOL_RETRY: Duration = Duration::from_secs(10);
+
+/// Reports that could not be written to the spool (a full or failing disk), kept in
+/// memory, oldest first, and written as soon as the disk takes them; bounded like the
+/// spool. Failures are logged once a minute.
+struct Held {
+    pushes: std::collections::VecDeque<Push>,
+    max: usize,
+    quiet: Quiet,
+}
+
+impl Held {
+    fn new(max: usize) -> Held {
+        Held {
+            pushes: std::collections::VecDeque::new(),
+            max: max.max(1),
+            quiet: Quiet::new(Duration::from_secs(60)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pushes.is_empty()
+    }
+
+    fn add(&mut self, push: Push) {
+        self.pushes.push_back(push);
+        while self.pushes.len() > self.max {
+            if let Some(p) = self.pushes.pop_front() {
+                tracing::error!(
+                    "{} reports are held back by the spool disk: dropped the oldest, of epoch {}",
+                    self.max,
+                    run_dir_name(p.epoch)
+                );
+            }
+        }
+    }
+
+    /// Spools what it holds, oldest first, until the disk refuses.
+    fn flush(&mut self, spool: &Spool, wake: &Notify) {
+        let mut spooled = false;
+        while let Some(push) = self.pushes.front() {
+            match spool.put(push) {
+                Ok(evicted) => {
+                    for e in evicted {
+                        tracing::warn!(
+                            "spool full ({}): evicted the oldest unsent report {e}",
+                            spool.dir().display()
+                        );
+                    }
+                    self.pushes.pop_front();
+                    spooled = true;
+                }
+                Err(e) => {
+                    if let Some(quiet) = self.quiet.ready() {
+                        tracing::error!(
+                            "cannot write to the spool ({}); {} report(s) held in memory and tried again every {} s, the spooled ones kept{}",
+                            error_chain(&e),
+                            self.pushes.len(),
+                            SPOOL_RETRY.as_secs(),
+                            if quiet > 0 {
+                                format!(" ({quiet} more failures since the last message)")
+                            } else {
+                                String::new()
+                            }
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        if spooled {
+            if self.pushes.is_empty() && self.quiet.last.is_some() {
+                tracing::info!("the spool takes reports again; nothing is held back");
+                self.quiet = Quiet::new(self.quiet.period);
+            }
+            wake.notify_one();
+        }
+    }
 }
 
 async fn deliver_loop(
@@ -249,11 +387,23 @@ async fn deliver_loop(
     done: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), AgentError> {
     let mut attempt = 0u32;
+    let mut quiet = Quiet::new(Duration::from_secs(60));
     loop {
         // Read `done` before listing the spool: a sweep that finished after this line
         // has notified `wake`, so the wait below cannot miss it.
         let finished = done.load(std::sync::atomic::Ordering::SeqCst);
-        let Some(path) = spool.pending()?.into_iter().next() else {
+        let pending = match spool.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                if quiet.ready().is_some() {
+                    tracing::error!("cannot list the spool: {}; trying again", error_chain(&e));
+                }
+                tokio::time::sleep(backoff(attempt, start, max).max(Duration::from_secs(1))).await;
+                attempt = attempt.saturating_add(1);
+                continue;
+            }
+        };
+        let Some(path) = pending.into_iter().next() else {
             if finished {
                 return Ok(());
             }
@@ -274,29 +424,49 @@ async fn deliver_loop(
             }
         };
         if let Err(e) = spool.read(&path) {
-            let to = spool.reject(&path, &e.to_string())?;
-            tracing::error!("{e}; moved to {}", to.display());
+            match spool.reject(&path, &e.to_string()) {
+                Ok(to) => tracing::error!("{e}; moved to {}", to.display()),
+                Err(r) => {
+                    tracing::error!("{e}; and it cannot be set aside: {}", error_chain(&r));
+                    tokio::time::sleep(backoff(attempt, start, max)).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
             continue;
         }
         let started = std::time::Instant::now();
         match sender.send(body).await {
             Outcome::Acknowledged => {
-                spool.ack(&path)?;
+                if let Err(e) = spool.ack(&path) {
+                    // Sent again later: the aggregator answers a resend as a duplicate.
+                    tracing::error!("cannot delete the delivered {name}: {}", error_chain(&e));
+                }
                 attempt = 0;
                 tracing::info!(
                     "delivered {name} in {:.0} ms",
                     started.elapsed().as_secs_f64() * 1e3
                 );
             }
-            Outcome::Rejected(reason) => {
-                let to = spool.reject(&path, &reason)?;
-                tracing::error!(
+            Outcome::Rejected(reason) => match spool.reject(&path, &reason) {
+                Ok(to) => tracing::error!(
                     "the aggregator refused {name} ({reason}); kept in {} and not sent again",
                     to.display()
-                );
-            }
-            Outcome::Retry(reason) => {
-                let delay = backoff(attempt, start, max);
+                ),
+                Err(e) => {
+                    tracing::error!(
+                        "the aggregator refused {name} ({reason}) and it cannot be set aside: {}",
+                        error_chain(&e)
+                    );
+                    tokio::time::sleep(backoff(attempt, start, max)).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            },
+            Outcome::Retry(reason, asked) => {
+                // The server's Retry-After (a busy server), else the backoff.
+                let delay = match asked {
+                    Some(d) => d.min(max) + backoff(0, Duration::from_secs(1), max),
+                    None => backoff(attempt, start, max),
+                };
                 tracing::warn!(
                     "cannot deliver {name} ({reason}); retrying in {:.1} s",
                     delay.as_secs_f64()

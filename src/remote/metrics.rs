@@ -1,26 +1,30 @@
 //! The aggregator's `/metrics`: Prometheus text exposition format 0.0.4, written by
 //! hand (a few gauges and counters do not need a client library).
 //!
-//! Path gauges and anomaly counts describe the latest assembled run; the counters
-//! count since the server started. Owns the counters and the text format only.
+//! Path gauges and anomaly counts describe the latest assembled run, kept as a compact
+//! [`Latest`] (a few numbers per path, not the run); the counters count since the
+//! server started. Owns the counters and the text format only.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::DetectorId;
+use crate::config::{DetectorId, ProbeKind};
 use crate::report::PathEntry;
 use crate::run::{Run, Severity};
 
 /// Why pushes were refused; the values of `latmap_reports_rejected_total{reason}`.
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 9] = [
     "unauthorized",
     "too_large",
     "unsupported_media_type",
     "malformed",
     "invalid",
     "conflict",
+    "expired",
+    "busy",
+    "timeout",
 ];
 
 /// The server's counters.
@@ -29,6 +33,9 @@ pub struct Counters {
     pub received: AtomicU64,
     pub duplicates: AtomicU64,
     pub assembled: AtomicU64,
+    pub assembly_failures: AtomicU64,
+    /// Sweeps waiting to be assembled (set by the assembler).
+    pub pending: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Unix time of each region's newest accepted report.
     last_report: Mutex<BTreeMap<String, f64>>,
@@ -48,11 +55,7 @@ impl Counters {
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use crate::render::escape::prometheus_label as escape;
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -74,38 +77,98 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     let _ = writeln!(out, " {value}");
 }
 
-/// The path shown per (source, target, kind): of several targets, the one with the
-/// most replies, so every label set appears once.
-fn paths_by_key(run: &Run) -> BTreeMap<(&str, &str, &str), &PathEntry> {
-    let mut m: BTreeMap<(&str, &str, &str), &PathEntry> = BTreeMap::new();
-    for p in &run.paths {
-        let e = m
-            .entry((p.source.as_str(), p.target.as_str(), p.kind.as_str()))
-            .or_insert(p);
-        if p.received > e.received {
-            *e = p;
+/// What `/metrics` shows of the latest run: per (source, target, kind) the p50, p95
+/// and loss of the path with the most replies (so every label set appears once), the
+/// anomaly counts and the regions. Built once when a run is published; about 40
+/// bytes per path, where the run with its samples holds hundreds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latest {
+    pub id: String,
+    /// The run's region names; paths refer to them by index.
+    names: Vec<String>,
+    paths: Vec<LatestPath>,
+    anomalies: BTreeMap<(DetectorId, Severity), u64>,
+    reported: usize,
+    missing: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct LatestPath {
+    source: u32,
+    target: u32,
+    kind: ProbeKind,
+    p50_us: Option<u64>,
+    p95_us: Option<u64>,
+    loss: Option<f64>,
+}
+
+impl Latest {
+    pub fn of(id: &str, run: &Run) -> Latest {
+        let index: std::collections::HashMap<&str, u32> = run
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.as_str(), i as u32))
+            .collect();
+        let mut best: BTreeMap<(u32, u32, ProbeKind), &PathEntry> = BTreeMap::new();
+        for p in &run.paths {
+            let (Some(&s), Some(&t)) = (index.get(p.source.as_str()), index.get(p.target.as_str()))
+            else {
+                continue;
+            };
+            let e = best.entry((s, t, p.kind)).or_insert(p);
+            if p.received > e.received {
+                *e = p;
+            }
+        }
+        let paths = best
+            .into_iter()
+            .map(|((source, target, kind), p)| LatestPath {
+                source,
+                target,
+                kind,
+                p50_us: p.rtt_us.map(|r| r.p50),
+                p95_us: p.rtt_us.map(|r| r.p95),
+                loss: p.loss,
+            })
+            .collect();
+        let mut anomalies = BTreeMap::new();
+        for d in DetectorId::ALL {
+            for s in [Severity::Warning, Severity::Critical] {
+                anomalies.insert((d, s), 0);
+            }
+        }
+        for a in &run.anomalies {
+            *anomalies.entry((a.detector, a.severity)).or_insert(0) += 1;
+        }
+        let reported = run.regions.iter().filter(|r| r.reported).count();
+        Latest {
+            id: id.to_string(),
+            names: run.regions.iter().map(|r| r.name.clone()).collect(),
+            paths,
+            anomalies,
+            reported,
+            missing: run.regions.len() - reported,
         }
     }
-    m
 }
 
 /// A path's value in a gauge.
-type PathValue = fn(&PathEntry) -> Option<f64>;
+type PathValue = fn(&LatestPath) -> Option<f64>;
 
 /// The exposition of `counters` and the `latest` run.
-pub fn render(counters: &Counters, latest: Option<(&str, &Run)>) -> String {
+pub fn render(counters: &Counters, latest: Option<&Latest>) -> String {
     let mut out = String::new();
-    let paths = latest.map(|(_, r)| paths_by_key(r)).unwrap_or_default();
     let gauges: [(&str, &str, PathValue); 3] = [
         (
             "latmap_path_rtt_p50_seconds",
             "Median round-trip time of the path in the latest run.",
-            |p| p.rtt_us.as_ref().map(|r| r.p50 as f64 / 1e6),
+            |p| p.p50_us.map(|v| v as f64 / 1e6),
         ),
         (
             "latmap_path_rtt_p95_seconds",
             "95th percentile round-trip time of the path in the latest run.",
-            |p| p.rtt_us.as_ref().map(|r| r.p95 as f64 / 1e6),
+            |p| p.p95_us.map(|v| v as f64 / 1e6),
         ),
         (
             "latmap_path_loss_ratio",
@@ -113,16 +176,25 @@ pub fn render(counters: &Counters, latest: Option<(&str, &Run)>) -> String {
             |p| p.loss,
         ),
     ];
-    for (name, help, value) in gauges {
-        header(&mut out, name, "gauge", help);
-        for ((source, target, kind), p) in &paths {
-            if let Some(v) = value(p) {
-                sample(
-                    &mut out,
-                    name,
-                    &[("source", source), ("target", target), ("kind", kind)],
-                    v,
-                );
+    fn name(l: &Latest, i: u32) -> &str {
+        l.names.get(i as usize).map_or("", String::as_str)
+    }
+    for (metric, help, value) in gauges {
+        header(&mut out, metric, "gauge", help);
+        if let Some(l) = latest {
+            for p in &l.paths {
+                if let Some(v) = value(p) {
+                    sample(
+                        &mut out,
+                        metric,
+                        &[
+                            ("source", name(l, p.source)),
+                            ("target", name(l, p.target)),
+                            ("kind", p.kind.as_str()),
+                        ],
+                        v,
+                    );
+                }
             }
         }
     }
@@ -132,24 +204,15 @@ pub fn render(counters: &Counters, latest: Option<(&str, &Run)>) -> String {
         "gauge",
         "Findings in the latest run, by detector and severity.",
     );
-    let mut counts: BTreeMap<(DetectorId, Severity), u64> = BTreeMap::new();
-    if let Some((_, run)) = latest {
-        for d in DetectorId::ALL {
-            for s in [Severity::Warning, Severity::Critical] {
-                counts.insert((d, s), 0);
-            }
+    if let Some(l) = latest {
+        for ((d, s), n) in &l.anomalies {
+            sample(
+                &mut out,
+                "latmap_anomalies",
+                &[("detector", d.as_str()), ("severity", s.as_str())],
+                *n as f64,
+            );
         }
-        for a in &run.anomalies {
-            *counts.entry((a.detector, a.severity)).or_insert(0) += 1;
-        }
-    }
-    for ((d, s), n) in counts {
-        sample(
-            &mut out,
-            "latmap_anomalies",
-            &[("detector", d.as_str()), ("severity", s.as_str())],
-            n as f64,
-        );
     }
     header(
         &mut out,
@@ -157,8 +220,8 @@ pub fn render(counters: &Counters, latest: Option<(&str, &Run)>) -> String {
         "gauge",
         "Epoch of the latest assembled run (Unix time).",
     );
-    if let Some((id, run)) = latest {
-        if let Some(t) = super::wire::parse_run_id(id) {
+    if let Some(l) = latest {
+        if let Some(t) = super::wire::parse_run_id(&l.id) {
             sample(
                 &mut out,
                 "latmap_latest_run_timestamp_seconds",
@@ -172,21 +235,35 @@ pub fn render(counters: &Counters, latest: Option<(&str, &Run)>) -> String {
             "gauge",
             "Regions of the latest run, by whether they reported.",
         );
-        let reported = run.regions.iter().filter(|r| r.reported).count();
-        let missing = run.regions.len() - reported;
         sample(
             &mut out,
             "latmap_latest_run_regions",
             &[("reported", "true")],
-            reported as f64,
+            l.reported as f64,
         );
         sample(
             &mut out,
             "latmap_latest_run_regions",
             &[("reported", "false")],
-            missing as f64,
+            l.missing as f64,
         );
     }
+    header(
+        &mut out,
+        "latmap_assembly_failures_total",
+        "counter",
+        "Attempts to assemble a run that failed (each is retried with backoff; the log names the cause).",
+    );
+    let n = counters.assembly_failures.load(Ordering::Relaxed) as f64;
+    sample(&mut out, "latmap_assembly_failures_total", &[], n);
+    header(
+        &mut out,
+        "latmap_runs_pending",
+        "gauge",
+        "Sweeps with stored reports whose run is not assembled yet (or is behind its reports).",
+    );
+    let n = counters.pending.load(Ordering::Relaxed) as f64;
+    sample(&mut out, "latmap_runs_pending", &[], n);
     header(
         &mut out,
         "latmap_agent_last_report_timestamp_seconds",

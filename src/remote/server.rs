@@ -1,19 +1,25 @@
 //! The aggregator service (`latmap serve`): accepts region reports over HTTP, stores
-//! them, has them assembled into runs (`server/assemble.rs`) and serves the runs, their
-//! heatmaps and reports, Prometheus metrics and a health check.
+//! them, has them assembled into runs and serves the runs, their heatmaps and
+//! reports, Prometheus metrics and a health check.
 //!
-//! Owns the HTTP surface: authentication, limits, validation and the answers. Every
-//! refused push gets a 4xx with a JSON reason and nothing of it is stored.
+//! Owns the HTTP surface and what the handlers share. Beside it: `http` (connections:
+//! limits, timeouts, shutdown), `push` (`POST /v1/reports`), `commit` (group commit
+//! of reports) and `assemble` (runs). Startup reads no run: it lists the run folders
+//! and listens; the runs' listings are loaded in the background. Every refused
+//! request gets a 4xx or 503 with a JSON reason.
 
 mod assemble;
+mod commit;
+mod http;
+mod push;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -21,11 +27,13 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
 
 use super::Token;
-use super::metrics::{self, Counters};
-use super::store::{Put, Store, StoreError};
-use super::wire::{Ack, ErrorBody, Push, REPORTS_PATH, RunListing, parse_run_id};
+use super::metrics::{self, Counters, Latest};
+use super::store::{Store, StoreError, chain};
+use super::wire::{ErrorBody, REPORTS_PATH, RunListing, parse_run_id};
 use crate::config::Thresholds;
 use crate::render::heatmap::{Options, Order, View, heatmap_svg};
 use crate::render::report::{Format, render};
@@ -39,6 +47,9 @@ pub struct Settings {
     /// How long after an epoch's first report its run is assembled without the
     /// regions still missing.
     pub deadline: Duration,
+    /// How long a report that comes after its run was built waits for others before
+    /// the run is rebuilt once for all of them (longer when builds are slow).
+    pub batch: Duration,
     /// The largest accepted body, in bytes.
     pub max_body: usize,
     /// The fleet's regions, when the server has a configuration.
@@ -46,6 +57,47 @@ pub struct Settings {
     pub thresholds: Thresholds,
     /// Which runs to keep (with their reports); default: all.
     pub retention: crate::schedule::Retention,
+    pub limits: Limits,
+}
+
+/// The server's limits against slow, many and large clients (see docs/security.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How far ahead of the server's clock a sweep's epoch may be.
+    pub max_skew: Duration,
+    /// Connections served at once; more get `503`.
+    pub max_connections: usize,
+    /// Memory for push bodies received and not yet checked, in bytes; past it
+    /// pushes get `503`. Checked reports waiting for the disk have a budget of the
+    /// same size, and reports being parsed (one per core) take about four times
+    /// their body.
+    pub max_in_flight: usize,
+    /// Time for a request's head, from the connection's start or the previous
+    /// request's end.
+    pub header_timeout: Duration,
+    /// Time for a push's body.
+    pub body_timeout: Duration,
+    /// A connection on which nothing moves this long, outside a request, is closed.
+    pub idle_timeout: Duration,
+    /// How long a shutdown waits for requests in hand and background work.
+    pub shutdown_timeout: Duration,
+    /// What `503` answers ask clients to wait.
+    pub retry_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_skew: Duration::from_secs(300),
+            max_connections: 4096,
+            max_in_flight: 32 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Why the server cannot start.
@@ -62,23 +114,150 @@ pub enum ServeError {
     Io(std::io::Error),
 }
 
-/// Shared by the handlers and the assembler.
+/// Shared by the handlers, the committer and the assembler.
 pub(crate) struct State {
     settings: Settings,
     store: Store,
     counters: Counters,
-    /// Serialises report writes, so two pushes of one key cannot both be stored.
+    /// Held by the committer while it stores and by retention while it deletes.
     write: Mutex<()>,
-    index: RwLock<BTreeMap<String, RunListing>>,
-    latest: RwLock<Option<(String, Arc<Run>)>>,
-    assemble: Mutex<std::sync::mpsc::Sender<String>>,
-    /// Set when the server stops: the assembler finishes its current run and returns.
-    stopping: std::sync::atomic::AtomicBool,
+    /// Every run by id; the listing is `None` until loaded.
+    index: RwLock<BTreeMap<String, Option<RunListing>>>,
+    latest: RwLock<Option<Arc<Latest>>>,
+    commit: std::sync::mpsc::Sender<commit::Job>,
+    assemble: Mutex<std::sync::mpsc::Sender<assemble::Stored>>,
+    /// Set when the server stops: the background threads finish and return.
+    stopping: AtomicBool,
+    /// The memory budget of push bodies received and not yet parsed, in bytes.
+    in_flight: Arc<Semaphore>,
+    /// The memory budget of checked reports waiting to be stored, in bytes.
+    storing: Arc<Semaphore>,
+    /// Pushes being parsed and checked (one per core).
+    parsing: Arc<Semaphore>,
+    /// Unauthorised requests logged in the current minute, and when it began.
+    unauthorized: Mutex<(Instant, u64)>,
 }
 
 impl State {
-    fn index_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, RunListing>> {
+    fn index_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Option<RunListing>>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest epoch the server takes: its clock plus the allowed skew.
+    fn newest_epoch(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::TimeDelta::from_std(self.settings.limits.max_skew).unwrap_or_default()
+    }
+
+    /// Whether run `id` is from a time the server can believe (not ahead of its clock
+    /// by more than the skew): runs stored by an older version from a forged far
+    /// future are listed, but neither served as `latest` nor counted by retention.
+    fn plausible(&self, id: &str) -> bool {
+        parse_run_id(id).is_some_and(|t| t <= self.newest_epoch())
+    }
+
+    fn run_count(&self) -> usize {
+        self.index_read().len()
+    }
+
+    /// Loads every listing not loaded yet, and the latest run's metrics.
+    fn load_index(&self) {
+        let missing: Vec<String> = self
+            .index_read()
+            .iter()
+            .filter(|(_, l)| l.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in missing {
+            self.load_listing(&id);
+        }
+        let future: Vec<String> = self
+            .index_read()
+            .keys()
+            .filter(|id| !self.plausible(id))
+            .cloned()
+            .collect();
+        for id in &future {
+            tracing::warn!(
+                "run {id} is from the future (a forged push or a wrong clock): it is listed but not served as latest, and retention neither counts nor deletes it; delete {} and {} if it is not real",
+                self.store.root().join("runs").join(id).display(),
+                self.store.root().join("reports").join(id).display()
+            );
+        }
+        let newest = self
+            .index_read()
+            .iter()
+            .rev()
+            .find(|(id, l)| l.is_some() && self.plausible(id))
+            .map(|(id, _)| id.clone());
+        if let Some(id) = newest {
+            match Run::read_without_samples(&self.store.run_path(&id)) {
+                Ok(run) => {
+                    let latest = Latest::of(&id, &run);
+                    let mut l = self.latest.write().unwrap_or_else(|p| p.into_inner());
+                    if l.as_ref().is_none_or(|l| l.id <= id) {
+                        *l = Some(Arc::new(latest));
+                    }
+                }
+                Err(e) => tracing::error!("cannot read the latest run {id}: {}", chain(&e)),
+            }
+        }
+    }
+
+    /// Loads (or drops, when there is no run) the listing of `id`.
+    fn load_listing(&self, id: &str) -> Option<RunListing> {
+        let loaded = match self.store.listing(id) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    "run {id} cannot be read and will be assembled again: {}",
+                    chain(&e)
+                );
+                None
+            }
+        };
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        match &loaded {
+            Some(l) => {
+                // A listing published meanwhile is newer than the one on disk.
+                let slot = index.entry(id.to_string()).or_insert(None);
+                if slot.is_none() {
+                    *slot = Some(l.clone());
+                }
+            }
+            None => {
+                if index.get(id).is_some_and(Option::is_none) {
+                    index.remove(id);
+                }
+            }
+        }
+        loaded
+    }
+
+    /// The regions in the assembled run of `id`, if there is one.
+    fn reported_in_run(&self, id: &str) -> Option<BTreeSet<String>> {
+        let known = self.index_read().get(id).cloned();
+        let listing = match known {
+            None => return None,
+            Some(Some(l)) => l,
+            Some(None) => self.load_listing(id)?,
+        };
+        Some(listing.reported.into_iter().collect())
+    }
+
+    /// Makes a newly assembled run visible.
+    fn publish(&self, listing: RunListing, latest: Latest) {
+        let id = listing.id.clone();
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), Some(listing));
+        if !self.plausible(&id) {
+            return;
+        }
+        let mut l = self.latest.write().unwrap_or_else(|p| p.into_inner());
+        if l.as_ref().is_none_or(|l| l.id <= id) {
+            *l = Some(Arc::new(latest));
+        }
     }
 
     /// Applies the retention to the store and drops the deleted runs from the index.
@@ -89,7 +268,7 @@ impl State {
         }
         let gone = {
             let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
-            self.store.prune(r, chrono::Utc::now())
+            self.store.prune(r, Utc::now(), self.newest_epoch())
         };
         match gone {
             Ok(gone) if !gone.is_empty() => {
@@ -104,20 +283,94 @@ impl State {
                 );
             }
             Ok(_) => {}
-            Err(e) => tracing::error!("retention: {e}"),
+            Err(e) => tracing::error!("retention: {}", chain(&e)),
         }
     }
 
-    /// Makes a newly assembled run visible.
-    fn publish(&self, id: &str, run: Run, listing: RunListing) {
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), listing);
-        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
-        if latest.as_ref().is_none_or(|(l, _)| l.as_str() <= id) {
-            *latest = Some((id.to_string(), Arc::new(run)));
+    /// Why the retention would delete a report of `epoch` at once, if it would: older
+    /// than `--keep-for`, or older than the `--keep` newest runs (unless its run is
+    /// kept already).
+    fn retention_refuses(&self, id: &str, epoch: DateTime<Utc>) -> Option<String> {
+        let r = self.settings.retention;
+        if let Some(age) = r.max_age.and_then(|a| chrono::TimeDelta::from_std(a).ok()) {
+            if Utc::now() - epoch > age {
+                return Some(format!(
+                    "the sweep of {epoch} is older than this server keeps runs (--keep-for); it is not stored"
+                ));
+            }
         }
+        let keep = r.keep?;
+        let index = self.index_read();
+        if index.contains_key(id) {
+            return None;
+        }
+        let newer = index
+            .range(id.to_string()..)
+            .filter(|(k, _)| self.plausible(k))
+            .count();
+        (newer >= keep).then(|| {
+            format!(
+                "the sweep of {epoch} is older than the {keep} newest runs this server keeps (--keep); it would be deleted at once, so it is not stored"
+            )
+        })
+    }
+
+    /// Logs a refused token with the peer's address (never the token), at most ten a
+    /// minute and then a count.
+    fn log_unauthorized(&self, peer: SocketAddr, headers: &HeaderMap) {
+        const PER_MINUTE: u64 = 10;
+        let mut u = self.unauthorized.lock().unwrap_or_else(|p| p.into_inner());
+        if u.0.elapsed() >= Duration::from_secs(60) {
+            if u.1 > PER_MINUTE {
+                tracing::warn!(
+                    "{} more unauthorised requests in the last minute were not logged",
+                    u.1 - PER_MINUTE
+                );
+            }
+            *u = (Instant::now(), 0);
+        }
+        u.1 += 1;
+        if u.1 <= PER_MINUTE {
+            let why = match headers.get(header::AUTHORIZATION) {
+                None => "no Authorization header",
+                Some(v)
+                    if !v
+                        .as_bytes()
+                        .get(..7)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer ")) =>
+                {
+                    "not a Bearer token"
+                }
+                Some(_) => "wrong token",
+            };
+            let agent = headers
+                .get(header::USER_AGENT)
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            tracing::warn!(
+                "refused an unauthorised request from {peer} ({why}; user agent {:?})",
+                agent
+            );
+        }
+    }
+}
+
+/// Raises the limit of open files to the most allowed, and returns it.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                return hard;
+            }
+            soft
+        }
+        Err(_) => 1024,
     }
 }
 
@@ -125,75 +378,115 @@ impl State {
 /// address (useful with port 0) once the socket listens.
 pub async fn serve(
     listen: SocketAddr,
-    settings: Settings,
+    mut settings: Settings,
     bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Files, reports being written and the listener need descriptors beside the
+    // connections.
+    let fds = raise_fd_limit();
+    let room = usize::try_from(fds.saturating_sub(128))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if settings.limits.max_connections > room {
+        tracing::warn!(
+            "--max-connections {} is more than the open-file limit allows ({fds}); serving at most {room}",
+            settings.limits.max_connections
+        );
+        settings.limits.max_connections = room;
+    }
+    let limits = settings.limits;
     let store = Store::open(&settings.data)?;
-    let (tx, rx) = std::sync::mpsc::channel();
+    let index: BTreeMap<String, Option<RunListing>> =
+        store.run_ids()?.into_iter().map(|id| (id, None)).collect();
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel();
+    let (assemble_tx, assemble_rx) = std::sync::mpsc::channel();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = Arc::new(State {
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        storing: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        parsing: Arc::new(Semaphore::new(cores)),
         settings,
         store,
         counters: Counters::default(),
         write: Mutex::new(()),
-        index: RwLock::new(BTreeMap::new()),
+        index: RwLock::new(index),
         latest: RwLock::new(None),
-        assemble: Mutex::new(tx),
-        stopping: std::sync::atomic::AtomicBool::new(false),
+        commit: commit_tx,
+        assemble: Mutex::new(assemble_tx),
+        stopping: AtomicBool::new(false),
+        unauthorized: Mutex::new((Instant::now(), 0)),
     });
-    load_index(&state)?;
-    let assembler = {
-        let state = state.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let threads = [
+            ("committer", {
+                let state = state.clone();
+                Box::new(move || commit::committer(state, commit_rx)) as Box<dyn FnOnce() + Send>
+            }),
+            ("assembler", {
+                let state = state.clone();
+                Box::new(move || assemble::assembler(state, assemble_rx))
+                    as Box<dyn FnOnce() + Send>
+            }),
+        ];
+        let mut handles = Vec::new();
+        for (name, f) in threads {
+            handles.push(
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(f)
+                    .map_err(ServeError::Io)?,
+            );
+        }
         std::thread::Builder::new()
-            .name("assembler".into())
-            .spawn(move || assemble::assembler(state, rx))
-            .map_err(ServeError::Io)?
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: listen,
-            source,
-        })?;
+            .name("joiner".into())
+            .spawn(move || {
+                for h in handles {
+                    let _ = h.join();
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(ServeError::Io)?;
+    }
+    let listener = bind(listen).map_err(|source| ServeError::Listen {
+        addr: listen,
+        source,
+    })?;
     bound(listener.local_addr().unwrap_or(listen));
     let app = router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    // The assembler holds the state (and so the channel's sender): tell it to stop.
+    let started = Instant::now();
+    http::serve(listener, app, limits, shutdown).await;
+    // Connections are closed: let the committer finish what it holds and the
+    // assembler its current step, within what is left of the shutdown time.
     state.stopping.store(true, Ordering::SeqCst);
-    let _ = assembler.join();
-    served.map_err(ServeError::Io)
-}
-
-/// Reads the stored runs' summaries, and each region's newest report time.
-fn load_index(state: &State) -> Result<(), StoreError> {
-    for id in state.store.run_ids()? {
-        match state.store.run(&id) {
-            Ok(Some(run)) => {
-                if let Some(l) = assemble::listing(&id, &run) {
-                    state.publish(&id, run, l);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!("run {id} cannot be read and will be assembled again: {e}"),
-        }
-    }
-    for id in state.store.report_ids()? {
-        for (region, t) in state.store.reported(&id)? {
-            let unix = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            state.counters.reported(&region, unix);
-        }
+    let left = limits
+        .shutdown_timeout
+        .saturating_sub(started.elapsed().min(limits.shutdown_timeout))
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(left, done_rx).await.is_err() {
+        tracing::warn!(
+            "the assembler is still busy; stopping without it (its run is assembled again at the next start)"
+        );
     }
     Ok(())
 }
 
+/// A listener with a backlog for bursts of connections.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 fn router(state: Arc<State>) -> Router {
     Router::new()
-        .route(REPORTS_PATH, post(push))
+        .route(REPORTS_PATH, post(push::push))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(run_json))
         .route("/v1/runs/{id}/heatmap.svg", get(heatmap))
@@ -248,131 +541,32 @@ fn authenticate(headers: &HeaderMap, token: &Token) -> Result<(), Response> {
     }
 }
 
-async fn push(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap, body: Body) -> Response {
-    let refuse = |reason: &'static str, status: StatusCode, message: String| {
-        state.counters.reject(reason);
-        tracing::warn!("refused a push: {status}: {message}");
-        error(status, message)
-    };
-    if let Err(r) = authenticate(&headers, &state.settings.token) {
-        state.counters.reject("unauthorized");
-        return r;
-    }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return refuse(
-            "unsupported_media_type",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be JSON (Content-Type: application/json)".into(),
-        );
-    }
-    let max = state.settings.max_body;
-    let too_large = || format!("the body exceeds the limit of {max} bytes (--max-body)");
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return refuse("too_large", StatusCode::PAYLOAD_TOO_LARGE, too_large());
-    }
-    let bytes = match axum::body::to_bytes(body, max).await {
-        Ok(b) => b,
-        Err(_) => return refuse("too_large", StatusCode::PAYLOAD_TOO_LARGE, too_large()),
-    };
-    let push: Push = match serde_json::from_slice(&bytes) {
-        Ok(p) => p,
-        Err(e) => {
-            return refuse(
-                "malformed",
-                StatusCode::BAD_REQUEST,
-                format!("the body is not a latmap.push/1 envelope: {e}"),
-            );
-        }
-    };
-    if let Err(e) = push.validate(state.settings.known.as_deref()) {
-        return refuse("invalid", StatusCode::BAD_REQUEST, e);
-    }
-    // A report older than the server keeps would be deleted again at once.
-    if let Some(age) = state
-        .settings
-        .retention
-        .max_age
-        .and_then(|a| chrono::TimeDelta::from_std(a).ok())
-        && chrono::Utc::now() - push.epoch > age
-    {
-        return refuse(
-            "expired",
-            StatusCode::GONE,
-            format!(
-                "the sweep of {} is older than this server keeps runs (--keep-for); it is not stored",
-                push.epoch
-            ),
-        );
-    }
-    let id = push.run_id();
-    let region = push.region.clone();
-    let stored = {
+async fn list_runs(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let loaded = {
         let state = state.clone();
-        let id = id.clone();
         tokio::task::spawn_blocking(move || {
-            let _guard = state.write.lock().unwrap_or_else(|p| p.into_inner());
-            state.store.put_report(&id, &push.report)
+            let missing: Vec<String> = state
+                .index_read()
+                .iter()
+                .filter(|(_, l)| l.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in missing {
+                state.load_listing(&id);
+            }
+            state
+                .index_read()
+                .values()
+                .flatten()
+                .cloned()
+                .collect::<Vec<RunListing>>()
         })
         .await
     };
-    match stored {
-        Ok(Ok(Put::Stored)) => {
-            state.counters.received.fetch_add(1, Ordering::Relaxed);
-            let now = chrono::Utc::now().timestamp_millis() as f64 / 1e3;
-            state.counters.reported(&region, now);
-            let _ = state
-                .assemble
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .send(id.clone());
-            tracing::info!("stored the report of {region} for run {id}");
-            let body = Ack {
-                status: "stored".into(),
-                run: id,
-                region,
-            };
-            (StatusCode::CREATED, axum::Json(body)).into_response()
-        }
-        Ok(Ok(Put::Duplicate)) => {
-            state.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            let body = Ack {
-                status: "duplicate".into(),
-                run: id,
-                region,
-            };
-            (StatusCode::OK, axum::Json(body)).into_response()
-        }
-        Ok(Ok(Put::Conflict)) => refuse(
-            "conflict",
-            StatusCode::CONFLICT,
-            format!(
-                "another report of region {:?} is already stored for run {id}; a sweep's report cannot be replaced",
-                region
-            ),
-        ),
-        Ok(Err(e)) => {
-            tracing::error!("cannot store a report: {e}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the server cannot store the report now; send it again later",
-            )
-        }
+    match loaded {
+        Ok(runs) => axum::Json(runs).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-async fn list_runs(AxumState(state): AxumState<Arc<State>>) -> Response {
-    let runs: Vec<RunListing> = state.index_read().values().cloned().collect();
-    axum::Json(runs).into_response()
 }
 
 /// The run id of `id` (`latest` allowed), if such a run is assembled.
@@ -380,28 +574,36 @@ async fn list_runs(AxumState(state): AxumState<Arc<State>>) -> Response {
 fn resolve(state: &State, id: &str) -> Result<String, Response> {
     let index = state.index_read();
     let found = if id == "latest" {
-        index.keys().next_back().cloned()
+        index.keys().rev().find(|k| state.plausible(k)).cloned()
     } else {
         parse_run_id(id).and(index.contains_key(id).then(|| id.to_string()))
     };
     found.ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
-            format!("no run {id:?}; GET /v1/runs lists the runs"),
+            format!(
+                "no run {:?}; GET /v1/runs lists the runs",
+                id.chars().take(40).collect::<String>()
+            ),
         )
     })
 }
 
-/// Loads run `id` on a blocking thread.
+/// Loads run `id` without its samples on a blocking thread.
 async fn load(state: &Arc<State>, id: &str) -> Result<Run, Response> {
-    let state = state.clone();
-    let id = id.to_string();
-    let loaded = tokio::task::spawn_blocking(move || state.store.run(&id)).await;
+    let path = state.store.run_path(id);
+    let loaded = tokio::task::spawn_blocking(move || {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Run::read_without_samples(&path).map(Some)
+    })
+    .await;
     match loaded {
         Ok(Ok(Some(run))) => Ok(run),
         Ok(Ok(None)) => Err(error(StatusCode::NOT_FOUND, "no such run")),
         Ok(Err(e)) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", chain(&e));
             Err(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the run cannot be read",
@@ -417,14 +619,35 @@ async fn run_json(AxumState(state): AxumState<Arc<State>>, Path(id): Path<String
         Err(r) => return r,
     };
     let path = state.store.run_path(&id);
-    match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
-        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Ok(Err(e)) => {
-            tracing::error!("cannot read run {id}: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "the run cannot be read")
+    // Streamed: a run of a thousand regions is most of a gigabyte.
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return error(StatusCode::NOT_FOUND, "no such run");
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+        Err(e) => {
+            tracing::error!("cannot read run {id}: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "the run cannot be read");
+        }
+    };
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = vec![0u8; 1 << 16];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 async fn heatmap(
@@ -440,7 +663,10 @@ async fn heatmap(
         other => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown view {other:?}; use rtt, loss, inflation or delta"),
+                format!(
+                    "unknown view {:?}; use rtt, loss, inflation or delta",
+                    other.chars().take(40).collect::<String>()
+                ),
             );
         }
     };
@@ -493,13 +719,17 @@ async fn report_md(AxumState(state): AxumState<Arc<State>>, Path(id): Path<Strin
         Ok(id) => id,
         Err(r) => return r,
     };
-    match load(&state, &id).await {
-        Ok(run) => (
+    let run = match load(&state, &id).await {
+        Ok(run) => run,
+        Err(r) => return r,
+    };
+    match tokio::task::spawn_blocking(move || render(&run, Format::Markdown)).await {
+        Ok(text) => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-            render(&run, Format::Markdown),
+            text,
         )
             .into_response(),
-        Err(r) => r,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -509,10 +739,7 @@ async fn metrics_text(AxumState(state): AxumState<Arc<State>>) -> Response {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let text = metrics::render(
-        &state.counters,
-        latest.as_ref().map(|(id, run)| (id.as_str(), run.as_ref())),
-    );
+    let text = metrics::render(&state.counters, latest.as_deref());
     (
         [(
             header::CONTENT_TYPE,

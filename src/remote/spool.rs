@@ -45,14 +45,9 @@ impl Spool {
             path: dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(dir.join(REJECTED)).map_err(io)?;
-        for entry in fs::read_dir(dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                tracing::info!("removing the unfinished spool file {name}");
-                let _ = fs::remove_file(entry.path());
-            }
+        crate::files::create_dir_all(&dir.join(REJECTED)).map_err(io)?;
+        for name in crate::files::remove_stale_temps(dir).map_err(io)? {
+            tracing::info!("removed the unfinished spool file {name}");
         }
         Ok(Spool {
             dir: dir.to_path_buf(),
@@ -62,6 +57,11 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The most reports the spool keeps.
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// Spools `push` (replacing a file of the same key) and evicts the oldest files past
@@ -102,7 +102,7 @@ impl Spool {
 
     /// Reads a spooled push.
     pub fn read(&self, path: &Path) -> Result<Push, SpoolError> {
-        let bytes = fs::read(path).map_err(|source| SpoolError::Io {
+        let bytes = crate::files::read_regular(path).map_err(|source| SpoolError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -129,7 +129,14 @@ impl Spool {
             source,
         };
         fs::rename(path, &to).map_err(io)?;
-        artifact::write_atomic(&to.with_extension("reason.txt"), reason.as_bytes())?;
+        // The push is set aside already; a reason that cannot be written is logged.
+        if let Err(e) = artifact::write_atomic(&to.with_extension("reason.txt"), reason.as_bytes())
+        {
+            tracing::error!(
+                "cannot write why {} was refused ({reason}): {e}",
+                to.display()
+            );
+        }
         Ok(to)
     }
 }
@@ -169,9 +176,10 @@ mod tests {
     #[test]
     fn oldest_first_bounded_and_nothing_lost_silently() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".x.json.tmp-1"), "half").unwrap();
+        let tmp = crate::files::temp_name("x.json", 4_194_305);
+        std::fs::write(dir.path().join(&tmp), "half").unwrap();
         let spool = Spool::open(dir.path(), 3).unwrap();
-        assert!(!dir.path().join(".x.json.tmp-1").exists());
+        assert!(!dir.path().join(&tmp).exists());
         for m in [2, 0, 1] {
             assert!(spool.put(&push(m, "a")).unwrap().is_empty());
         }

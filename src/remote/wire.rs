@@ -74,8 +74,9 @@ impl Push {
     }
 
     /// Checks what the server relies on; the error is a sentence for the sender.
-    /// `known`: the regions the server was configured with, if any.
-    pub fn validate(&self, known: Option<&[String]>) -> Result<(), String> {
+    /// `known`: the regions the server was configured with, if any; `newest`: the
+    /// latest epoch the server accepts (its clock plus the allowed skew).
+    pub fn validate(&self, known: Option<&[String]>, newest: DateTime<Utc>) -> Result<(), String> {
         if !major_is_1(&self.schema, "latmap.push/") {
             return Err(format!(
                 "schema {:?} is not supported; expected {PUSH_SCHEMA}",
@@ -94,50 +95,62 @@ impl Push {
                 self.epoch.to_rfc3339()
             ));
         }
-        valid_region_name(&self.region)?;
+        check_epoch(self.epoch, newest)?;
+        if let Some(problem) = crate::config::region_name_problem(&self.region) {
+            return Err(format!("region: {problem}"));
+        }
         if self.report.region != self.region {
             return Err(format!(
                 "the push is for region {:?} but its report is of region {:?}",
                 self.region, self.report.region
             ));
         }
-        if let Some(p) = self.report.paths.iter().find(|p| p.source != self.region) {
-            return Err(format!(
-                "the report of region {:?} has a path from {:?}; a region reports only its own paths",
-                self.region, p.source
-            ));
-        }
-        for r in &self.report.regions {
-            valid_region_name(&r.name)?;
-        }
-        if let Some(known) = known {
-            if !known.iter().any(|k| k == &self.region) {
-                return Err(format!(
-                    "region {:?} is not in the server's configuration (known: {})",
-                    self.region,
-                    known.join(", ")
-                ));
-            }
-        }
-        Ok(())
+        self.report
+            .check(known)
+            .map_err(|e| e.within("report.").to_string())
     }
 }
 
-/// Region names become file names on the server: letters, digits, `.`, `_`, `-`, at
-/// most 64 characters, not starting with a dot.
-fn valid_region_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "region name {name:?} is not allowed: use letters, digits, '.', '_' and '-' (at most 64, not starting with '.')"
-        ))
+/// Whether the server can take a sweep of `epoch`: one it could list (years 0 to
+/// 9999, so that its run id is the 16 characters of [`run_dir_name`]) and not later
+/// than `newest`, the server's clock plus the allowed skew. A report from further
+/// in the future would become the latest run for good and outrank every real one.
+pub fn check_epoch(epoch: DateTime<Utc>, newest: DateTime<Utc>) -> Result<(), String> {
+    if parse_run_id(&run_dir_name(epoch)).is_none() {
+        return Err(format!(
+            "epoch {} is outside the years 0 to 9999; a sweep's epoch is the time it was scheduled",
+            epoch.to_rfc3339()
+        ));
+    }
+    if epoch > newest {
+        return Err(format!(
+            "epoch {} is later than the server's clock allows (at most {}, the server's time plus --max-skew); the agent's clock is wrong or the push is forged",
+            epoch.to_rfc3339(),
+            newest.to_rfc3339()
+        ));
+    }
+    Ok(())
+}
+
+impl RunListing {
+    /// The list entry of a run stored under `id`.
+    pub fn of(id: &str, run: &crate::run::Run) -> Option<RunListing> {
+        let regions: Vec<String> = run.regions.iter().map(|r| r.name.clone()).collect();
+        let reported: Vec<String> = run
+            .regions
+            .iter()
+            .filter(|r| r.reported)
+            .map(|r| r.name.clone())
+            .collect();
+        Some(RunListing {
+            id: id.to_string(),
+            epoch: parse_run_id(id)?,
+            complete: reported.len() == regions.len(),
+            regions,
+            reported,
+            paths: run.paths.len(),
+            anomalies: run.anomalies.len(),
+        })
     }
 }
 
@@ -175,10 +188,13 @@ mod tests {
             region: region.into(),
             started_at: t,
             finished_at: t,
-            regions: vec![RegionInfo {
-                name: region.into(),
-                location: None,
-            }],
+            regions: [region, "b"]
+                .iter()
+                .map(|n| RegionInfo {
+                    name: n.to_string(),
+                    location: None,
+                })
+                .collect(),
             prober: ProberHealth::default(),
             paths: vec![PathEntry::from_samples(
                 source,
@@ -191,26 +207,79 @@ mod tests {
         Push::new(t, report)
     }
 
+    fn far() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     #[test]
     fn validation_names_the_problem() {
-        assert_eq!(push("a", "a").validate(None), Ok(()));
+        assert_eq!(push("a", "a").validate(None, far()), Ok(()));
         assert_eq!(push("a", "a").run_id(), "20261126T050000Z");
-        let e = push("a", "x").validate(None).unwrap_err();
+        let e = push("a", "x").validate(None, far()).unwrap_err();
         assert!(e.contains("has a path from \"x\""), "{e}");
+        assert!(e.starts_with("report.paths[0].source: "), "{e}");
         let mut p = push("a", "a");
         p.region = "b".into();
-        assert!(p.validate(None).unwrap_err().contains("its report is of"));
+        assert!(
+            p.validate(None, far())
+                .unwrap_err()
+                .contains("its report is of")
+        );
         let mut p = push("a", "a");
         p.schema = "latmap.push/2".into();
-        assert!(p.validate(None).unwrap_err().contains("not supported"));
+        assert!(
+            p.validate(None, far())
+                .unwrap_err()
+                .contains("not supported")
+        );
         let mut p = push("a", "a");
         p.epoch += chrono::TimeDelta::milliseconds(1);
-        assert!(p.validate(None).unwrap_err().contains("whole second"));
-        for bad in ["../x", ".hidden", "a/b", "", "é"] {
-            assert!(push(bad, bad).validate(None).is_err(), "{bad:?}");
+        assert!(
+            p.validate(None, far())
+                .unwrap_err()
+                .contains("whole second")
+        );
+        for bad in ["../x", ".hidden", "a/b", "", "a\u{202e}b", "x\u{1b}[2J"] {
+            assert!(push(bad, bad).validate(None, far()).is_err(), "{bad:?}");
         }
+        // The configuration's rule: readable names are fine.
+        let p = push("Europe (Ireland)", "Europe (Ireland)");
+        assert_eq!(p.validate(None, far()), Ok(()));
         let known = vec!["b".to_string()];
-        assert!(push("a", "a").validate(Some(&known)).is_err());
+        assert!(push("a", "a").validate(Some(&known), far()).is_err());
+    }
+
+    #[test]
+    fn epochs_must_be_listable_and_not_ahead_of_the_clock() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T05:00:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let newest = now + chrono::TimeDelta::minutes(5);
+        let mut p = push("a", "a");
+        assert_eq!(p.validate(None, newest), Ok(()));
+        for future in [
+            "2999-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2026-11-26T05:06:00Z",
+        ] {
+            p.epoch = future.parse().unwrap();
+            let e = p.validate(None, newest).unwrap_err();
+            assert!(e.contains("later than the server's clock allows"), "{e}");
+        }
+        let year = |y: i32| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+        };
+        p.epoch = year(10000);
+        let e = p.validate(None, year(10001)).unwrap_err();
+        assert!(e.contains("outside the years 0 to 9999"), "{e}");
+        p.epoch = year(-1);
+        assert!(p.validate(None, newest).is_err());
     }
 
     #[test]

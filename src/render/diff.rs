@@ -8,6 +8,8 @@ use comfy_table::{Color, ContentArrangement, Table};
 
 use crate::diff::{PathDiff, RunDiff, Verdict};
 
+use super::escape::terminal_line as term;
+
 fn ms(us: Option<u64>) -> String {
     match us {
         Some(us) => {
@@ -75,7 +77,12 @@ fn changed(d: &RunDiff) -> impl Iterator<Item = &PathDiff> {
 
 /// The terminal table of changed paths; colours only when `color` is set.
 pub fn text(d: &RunDiff, color: bool) -> String {
-    let mut out = format!("latmap diff {} → {}: {}\n", d.base, d.current, summary(d));
+    let mut out = format!(
+        "latmap diff {} → {}: {}\n",
+        term(&d.base),
+        term(&d.current),
+        summary(d)
+    );
     if changed(d).next().is_some() {
         let mut table = Table::new();
         table
@@ -97,57 +104,62 @@ pub fn text(d: &RunDiff, color: bool) -> String {
                 verdict,
                 comfy_table::Cell::new(format!(
                     "{} → {} ({})",
-                    p.key.source, p.key.target, p.key.kind
+                    term(&p.key.source),
+                    term(&p.key.target),
+                    p.key.kind
                 )),
                 comfy_table::Cell::new(format!("{} → {}", ms(p.base.p50_us), ms(p.current.p50_us))),
                 comfy_table::Cell::new(delta_ms(p.p50_delta_us)),
                 comfy_table::Cell::new(format!("{} → {}", ms(p.base.p95_us), ms(p.current.p95_us))),
                 comfy_table::Cell::new(delta_ms(p.p95_delta_us)),
                 comfy_table::Cell::new(format!("{} → {}", pct(p.base.loss), pct(p.current.loss))),
-                comfy_table::Cell::new(p.reasons.join(", ")),
+                comfy_table::Cell::new(term(&p.reasons.join(", "))),
             ]);
         }
         let _ = writeln!(out, "{table}");
     }
     for k in &d.appeared {
-        let _ = writeln!(out, "new path: {k}");
+        let _ = writeln!(out, "new path: {}", term(&k.to_string()));
     }
     for k in &d.vanished {
-        let _ = writeln!(out, "vanished path: {k}");
+        let _ = writeln!(out, "vanished path: {}", term(&k.to_string()));
     }
     for r in &d.regions_appeared {
-        let _ = writeln!(out, "new region: {r}");
+        let _ = writeln!(out, "new region: {}", term(r));
     }
     for r in &d.regions_vanished {
-        let _ = writeln!(out, "region without data now: {r}");
+        let _ = writeln!(out, "region without data now: {}", term(r));
     }
     for a in &d.address_changes {
         let _ = writeln!(
             out,
             "address changed: {}: {} → {}",
-            a.key,
-            a.base.as_deref().unwrap_or("–"),
-            a.current.as_deref().unwrap_or("–")
+            term(&a.key.to_string()),
+            term(a.base.as_deref().unwrap_or("–")),
+            term(a.current.as_deref().unwrap_or("–"))
         );
     }
     for f in &d.findings_new {
         let _ = writeln!(
             out,
             "new finding: [{}] {}: {}",
-            f.severity, f.detector, f.message
+            f.severity,
+            f.detector,
+            term(&f.message)
         );
     }
     for f in &d.findings_resolved {
-        let _ = writeln!(out, "resolved finding: {}: {}", f.detector, f.message);
+        let _ = writeln!(
+            out,
+            "resolved finding: {}: {}",
+            f.detector,
+            term(&f.message)
+        );
     }
     out
 }
 
-fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+use super::escape::markdown as md_escape;
 
 fn md_rows(out: &mut String, paths: &[&PathDiff]) {
     out.push_str("| path | p50 ms | Δ p50 | p95 ms | Δ p95 | loss | why |\n|---|---:|---:|---:|---:|---:|---|\n");
@@ -188,8 +200,10 @@ pub fn markdown(d: &RunDiff) -> String {
     let mut out = format!("### {icon} latmap: {}\n\n", summary(d));
     let _ = writeln!(
         out,
-        "Base `{}` → current `{}`; α = {} over all paths (Holm).\n",
-        d.base, d.current, d.thresholds.alpha
+        "Base {} → current {}; α = {} over all paths (Holm).\n",
+        super::escape::markdown_code(&d.base),
+        super::escape::markdown_code(&d.current),
+        d.thresholds.alpha
     );
     if !regressions.is_empty() {
         out.push_str("#### Regressions\n\n");
@@ -266,13 +280,7 @@ pub fn markdown(d: &RunDiff) -> String {
     out
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
+use super::escape::xml;
 
 /// JUnit XML: one test case per path compared, regressions as failures.
 pub fn junit(d: &RunDiff) -> String {

@@ -138,12 +138,7 @@ fn tip_ms(v: f64) -> String {
     }
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::escape::xml;
 
 /// The fiber bound of a path in ms of RTT: great-circle km / 100.
 fn fiber_bound_ms(a: Option<Location>, b: Option<Location>) -> Option<f64> {

@@ -12,6 +12,8 @@ use crate::config::ProbeKind;
 use crate::graph::LatencyGraph;
 use crate::run::{Anomaly, Run, Severity, Unit};
 
+use super::escape;
+
 /// How many of the slowest and of the lossiest paths the summary lists.
 pub const WORST: usize = 5;
 
@@ -166,7 +168,8 @@ fn findings_line(s: &Summary) -> String {
     )
 }
 
-fn paths_line(s: &Summary) -> String {
+/// The line of counts; `name` escapes region names for the output format.
+fn paths_line(s: &Summary, name: &dyn Fn(&str) -> String) -> String {
     let kinds: Vec<String> = s
         .paths
         .iter()
@@ -182,7 +185,8 @@ fn paths_line(s: &Summary) -> String {
         let _ = write!(line, " ({} unreachable)", s.unreachable);
     }
     if !s.no_data.is_empty() {
-        let _ = write!(line, "; no data from {}", s.no_data.join(", "));
+        let names: Vec<String> = s.no_data.iter().map(|n| name(n)).collect();
+        let _ = write!(line, "; no data from {}", names.join(", "));
     }
     line
 }
@@ -205,14 +209,19 @@ fn subject(a: &Anomaly, kinds: bool) -> String {
     }
 }
 
+/// Region names and other outside text on a terminal.
+fn term(s: &str) -> String {
+    escape::terminal_line(s).into_owned()
+}
+
 fn text(run: &Run, s: &Summary) -> String {
     let kinds = s.several_kinds();
     let mut out = String::new();
-    let _ = writeln!(out, "run {} ({})", s.run, when(s));
-    let _ = writeln!(out, "  {}", paths_line(s));
+    let _ = writeln!(out, "run {} ({})", term(&s.run), when(s));
+    let _ = writeln!(out, "  {}", paths_line(s, &term));
     let worst = |list: &[WorstPath], value: &dyn Fn(&WorstPath) -> String| {
         list.iter()
-            .map(|p| format!("{} {}", path_label(p, kinds), value(p)))
+            .map(|p| format!("{} {}", term(&path_label(p, kinds)), value(p)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -236,17 +245,17 @@ fn text(run: &Run, s: &Summary) -> String {
             "\n{:<8}  {}  {}: {}",
             a.severity.as_str().to_uppercase(),
             a.detector,
-            subject(a, kinds),
+            term(&subject(a, kinds)),
             measure(a)
         );
-        wrap(&mut out, &a.message, 10);
+        wrap(&mut out, &term(&a.message), 10);
         for e in &a.explains {
             let _ = writeln!(
                 out,
                 "          · {:<8} {:<11} {}: {}",
                 e.severity.as_str(),
                 e.detector.as_str(),
-                subject(e, kinds),
+                term(&subject(e, kinds)),
                 measure(e)
             );
         }
@@ -272,16 +281,16 @@ fn wrap(out: &mut String, text: &str, indent: usize) {
     }
 }
 
-/// Markdown table cell text: no pipes or line breaks.
+/// Markdown text (safe in a table cell): no HTML, no Markdown syntax, no line breaks.
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+    escape::markdown(text)
 }
 
 fn markdown(run: &Run, s: &Summary) -> String {
     let kinds = s.several_kinds();
     let mut out = String::new();
-    let _ = writeln!(out, "### latmap run `{}`\n", s.run);
-    let _ = writeln!(out, "{}, {}.\n", paths_line(s), when(s));
+    let _ = writeln!(out, "### latmap run {}\n", escape::markdown_code(&s.run));
+    let _ = writeln!(out, "{}, {}.\n", paths_line(s, &cell), when(s));
     let _ = writeln!(out, "**{}**\n", findings_line(s));
     if !run.anomalies.is_empty() {
         let _ = writeln!(

@@ -7,6 +7,8 @@ use comfy_table::{CellAlignment, ContentArrangement, Table};
 use crate::config::ProbeKind;
 use crate::run::Run;
 
+use super::escape::terminal_line;
+
 /// The matrix of `kind` paths, one row per source region. A cell shows `p50` in ms and
 /// `loss%` when there was loss; `·` on the diagonal, `no data` when the source region
 /// did not report, `unreach` when nothing came back, blank when the path was not probed.
@@ -16,10 +18,14 @@ pub fn rtt_matrix(run: &Run, kind: ProbeKind) -> Table {
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled);
     let mut header = vec![format!("{kind} p50 ms  src \\ dst")];
-    header.extend(run.regions.iter().map(|r| r.name.clone()));
+    header.extend(
+        run.regions
+            .iter()
+            .map(|r| terminal_line(&r.name).into_owned()),
+    );
     table.set_header(header);
     for source in &run.regions {
-        let mut row = vec![source.name.clone()];
+        let mut row = vec![terminal_line(&source.name).into_owned()];
         for target in &run.regions {
             let cell = if source.name == target.name {
                 "·".to_string()

@@ -48,8 +48,9 @@ fn aggregate_refuses_foreign_and_broken_files() {
     let out = dir.latmap(&["aggregate", "run.json"]);
     assert_eq!(out.status, Some(2));
     assert!(
-        out.stderr
-            .contains("run.json has schema Some(\"latmap.run/9\"), expected latmap.report/1"),
+        out.stderr.contains(
+            "run.json is a run (schema \"latmap.run/9\"), not a region report; pass a region report here"
+        ),
         "{}",
         out.stderr
     );

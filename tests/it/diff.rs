@@ -107,7 +107,7 @@ fn errors_exit_2_with_a_reason() {
         ),
         (
             &["diff", "report.json", "run.json"],
-            "expected latmap.run/1",
+            "is a region report (schema \"latmap.report/1\"), not a run",
         ),
         (&["diff", "run.json", "other.json"], "no path in common"),
         (

@@ -5,23 +5,30 @@ use serde_json::{Value, json};
 use crate::harness::{Dir, repo};
 
 fn path(source: &str, target: &str, p50_ms: Option<f64>, sent: u64, received: u64) -> Value {
-    let rtt = p50_ms.map(|p| {
-        let us = (p * 1000.0).round() as u64;
-        json!({"min": us - us / 20, "p50": us, "mean": us, "p90": us + us / 20, "p95": us + us / 10,
-               "p99": us + us / 5, "max": us + us / 4, "stddev": us / 50, "jitter": us / 100})
-    });
-    let loss = if sent == 0 {
-        Value::Null
-    } else {
-        json!((sent - received) as f64 / sent as f64)
-    };
-    json!({
-        "source": source, "target": target, "kind": "udp", "target_spec": format!("{target}.example:862"),
-        "address": "127.0.0.1:862", "resolve_us": null, "resolve_error": null,
-        "sent": sent, "received": received, "refused": 0, "icmp_errors": 0, "send_failed": 0,
-        "late": 0, "duplicates": 0, "loss": loss, "loss_ci": null, "rtt_us": rtt,
-        "samples_us": (0..sent).map(|i| if i < received { json!(p50_ms.map(|p| (p * 1000.0) as u64)) } else { Value::Null }).collect::<Vec<_>>()
-    })
+    // The statistics follow from the samples, as every reader checks: all replies at
+    // the p50 but the slowest, which puts the p95 10% above it.
+    let us = p50_ms.map(|p| (p * 1000.0).round() as u64);
+    let r = received as usize;
+    let rank = 0.95 * r.saturating_sub(1) as f64;
+    let frac = rank - rank.floor();
+    let samples = (0..sent as usize)
+        .map(|i| match us {
+            Some(us) if i + 1 == r && frac > 0.0 => {
+                Some(us + (us as f64 * 0.1 / frac).round() as u64)
+            }
+            Some(us) if i < r => Some(us),
+            _ => None,
+        })
+        .collect();
+    let mut p = latmap::report::PathEntry::from_samples(
+        source,
+        target,
+        latmap::config::ProbeKind::Udp,
+        &format!("{target}.example:862"),
+        samples,
+    );
+    p.address = Some("127.0.0.1:862".into());
+    serde_json::to_value(p).expect("JSON")
 }
 
 fn run(id: &str, regions: Value, paths: Vec<Value>) -> Value {
@@ -295,9 +302,14 @@ fn big_run(n: usize) -> Value {
     for (i, s) in names.iter().enumerate() {
         for (j, t) in names.iter().enumerate() {
             if i != j {
-                let mut p = path(s, t, Some(5.0 + ((i * 31 + j * 17) % 300) as f64), 10, 10);
-                p["samples_us"] = json!([]);
-                paths.push(p);
+                // With their samples: a reader checks the statistics against them.
+                paths.push(path(
+                    s,
+                    t,
+                    Some(5.0 + ((i * 31 + j * 17) % 300) as f64),
+                    10,
+                    10,
+                ));
             }
         }
     }

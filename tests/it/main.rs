@@ -1,11 +1,13 @@
 //! latmap's integration tests: one binary, real sockets on loopback, the built CLI.
 
 mod analysis;
+mod attacks;
 mod cli;
 mod diff;
 mod harness;
 mod heatmap;
 mod lab;
+mod load;
 mod netns;
 mod ping;
 mod probes;
