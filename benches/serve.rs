@@ -355,7 +355,12 @@ fn report(names: &[String], i: usize, samples: usize, epoch: DateTime<Utc>) -> R
                 target,
                 ProbeKind::Udp,
                 &format!("127.{}.{}.1:862", (j + 1) >> 8, (j + 1) & 0xff),
-                synthetic_samples(rtt, usize::from((i * n + j) % 97 == 0), 200, samples),
+                synthetic_samples(
+                    rtt,
+                    usize::from((i * n + j).is_multiple_of(97)),
+                    200,
+                    samples,
+                ),
             )
         })
         .collect();

@@ -14,7 +14,7 @@
 //!
 //! It reads runs; it knows nothing of graphs, detectors' rules or rendering.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -81,9 +81,10 @@ impl std::fmt::Display for PathKey {
     }
 }
 
-/// The quantiles of a run's samples that a chart draws as bands: min, p10, p25, p50,
-/// p75, p90, max.
-pub const BANDS: [u32; 7] = [0, 10, 25, 50, 75, 90, 100];
+/// The quantiles of a run's samples a point keeps (a chart draws the spread between
+/// them as bands): min, p50, p90, p95, p99, max. They are the run's own statistics
+/// (`rtt_us`), so recording a run computes nothing new.
+pub const QUANTILES: [&str; 6] = ["min", "p50", "p90", "p95", "p99", "max"];
 
 /// One path in one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,12 +93,8 @@ pub struct Point {
     pub at: DateTime<Utc>,
     pub sent: u32,
     pub received: u32,
-    /// RTT percentiles in microseconds; `None` when nothing came back.
-    pub p50_us: Option<u32>,
-    pub p95_us: Option<u32>,
-    pub p99_us: Option<u32>,
-    /// The samples at [`BANDS`], in microseconds.
-    pub bands_us: Option<[u32; 7]>,
+    /// The RTT at [`QUANTILES`], in microseconds; `None` when nothing came back.
+    pub rtt_us: Option<[u32; 6]>,
     /// The findings of the run about this path (also those folded under a region
     /// finding), with their severity.
     pub findings: Vec<(DetectorId, Severity)>,
@@ -111,6 +108,18 @@ impl Point {
         (self.sent > 0).then(|| 1.0 - f64::from(self.received) / f64::from(self.sent))
     }
 
+    pub fn p50_us(&self) -> Option<u32> {
+        self.rtt_us.map(|q| q[1])
+    }
+
+    pub fn p95_us(&self) -> Option<u32> {
+        self.rtt_us.map(|q| q[3])
+    }
+
+    pub fn p99_us(&self) -> Option<u32> {
+        self.rtt_us.map(|q| q[4])
+    }
+
     /// Whether the run had a finding of `detector` on this path.
     pub fn has(&self, detector: DetectorId) -> bool {
         self.findings.iter().any(|(d, _)| *d == detector)
@@ -118,52 +127,17 @@ impl Point {
 
     /// The point of path entry `p` in a run that started at `at`.
     pub fn of(p: &PathEntry, at: DateTime<Utc>, findings: Vec<(DetectorId, Severity)>) -> Point {
-        Point::with_scratch(p, at, findings, &mut Vec::new())
-    }
-
-    fn with_scratch(
-        p: &PathEntry,
-        at: DateTime<Utc>,
-        findings: Vec<(DetectorId, Severity)>,
-        replies: &mut Vec<u64>,
-    ) -> Point {
-        replies.clear();
-        replies.extend(p.samples_us.iter().flatten().copied());
-        replies.sort_unstable();
-        let replies = &replies[..];
-        let bands_us = (!replies.is_empty()).then(|| BANDS.map(|q| band(replies, q)));
-        let clamp = |v: u64| v.min(u64::from(u32::MAX - 1)) as u32;
+        let c = |v: u64| v.min(u64::from(u32::MAX - 1)) as u32;
         Point {
             at,
-            sent: clamp(p.sent),
-            received: clamp(p.received),
-            p50_us: p.rtt_us.map(|r| clamp(r.p50)),
-            p95_us: p.rtt_us.map(|r| clamp(r.p95)),
-            p99_us: p.rtt_us.map(|r| clamp(r.p99)),
-            bands_us,
+            sent: c(p.sent),
+            received: c(p.received),
+            rtt_us: p
+                .rtt_us
+                .map(|r| [c(r.min), c(r.p50), c(r.p90), c(r.p95), c(r.p99), c(r.max)]),
             findings,
             lagged: p.prober_lagged(),
         }
-    }
-
-    /// Appends the stored bytes to `b` (little-endian; `u32::MAX` for "none").
-    fn encode_into(&self, b: &mut Vec<u8>) {
-        let none = u32::MAX;
-        b.extend_from_slice(&self.sent.to_le_bytes());
-        b.extend_from_slice(&self.received.to_le_bytes());
-        for v in [self.p50_us, self.p95_us, self.p99_us] {
-            b.extend_from_slice(&v.unwrap_or(none).to_le_bytes());
-        }
-        for v in self.bands_us.unwrap_or([none; 7]) {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        let mut bits = 0u32;
-        for (d, s) in &self.findings {
-            let bit = DetectorId::ALL.iter().position(|x| x == d).unwrap_or(0) as u32;
-            bits |= 1 << (bit + if *s == Severity::Critical { 16 } else { 0 });
-        }
-        b.extend_from_slice(&bits.to_le_bytes());
-        b.push(u8::from(self.lagged));
     }
 
     fn decode(at: DateTime<Utc>, b: &[u8]) -> Option<Point> {
@@ -171,12 +145,11 @@ impl Point {
             return None;
         }
         let u = |i: usize| u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]]);
-        let opt = |v: u32| (v != u32::MAX).then_some(v);
-        let mut bands = [0u32; 7];
-        for (k, band) in bands.iter_mut().enumerate() {
-            *band = u(5 + k);
+        let mut q = [0u32; 6];
+        for (k, v) in q.iter_mut().enumerate() {
+            *v = u(2 + k);
         }
-        let bits = u(12);
+        let bits = u(8);
         let mut findings = Vec::new();
         for (i, d) in DetectorId::ALL.iter().enumerate() {
             if bits & (1 << (i + 16)) != 0 {
@@ -189,29 +162,38 @@ impl Point {
             at,
             sent: u(0),
             received: u(1),
-            p50_us: opt(u(2)),
-            p95_us: opt(u(3)),
-            p99_us: opt(u(4)),
-            bands_us: (bands[0] != u32::MAX).then_some(bands),
+            rtt_us: (q[0] != u32::MAX).then_some(q),
             findings,
-            lagged: b[52] != 0,
+            lagged: b[36] != 0,
         })
     }
 }
 
-/// The `q`-th percentile (0..=100, whole) of sorted `v`, interpolated between ranks as
-/// `stats::percentile_sorted` does, in integers (it runs for every path of every run).
-fn band(v: &[u64], q: u32) -> u32 {
-    let n = v.len() as u64;
-    let num = u64::from(q) * (n - 1);
-    let (lo, frac) = ((num / 100) as usize, num % 100);
-    let hi = (lo + usize::from(frac > 0)).min(v.len() - 1);
-    let value = v[lo] + ((v[hi] - v[lo]) * frac + 50) / 100;
-    value.min(u64::from(u32::MAX - 1)) as u32
-}
-
 /// Bytes of an encoded point.
-const POINT_LEN: usize = 53;
+const POINT_LEN: usize = 37;
+
+/// Writes the point of `p` with `findings` into `out` ([`POINT_LEN`] bytes;
+/// little-endian, `u32::MAX` for "none"): what [`Point::decode`] reads.
+fn encode_entry(p: &PathEntry, findings: &[(DetectorId, Severity)], out: &mut [u8]) {
+    let c = |v: u64| v.min(u64::from(u32::MAX - 1)) as u32;
+    let mut put = |i: usize, v: u32| out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    put(0, c(p.sent));
+    put(1, c(p.received));
+    let q = p
+        .rtt_us
+        .map(|r| [c(r.min), c(r.p50), c(r.p90), c(r.p95), c(r.p99), c(r.max)])
+        .unwrap_or([u32::MAX; 6]);
+    for (k, v) in q.into_iter().enumerate() {
+        put(2 + k, v);
+    }
+    let mut bits = 0u32;
+    for (d, s) in findings {
+        let bit = DetectorId::ALL.iter().position(|x| x == d).unwrap_or(0) as u32;
+        bits |= 1 << (bit + if *s == Severity::Critical { 16 } else { 0 });
+    }
+    put(8, bits);
+    out[36] = u8::from(p.prober_lagged());
+}
 
 /// The point bytes of the slot at `at` of a chunk, if the run had that path.
 fn slot(chunk: &[u8], at: usize) -> Option<&[u8]> {
@@ -236,14 +218,109 @@ pub enum HistoryError {
 pub struct History {
     db: Database,
     path: PathBuf,
-    /// Every path's id by its encoded key, read once when the file is opened.
-    ids: std::sync::Mutex<HashMap<String, u32>>,
+    /// Every path's id, read once when the file is opened.
+    ids: std::sync::Mutex<Ids>,
 }
 
-/// The per-path points of a run: one per (source, target, kind), the target with the
-/// most replies standing for the path (as the graph and the heatmap choose).
-pub fn run_points(run: &Run) -> Vec<(&PathEntry, Point)> {
-    type Pair<'a> = (&'a str, &'a str, ProbeKind);
+/// Path ids in memory: region names by number, and paths by their regions' numbers, so
+/// that recording a run looks a path up without building its name.
+#[derive(Default)]
+struct Ids {
+    regions: HashMap<String, u32>,
+    names: Vec<String>,
+    paths: HashMap<(u32, u32, ProbeKind), u32, std::hash::BuildHasherDefault<SmallKeys>>,
+    /// By id: the path.
+    keys: Vec<Option<(u32, u32, ProbeKind)>>,
+    /// The ids of the last run recorded, in its order.
+    layout: Vec<u32>,
+    /// The chunk buffers of the last run recorded, kept for the next.
+    chunks: Vec<Vec<u8>>,
+}
+
+/// A hasher for the small integer keys the history gives out itself (never keys from
+/// outside): a multiply-rotate mix, several times cheaper than SipHash.
+#[derive(Default)]
+struct SmallKeys(u64);
+
+impl std::hash::Hasher for SmallKeys {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+impl Ids {
+    fn region(&mut self, name: &str) -> u32 {
+        if let Some(&r) = self.regions.get(name) {
+            return r;
+        }
+        let r = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.regions.insert(name.to_string(), r);
+        r
+    }
+
+    /// The id of `key`, given out if new (`fresh` then gets it and its name).
+    fn id(&mut self, s: u32, t: u32, kind: ProbeKind, fresh: &mut Vec<(u32, String)>) -> u32 {
+        if let Some(&id) = self.paths.get(&(s, t, kind)) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.insert(id, (s, t, kind));
+        let key = self.key(id).map(|k| k.encode()).unwrap_or_default();
+        fresh.push((id, key));
+        id
+    }
+
+    fn insert(&mut self, id: u32, p: (u32, u32, ProbeKind)) {
+        let i = id as usize;
+        if self.keys.len() <= i {
+            self.keys.resize(i + 1, None);
+        }
+        self.keys[i] = Some(p);
+        self.paths.insert(p, id);
+    }
+
+    fn key(&self, id: u32) -> Option<PathKey> {
+        let (s, t, kind) = (*self.keys.get(id as usize)?)?;
+        Some(PathKey {
+            source: self.names.get(s as usize)?.clone(),
+            target: self.names.get(t as usize)?.clone(),
+            kind,
+        })
+    }
+
+    fn lookup(&self, key: &PathKey) -> Option<u32> {
+        let s = *self.regions.get(&key.source)?;
+        let t = *self.regions.get(&key.target)?;
+        self.paths.get(&(s, t, key.kind)).copied()
+    }
+
+    fn forget(&mut self, id: u32) {
+        if let Some(Some(p)) = self.keys.get(id as usize).copied() {
+            self.paths.remove(&p);
+            self.keys[id as usize] = None;
+        }
+    }
+}
+
+type Pair<'a> = (&'a str, &'a str, ProbeKind);
+
+/// The run's findings by path (also those folded under a region finding).
+fn path_findings(run: &Run) -> HashMap<Pair<'_>, Vec<(DetectorId, Severity)>> {
     let mut found: HashMap<Pair<'_>, Vec<(DetectorId, Severity)>> = HashMap::new();
     let all = run
         .anomalies
@@ -257,34 +334,7 @@ pub fn run_points(run: &Run) -> Vec<(&PathEntry, Point)> {
                 .push((a.detector, a.severity));
         }
     }
-    // A run's paths are in order (source, target, kind, target): a path's targets are
-    // neighbours, and the one with the most replies stands for them. (Should a file be
-    // out of order, `History::add` still keeps the one with the most replies.)
-    fn key(p: &PathEntry) -> (&str, &str, ProbeKind) {
-        (p.source.as_str(), p.target.as_str(), p.kind)
-    }
-    let mut best: Vec<&PathEntry> = Vec::with_capacity(run.paths.len());
-    for p in &run.paths {
-        match best.last_mut() {
-            Some(last) if key(last) == key(p) => {
-                if p.received > last.received {
-                    *last = p;
-                }
-            }
-            _ => best.push(p),
-        }
-    }
-    let mut scratch = Vec::new();
-    best.into_iter()
-        .map(|p| {
-            let f = if found.is_empty() {
-                Vec::new()
-            } else {
-                found.remove(&key(p)).unwrap_or_default()
-            };
-            (p, Point::with_scratch(p, run.started_at, f, &mut scratch))
-        })
-        .collect()
+    found
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -307,7 +357,7 @@ impl History {
         let h = History {
             db,
             path: path.to_path_buf(),
-            ids: std::sync::Mutex::new(HashMap::new()),
+            ids: std::sync::Mutex::new(Ids::default()),
         };
         // Create the tables, so that readers never meet a missing one.
         h.write(|tx| {
@@ -316,17 +366,18 @@ impl History {
             tx.open_table(RUNS)?;
             Ok(())
         })?;
-        let ids = h
-            .keys()?
-            .into_iter()
-            .enumerate()
-            .filter_map(|(id, k)| Some((k?.encode(), id as u32)))
-            .collect();
+        let mut ids = Ids::default();
+        for (id, key) in h.keys()?.into_iter().enumerate() {
+            if let Some(k) = key {
+                let (s, t) = (ids.region(&k.source), ids.region(&k.target));
+                ids.insert(id as u32, (s, t, k.kind));
+            }
+        }
         *h.lock_ids() = ids;
         Ok(h)
     }
 
-    fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+    fn lock_ids(&self) -> std::sync::MutexGuard<'_, Ids> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -369,47 +420,97 @@ impl History {
 
     /// Adds `run`'s points (replacing any of a run that started at the same time).
     pub fn add(&self, run: &Run) -> Result<(), HistoryError> {
-        let points = run_points(run);
         let t = ms(run.started_at);
+        let findings = path_findings(run);
         let mut ids = self.lock_ids();
         let mut new_keys = Vec::new();
-        let mut chunks: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-        let mut name = String::new();
-        let mut encoded = Vec::with_capacity(POINT_LEN);
-        for (entry, point) in &points {
-            use std::fmt::Write as _;
-            name.clear();
-            let _ = write!(
-                name,
-                "{}\u{1f}{}\u{1f}{}",
-                entry.source, entry.target, entry.kind
-            );
-            let id = match ids.get(name.as_str()) {
-                Some(&id) => id,
+        let mut chunks = std::mem::take(&mut ids.chunks);
+        chunks.iter_mut().for_each(Vec::clear);
+        let mut source: Option<(&str, u32)> = None;
+        // A series' runs usually hold the same paths in the same order: the ids of the
+        // last run recorded are tried first, by comparing names, before any lookup.
+        let layout = std::mem::take(&mut ids.layout);
+        let mut next_layout = Vec::with_capacity(layout.len());
+        // The check of the cached source name holds for the whole group of its paths.
+        let mut source_checked = false;
+        for (i, entry) in run.paths.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|k| &run.paths[k]);
+            let same_source = prev.is_some_and(|p| p.source == entry.source);
+            if !same_source {
+                source_checked = false;
+            }
+            // Several targets of one path: the neighbour with the most replies stands
+            // for it (as the graph and the heatmap choose).
+            let same_as_last = same_source
+                && prev.is_some_and(|p| p.target == entry.target && p.kind == entry.kind);
+            let cached = layout.get(next_layout.len()).copied().filter(|&id| {
+                ids.keys
+                    .get(id as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|(s, t, k)| {
+                        let ok = k == entry.kind
+                            && ids
+                                .names
+                                .get(t as usize)
+                                .is_some_and(|n| *n == entry.target)
+                            && (source_checked
+                                || ids
+                                    .names
+                                    .get(s as usize)
+                                    .is_some_and(|n| *n == entry.source));
+                        source_checked |= ok;
+                        ok
+                    })
+            });
+            if cached.is_none() {
+                source_checked = false;
+            }
+            let id = match cached {
+                Some(id) => id,
                 None => {
-                    let id = ids.len() as u32;
-                    ids.insert(name.clone(), id);
-                    new_keys.push((id, name.clone()));
-                    id
+                    // Paths come grouped by source: look its number up once per group.
+                    let s = match source {
+                        Some((name, s)) if same_source && name == entry.source => s,
+                        _ => {
+                            let s = ids.region(&entry.source);
+                            source = Some((&entry.source, s));
+                            s
+                        }
+                    };
+                    let target = ids.region(&entry.target);
+                    ids.id(s, target, entry.kind, &mut new_keys)
                 }
             };
-            let chunk = chunks.entry(id / CHUNK).or_default();
+            if !same_as_last {
+                next_layout.push(id);
+            }
+            let c = (id / CHUNK) as usize;
+            if chunks.len() <= c {
+                chunks.resize_with(c + 1, Vec::new);
+            }
+            let chunk = &mut chunks[c];
             let at = (id % CHUNK) as usize * SLOT_LEN;
             if chunk.len() < at + SLOT_LEN {
                 chunk.resize(at + SLOT_LEN, 0);
             }
-            encoded.clear();
-            point.encode_into(&mut encoded);
-            // A path met twice in one run (a file out of order): the target with the
-            // most replies stands for it.
             let received_before =
                 u32::from_le_bytes([chunk[at + 5], chunk[at + 6], chunk[at + 7], chunk[at + 8]]);
-            if chunk[at] == 1 && received_before >= point.received {
+            if chunk[at] == 1 && u64::from(received_before) >= entry.received {
                 continue;
             }
+            let f = if findings.is_empty() {
+                Vec::new()
+            } else {
+                findings
+                    .get(&(entry.source.as_str(), entry.target.as_str(), entry.kind))
+                    .cloned()
+                    .unwrap_or_default()
+            };
             chunk[at] = 1;
-            chunk[at + 1..at + SLOT_LEN].copy_from_slice(&encoded);
+            encode_entry(entry, &f, &mut chunk[at + 1..at + SLOT_LEN]);
         }
+        ids.layout = next_layout;
         let written = self.write(|tx| {
             let mut keys = tx.open_table(PATH_KEYS)?;
             for (id, name) in &new_keys {
@@ -417,18 +518,22 @@ impl History {
             }
             let mut table = tx.open_table(POINTS)?;
             table.retain_in((t, 0)..=(t, u32::MAX), |_, _| false)?;
-            for (chunk, bytes) in &chunks {
-                table.insert((t, *chunk), bytes.as_slice())?;
+            for (chunk, bytes) in chunks.iter().enumerate() {
+                if !bytes.is_empty() {
+                    table.insert((t, chunk as u32), bytes.as_slice())?;
+                }
             }
             tx.open_table(RUNS)?.insert(t, run.id.as_str())?;
             Ok(())
         });
         if written.is_err() {
             // The ids given out were not stored: forget them.
-            for (_, name) in &new_keys {
-                ids.remove(name);
+            for (id, _) in &new_keys {
+                ids.forget(*id);
             }
+            ids.layout.clear();
         }
+        ids.chunks = chunks;
         written
     }
 
@@ -460,10 +565,9 @@ impl History {
 
     /// Every path the history has seen.
     pub fn paths(&self) -> Vec<PathKey> {
-        let mut out: Vec<PathKey> = self
-            .lock_ids()
-            .keys()
-            .filter_map(|k| PathKey::decode(k))
+        let ids = self.lock_ids();
+        let mut out: Vec<PathKey> = (0..ids.keys.len() as u32)
+            .filter_map(|id| ids.key(id))
             .collect();
         out.sort();
         out
@@ -475,7 +579,7 @@ impl History {
         path: &PathKey,
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<Point>, HistoryError> {
-        let Some(id) = self.lock_ids().get(&path.encode()).copied() else {
+        let Some(id) = self.lock_ids().lookup(path) else {
             return Ok(Vec::new());
         };
         let tx = self.db.begin_read().map_err(|e| self.io(e))?;
@@ -501,11 +605,12 @@ impl History {
         before: DateTime<Utc>,
         n: usize,
     ) -> Result<HashMap<PathKey, Vec<Point>>, HistoryError> {
-        let names: HashMap<u32, PathKey> = self
-            .lock_ids()
-            .iter()
-            .filter_map(|(k, &id)| Some((id, PathKey::decode(k)?)))
-            .collect();
+        let names: HashMap<u32, PathKey> = {
+            let ids = self.lock_ids();
+            (0..ids.keys.len() as u32)
+                .filter_map(|id| Some((id, ids.key(id)?)))
+                .collect()
+        };
         let tx = self.db.begin_read().map_err(|e| self.io(e))?;
         let points = tx.open_table(POINTS).map_err(|e| self.io(e))?;
         let runs = tx.open_table(RUNS).map_err(|e| self.io(e))?;
@@ -625,16 +730,6 @@ mod tests {
     }
 
     #[test]
-    fn bands_interpolate_like_the_statistics() {
-        let v: Vec<u64> = vec![10, 20, 30, 41, 100];
-        for q in BANDS {
-            let f = crate::stats::percentile_sorted(&v, f64::from(q)).round() as u32;
-            assert_eq!(band(&v, q), f, "p{q}");
-        }
-        assert_eq!(band(&[7], 50), 7);
-    }
-
-    #[test]
     fn points_round_trip_and_a_path_reads_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let h = History::open(&dir.path().join(FILE_NAME)).unwrap();
@@ -671,8 +766,8 @@ mod tests {
         );
         let p = &pts[1];
         assert_eq!((p.sent, p.received), (10, 9));
-        assert_eq!(p.p50_us, Some(12_005));
-        assert_eq!(p.bands_us.map(|b| (b[0], b[6])), Some((12_000, 12_009)));
+        assert_eq!(p.p50_us(), Some(12_005));
+        assert_eq!(p.rtt_us.map(|b| (b[0], b[5])), Some((12_000, 12_009)));
         assert_eq!(p.findings, [(DetectorId::Loss, Severity::Critical)]);
         assert!(pts[0].findings.is_empty());
         let since = h.path(&key, Some(at(2 * 60_000))).unwrap();
@@ -688,7 +783,8 @@ mod tests {
         // Retention, then reconciliation with the runs on disk.
         h.remove(&[at(60_000)]).unwrap();
         assert_eq!(h.path(&key, None).unwrap().len(), 2);
-        let disk: Vec<(DateTime<Utc>, Box<dyn Fn() -> Option<Run>>)> = vec![
+        type ReadRun = Box<dyn Fn() -> Option<Run>>;
+        let disk: Vec<(DateTime<Utc>, ReadRun)> = vec![
             (at(2 * 60_000), Box::new(|| Some(run_at(2, 12)))),
             (at(4 * 60_000), Box::new(|| Some(run_at(4, 14)))),
         ];

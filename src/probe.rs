@@ -31,7 +31,10 @@ use socket2::{SockAddr, Socket};
 use crate::config::{ProbeKind, ProbeSettings, Target};
 use engine::{Entry, Pacing, Reply, ReplyKind, SystemClock, Table, Transport};
 pub use engine::{LAG_BOUND, wall_ns};
-pub use icmp::{DEFAULT_PAYLOAD as DEFAULT_ICMP_PAYLOAD, TAG_LEN as ICMP_TAG_LEN};
+pub use icmp::{
+    DEFAULT_PAYLOAD as DEFAULT_ICMP_PAYLOAD, Parsed as IcmpParsed, TAG_LEN as ICMP_TAG_LEN,
+    parse as parse_icmp,
+};
 
 /// One path a prober measures: a target of another region, with one probe kind.
 #[derive(Debug, Clone, PartialEq)]

@@ -237,7 +237,7 @@ pub fn synthetic_samples(
             continue;
         }
         let half = jitter_us / 2;
-        let v = if replies % 2 == 0 {
+        let v = if replies.is_multiple_of(2) {
             rtt_us.saturating_sub(half)
         } else {
             rtt_us + (jitter_us - half)

@@ -399,18 +399,18 @@ fn geo_lab(
 fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<LabFault> {
     let mut ok = true;
     for end in [&raw.source, &raw.target].into_iter().flatten() {
-        if let Some(names) = names {
-            if !names.contains(&end.value.as_str()) {
-                ok = false;
-                let hint = match closest(&end.value, names) {
-                    Some(best) => format!("did you mean {best:?}?"),
-                    None => format!("use one of {}", quoted(names)),
-                };
-                out.push(Problem::new(
-                    end.span.clone(),
-                    format!("fault names an unknown region {:?}; {hint}", end.value),
-                ));
-            }
+        if let Some(names) = names
+            && !names.contains(&end.value.as_str())
+        {
+            ok = false;
+            let hint = match closest(&end.value, names) {
+                Some(best) => format!("did you mean {best:?}?"),
+                None => format!("use one of {}", quoted(names)),
+            };
+            out.push(Problem::new(
+                end.span.clone(),
+                format!("fault names an unknown region {:?}; {hint}", end.value),
+            ));
         }
     }
     let broken = |key| raw.broken.contains(&key);

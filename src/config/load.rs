@@ -393,15 +393,15 @@ pub(super) fn shorten(message: &str) -> String {
                 break;
             }
             let mut unit = String::from(c);
-            if c == '\\' {
-                if let Some(e) = chars.next() {
-                    unit.push(e);
-                    if e == 'u' && chars.peek() == Some(&'{') {
-                        for e in chars.by_ref() {
-                            unit.push(e);
-                            if e == '}' {
-                                break;
-                            }
+            if c == '\\'
+                && let Some(e) = chars.next()
+            {
+                unit.push(e);
+                if e == 'u' && chars.peek() == Some(&'{') {
+                    for e in chars.by_ref() {
+                        unit.push(e);
+                        if e == '}' {
+                            break;
                         }
                     }
                 }

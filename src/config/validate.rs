@@ -123,10 +123,10 @@ pub(super) fn probe(raw: Option<&RawProbe>, in_lab: bool, out: &mut Vec<Problem>
             settings.kinds = parsed;
         }
     }
-    if let Some(count) = &raw.count {
-        if let Some(n) = int_in(count, "count", 1, MAX_COUNT, out) {
-            settings.count = u32::try_from(n).unwrap_or(settings.count);
-        }
+    if let Some(count) = &raw.count
+        && let Some(n) = int_in(count, "count", 1, MAX_COUNT, out)
+    {
+        settings.count = u32::try_from(n).unwrap_or(settings.count);
     }
     if let Some(interval) = &raw.interval {
         // 0 is allowed: rounds follow each other as fast as `gap` allows.
@@ -147,10 +147,10 @@ pub(super) fn probe(raw: Option<&RawProbe>, in_lab: bool, out: &mut Vec<Problem>
             None => {}
         }
     }
-    if let Some(payload) = &raw.payload {
-        if let Some(n) = int_in(payload, "payload", 0, MAX_PAYLOAD, out) {
-            settings.payload = usize::try_from(n).ok();
-        }
+    if let Some(payload) = &raw.payload
+        && let Some(n) = int_in(payload, "payload", 0, MAX_PAYLOAD, out)
+    {
+        settings.payload = usize::try_from(n).ok();
     }
     settings
 }

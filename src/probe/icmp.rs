@@ -56,7 +56,7 @@ pub(crate) struct IcmpSocket {
 
 /// What a datagram on an ICMP socket was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Parsed {
+pub enum Parsed {
     /// An echo reply to one of our requests: the probe number and tag it echoed.
     Echo { id: u32, tag: u64 },
     /// An ICMP error about one of our requests: where it was going, and its sequence.
@@ -177,54 +177,61 @@ impl IcmpSocket {
 
     /// What `data`, received from `from`, is.
     pub(crate) fn parse(&self, data: &[u8], from: IpAddr) -> Parsed {
-        let packet = match (from, self.v6) {
-            (IpAddr::V4(src), false) => {
-                let kind = if self.raw { Type::RAW } else { Type::DGRAM };
-                Icmpv4Packet::decode(data, kind, src, Ipv4Addr::UNSPECIFIED).map(IcmpPacket::V4)
+        parse(data, from, self.raw, self.v6, self.ident)
+    }
+}
+
+/// What `data`, read from an ICMP socket (`raw` or datagram, of IPv6 or IPv4) from
+/// `from`, is to a prober whose requests carry identifier `ident` (checked on raw
+/// sockets only: the kernel sets a datagram socket's).
+pub fn parse(data: &[u8], from: IpAddr, raw: bool, v6: bool, ident: u16) -> Parsed {
+    let packet = match (from, v6) {
+        (IpAddr::V4(src), false) => {
+            let kind = if raw { Type::RAW } else { Type::DGRAM };
+            Icmpv4Packet::decode(data, kind, src, Ipv4Addr::UNSPECIFIED).map(IcmpPacket::V4)
+        }
+        (IpAddr::V6(src), true) => Icmpv6Packet::decode(data, src).map(IcmpPacket::V6),
+        _ => return Parsed::Malformed,
+    };
+    let packet = match packet {
+        Ok(p) => p,
+        Err(SurgeError::EchoRequestPacket) => return Parsed::NotOurs,
+        Err(_) => return Parsed::Malformed,
+    };
+    if raw && packet.get_identifier().0 != ident {
+        return Parsed::NotOurs;
+    }
+    let echo_reply = match &packet {
+        IcmpPacket::V4(p) => p.get_icmp_type() == IcmpTypes::EchoReply,
+        IcmpPacket::V6(p) => p.get_icmpv6_type() == Icmpv6Types::EchoReply,
+    };
+    let seq = packet.get_sequence().0;
+    if !echo_reply {
+        return Parsed::Error {
+            to: packet.real_destination(),
+            seq,
+        };
+    }
+    // The echoed data follows the 8-byte ICMP header (and a raw IPv4 socket's IP
+    // header, whose length is in its first byte).
+    let at = match (raw, v6) {
+        (true, false) => usize::from(data.first().map_or(5, |b| b & 0x0f)) * 4 + 8,
+        _ => 8,
+    };
+    match data.get(at..at + TAG_LEN) {
+        Some(tag) => {
+            let id = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]);
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&tag[4..12]);
+            if id as u16 != seq {
+                return Parsed::Malformed;
             }
-            (IpAddr::V6(src), true) => Icmpv6Packet::decode(data, src).map(IcmpPacket::V6),
-            _ => return Parsed::Malformed,
-        };
-        let packet = match packet {
-            Ok(p) => p,
-            Err(SurgeError::EchoRequestPacket) => return Parsed::NotOurs,
-            Err(_) => return Parsed::Malformed,
-        };
-        if self.raw && packet.get_identifier().0 != self.ident {
-            return Parsed::NotOurs;
-        }
-        let echo_reply = match &packet {
-            IcmpPacket::V4(p) => p.get_icmp_type() == IcmpTypes::EchoReply,
-            IcmpPacket::V6(p) => p.get_icmpv6_type() == Icmpv6Types::EchoReply,
-        };
-        let seq = packet.get_sequence().0;
-        if !echo_reply {
-            return Parsed::Error {
-                to: packet.real_destination(),
-                seq,
-            };
-        }
-        // The echoed data follows the 8-byte ICMP header (and a raw IPv4 socket's IP
-        // header, whose length is in its first byte).
-        let at = match (self.raw, self.v6) {
-            (true, false) => usize::from(data.first().map_or(5, |b| b & 0x0f)) * 4 + 8,
-            _ => 8,
-        };
-        match data.get(at..at + TAG_LEN) {
-            Some(tag) => {
-                let id = u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]);
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&tag[4..12]);
-                if id as u16 != seq {
-                    return Parsed::Malformed;
-                }
-                Parsed::Echo {
-                    id,
-                    tag: u64::from_be_bytes(t),
-                }
+            Parsed::Echo {
+                id,
+                tag: u64::from_be_bytes(t),
             }
-            None => Parsed::Malformed,
         }
+        None => Parsed::Malformed,
     }
 }
 

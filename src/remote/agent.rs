@@ -244,15 +244,15 @@ async fn sweep_loop(
             .schedule
             .next_epoch(now)
             .ok_or_else(|| AgentError::ScheduleEnded(cadence.schedule.to_string()))?;
-        if let Some(prev) = last {
-            if let Some(missed) = cadence.schedule.next_epoch(prev).filter(|&e| e < epoch) {
-                tracing::warn!(
-                    "the sweep of {} ran past the next epoch; skipping from {} to {}",
-                    run_dir_name(prev),
-                    run_dir_name(missed),
-                    run_dir_name(epoch)
-                );
-            }
+        if let Some(prev) = last
+            && let Some(missed) = cadence.schedule.next_epoch(prev).filter(|&e| e < epoch)
+        {
+            tracing::warn!(
+                "the sweep of {} ran past the next epoch; skipping from {} to {}",
+                run_dir_name(prev),
+                run_dir_name(missed),
+                run_dir_name(epoch)
+            );
         }
         let jitter = if cadence.jitter.is_zero() {
             Duration::ZERO

@@ -292,12 +292,12 @@ impl State {
     /// kept already).
     fn retention_refuses(&self, id: &str, epoch: DateTime<Utc>) -> Option<String> {
         let r = self.settings.retention;
-        if let Some(age) = r.max_age.and_then(|a| chrono::TimeDelta::from_std(a).ok()) {
-            if Utc::now() - epoch > age {
-                return Some(format!(
-                    "the sweep of {epoch} is older than this server keeps runs (--keep-for); it is not stored"
-                ));
-            }
+        if let Some(age) = r.max_age.and_then(|a| chrono::TimeDelta::from_std(a).ok())
+            && Utc::now() - epoch > age
+        {
+            return Some(format!(
+                "the sweep of {epoch} is older than this server keeps runs (--keep-for); it is not stored"
+            ));
         }
         let keep = r.keep?;
         let index = self.index_read();

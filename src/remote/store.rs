@@ -91,14 +91,14 @@ impl Store {
             files::create_dir_all(&dir).map_err(io(&dir))?;
         }
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = fs::metadata(root) {
-            if meta.permissions().mode() & 0o007 != 0 {
-                tracing::warn!(
-                    "the data folder {} can be read by other users; run `chmod o-rwx {}`",
-                    root.display(),
-                    root.display()
-                );
-            }
+        if let Ok(meta) = fs::metadata(root)
+            && meta.permissions().mode() & 0o007 != 0
+        {
+            tracing::warn!(
+                "the data folder {} can be read by other users; run `chmod o-rwx {}`",
+                root.display(),
+                root.display()
+            );
         }
         Ok(store)
     }

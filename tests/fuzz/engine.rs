@@ -301,11 +301,12 @@ const STRINGS: &[&str] = &[
 fn mutate(rng: &mut StdRng, mut input: Vec<u8>, other: &[u8], grammar: Grammar) -> Vec<u8> {
     let rounds = 1 + rng.random_range(0..4);
     for _ in 0..rounds {
-        if grammar == Grammar::Json && rng.random_range(0..2) == 0 {
-            if let Some(v) = mutate_json(rng, &input) {
-                input = v;
-                continue;
-            }
+        if grammar == Grammar::Json
+            && rng.random_range(0..2) == 0
+            && let Some(v) = mutate_json(rng, &input)
+        {
+            input = v;
+            continue;
         }
         if grammar != Grammar::Bytes && rng.random_range(0..3) == 0 {
             input = mutate_token(rng, &input);

@@ -213,6 +213,81 @@ fn push(bytes: &[u8]) -> String {
     }
 }
 
+/// A datagram on a STAMP port, as the reflector and the sender read it.
+fn stamp_packet(bytes: &[u8]) -> String {
+    use latmap::probe::stamp::{
+        NtpTimestamp, ReflectorPacket, SenderPacket, Shape, reply_len, shape,
+    };
+    let mut out = match shape(bytes) {
+        Err(e) => return sig("short ", &e.to_string()),
+        Ok(Shape::Reflector) => String::from("reply"),
+        Ok(Shape::Sender) => {
+            // What the reflector answers: the same size or 41 bytes, echoing the request.
+            let req = SenderPacket::decode(bytes).expect("14 bytes and up decode");
+            let mut reply = vec![0u8; reply_len(bytes.len())];
+            ReflectorPacket {
+                seq: req.seq,
+                timestamp: NtpTimestamp::now(),
+                error_estimate: req.error_estimate,
+                receive_timestamp: NtpTimestamp::now(),
+                sender_seq: req.seq,
+                sender_timestamp: req.timestamp,
+                sender_error_estimate: req.error_estimate,
+                sender_ttl: Some(64),
+            }
+            .encode(&mut reply);
+            assert_eq!(
+                shape(&reply),
+                Ok(Shape::Reflector),
+                "a reply must never be answered"
+            );
+            let back = ReflectorPacket::decode(&reply).expect("a reply decodes");
+            assert_eq!(
+                (back.sender_seq, back.sender_timestamp),
+                (req.seq, req.timestamp)
+            );
+            String::from("request")
+        }
+    };
+    // What the sender makes of it as a reply.
+    match ReflectorPacket::decode(bytes) {
+        Ok(p) => out.push_str(if p.dwell().is_some() {
+            " timed"
+        } else {
+            " negative-dwell"
+        }),
+        Err(_) => out.push_str(" not-a-reply"),
+    }
+    out
+}
+
+/// A datagram on an ICMP socket, as every kind of socket reads it.
+fn icmp_reply(bytes: &[u8]) -> String {
+    use latmap::probe::{IcmpParsed, parse_icmp};
+    let v4 = "192.0.2.1".parse().expect("address");
+    let v6 = "2001:db8::1".parse().expect("address");
+    let mut out = String::new();
+    for (from, raw, is_v6) in [
+        (v4, true, false),
+        (v4, false, false),
+        (v6, true, true),
+        (v6, false, true),
+    ] {
+        let what = match parse_icmp(bytes, from, raw, is_v6, 0x4242) {
+            IcmpParsed::Echo { id, .. } => {
+                assert!(bytes.len() >= 20, "an echo carries its 12-byte tag: {id}");
+                "echo"
+            }
+            IcmpParsed::Error { .. } => "error",
+            IcmpParsed::NotOurs => "other",
+            IcmpParsed::Malformed => "malformed",
+        };
+        out.push_str(what);
+        out.push(' ');
+    }
+    out
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut c = e.source();
@@ -254,6 +329,18 @@ const TARGETS: &[Target] = &[
         grammar: Grammar::Json,
         run: push,
         short: 400,
+    },
+    Target {
+        name: "stamp-packet",
+        grammar: Grammar::Bytes,
+        run: stamp_packet,
+        short: 3000,
+    },
+    Target {
+        name: "icmp-reply",
+        grammar: Grammar::Bytes,
+        run: icmp_reply,
+        short: 3000,
     },
 ];
 
@@ -301,4 +388,14 @@ fn fuzz_region_report() {
 #[test]
 fn fuzz_push() {
     check("push");
+}
+
+#[test]
+fn fuzz_stamp_packet() {
+    check("stamp-packet");
+}
+
+#[test]
+fn fuzz_icmp_reply() {
+    check("icmp-reply");
 }

@@ -623,18 +623,18 @@ pub fn assert_findings_follow_the_matrix(
                     detours.1.push(key);
                 }
             }
-            if let Some(back) = rtt(j, i) {
-                if d > back {
-                    let margin =
-                        (d - back) - (back * t.asymmetry_min_pct / 100.0).max(t.asymmetry_min_ms);
-                    let slack = tolerance(d) + tolerance(back);
-                    let key = (names[i].clone(), names[j].clone());
-                    if margin > slack {
-                        asymmetric.0.push(key.clone());
-                    }
-                    if margin >= -slack {
-                        asymmetric.1.push(key);
-                    }
+            if let Some(back) = rtt(j, i)
+                && d > back
+            {
+                let margin =
+                    (d - back) - (back * t.asymmetry_min_pct / 100.0).max(t.asymmetry_min_ms);
+                let slack = tolerance(d) + tolerance(back);
+                let key = (names[i].clone(), names[j].clone());
+                if margin > slack {
+                    asymmetric.0.push(key.clone());
+                }
+                if margin >= -slack {
+                    asymmetric.1.push(key);
                 }
             }
         }

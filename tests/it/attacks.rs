@@ -426,8 +426,15 @@ fn names_outside_the_rule_or_the_configuration_are_refused() {
         "a.json",
         &serde_json::to_string(&report("a", &["a", "b"], 3)).expect("JSON"),
     );
-    dir.latmap(&["--config", "fleet.toml", "aggregate", "a.json", "-o", "run.json"])
-        .assert_ok();
+    dir.latmap(&[
+        "--config",
+        "fleet.toml",
+        "aggregate",
+        "a.json",
+        "-o",
+        "run.json",
+    ])
+    .assert_ok();
     dir.write("fleet2.toml", "[[region]]\nname = \"a\"\ntargets = [\"127.0.0.1\"]\n\n[[region]]\nname = \"z\"\ntargets = [\"127.0.0.2\"]\n");
     let r = dir.latmap(&["--config", "fleet2.toml", "report", "run.json"]);
     assert_eq!(r.status, Some(2), "{}", r.stderr);

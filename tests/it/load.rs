@@ -551,10 +551,10 @@ fn nothing_acknowledged_is_lost_when_the_server_is_killed_during_a_burst() {
         .map(|(e, r, b)| {
             let acked = acked.clone();
             std::thread::spawn(move || {
-                if let Ok(a) = http(addr, "POST", "/v1/reports", &[AUTH, JSON], Some(&b)) {
-                    if a.status == 201 || a.status == 200 {
-                        acked.lock().unwrap().push((e, r));
-                    }
+                if let Ok(a) = http(addr, "POST", "/v1/reports", &[AUTH, JSON], Some(&b))
+                    && (a.status == 201 || a.status == 200)
+                {
+                    acked.lock().unwrap().push((e, r));
                 }
             })
         })

@@ -307,22 +307,22 @@ fn pattern(
         return None;
     }
     let pattern = RegionPattern(text.to_string());
-    if let Some(names) = names {
-        if !names.iter().any(|n| pattern.matches(n)) {
-            let message = if pattern.is_glob() {
-                format!(
-                    "{key} pattern {text:?} matches no region; check it against the [[region]] names"
-                )
-            } else {
-                let hint = match closest(text, names) {
-                    Some(best) => format!("did you mean {best:?}?"),
-                    None => format!("use one of {}", list(&names[..names.len().min(8)])),
-                };
-                format!("{key} names an unknown region {text:?}; {hint}")
+    if let Some(names) = names
+        && !names.iter().any(|n| pattern.matches(n))
+    {
+        let message = if pattern.is_glob() {
+            format!(
+                "{key} pattern {text:?} matches no region; check it against the [[region]] names"
+            )
+        } else {
+            let hint = match closest(text, names) {
+                Some(best) => format!("did you mean {best:?}?"),
+                None => format!("use one of {}", list(&names[..names.len().min(8)])),
             };
-            out.push(Problem::new(raw.span.clone(), message));
-            return None;
-        }
+            format!("{key} names an unknown region {text:?}; {hint}")
+        };
+        out.push(Problem::new(raw.span.clone(), message));
+        return None;
     }
     Some(pattern)
 }
