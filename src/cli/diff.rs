@@ -174,9 +174,12 @@ fn baseline_files(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
     let mut seen = HashSet::new();
     let mut files = Vec::new();
     for arg in &args.base {
+        let folder = arg.is_dir();
         for f in run_files(arg)? {
             let c = canonical(&f);
-            if c == current {
+            // A folder of runs may hold the run being judged; a file named on purpose
+            // (a run against itself) is taken as asked.
+            if folder && c == current {
                 eprintln!(
                     "latmap: not using {} as a baseline: it is the run being judged",
                     f.display()
@@ -207,6 +210,21 @@ fn baseline_files(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+/// The diff as JSON on stdout, streamed (a fleet of a million paths makes a diff of a
+/// few GB); a closed pipe is not an error.
+fn print_json(d: &crate::diff::RunDiff) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let result = serde_json::to_writer_pretty(&mut out, d)
+        .map_err(std::io::Error::from)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
@@ -245,16 +263,15 @@ pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
             names(builder.current())
         );
     }
-    let text = match args.format {
-        Format::Text => fmt::text(
+    match args.format {
+        Format::Text => super::print(&fmt::text(
             &d,
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        ),
-        Format::Markdown => fmt::markdown(&d),
-        Format::Json => serde_json::to_string_pretty(&d)? + "\n",
-        Format::Junit => fmt::junit(&d),
-    };
-    super::print(&text)?;
+        ))?,
+        Format::Markdown => super::print(&fmt::markdown(&d))?,
+        Format::Json => print_json(&d)?,
+        Format::Junit => super::print(&fmt::junit(&d))?,
+    }
     if let Some(path) = &args.heatmap {
         let opts = Options {
             view: View::Delta,

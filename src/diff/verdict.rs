@@ -408,7 +408,9 @@ fn path_diff(
         }
     }
     for (k, &(_, q)) in TAILS.iter().enumerate() {
-        if ps[1 + k].skip == Some(Skip::TooFewReplies) {
+        // Paths that answered nothing are not thinly sampled; they are down.
+        let answered = !cur.sorted.is_empty() && bases.iter().all(|b| !b.sorted.is_empty());
+        if answered && ps[1 + k].skip == Some(Skip::TooFewReplies) {
             let ratio = bases
                 .iter()
                 .chain([&cur])

@@ -74,21 +74,21 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// What the comparison was made of: the baselines, the family corrected over.
+/// What the comparison was made of: the baselines (when several) and the family
+/// corrected over.
 pub fn basis(d: &RunDiff) -> String {
-    let base = match d.baselines.as_slice() {
-        [] => "no baseline".to_string(),
-        [one] => format!("baseline {one}"),
-        [first, .., last] => format!(
-            "{} baselines ({first} … {last}), each path's run-to-run variation included",
-            d.baselines.len()
-        ),
-    };
-    format!(
-        "{base}; α = {} over {} that could give a verdict (Holm)",
+    let family = format!(
+        "α = {} over {} that could give a verdict (Holm)",
         d.thresholds.alpha,
         plural(d.family.tests, "test", "tests")
-    )
+    );
+    match d.baselines.as_slice() {
+        [first, .., last] => format!(
+            "Against {} baselines ({first} … {last}), each path's run-to-run variation included; {family}.",
+            d.baselines.len()
+        ),
+        _ => format!("{family}."),
+    }
 }
 
 /// How blind the diff was, one sentence per blind spot; one sentence when it was not.
@@ -265,7 +265,7 @@ pub fn markdown(d: &RunDiff) -> String {
     let mut out = format!("### {icon} latmap: {}\n\n", summary(d));
     let _ = writeln!(
         out,
-        "Base `{}` → current `{}`; {}.\n",
+        "Base `{}` → current `{}`. {}\n",
         md_escape(&d.base),
         md_escape(&d.current),
         md_escape(&basis(d))
