@@ -74,10 +74,14 @@ fn main() {
     }
     let o = options(&args);
     let name = |what: &str| {
-        o.dir
-            .join(format!("latmap-diff-{}x{}-{what}.json", o.regions, o.samples))
+        o.dir.join(format!(
+            "latmap-diff-{}x{}-{what}.json",
+            o.regions, o.samples
+        ))
     };
-    let bases: Vec<PathBuf> = (0..o.baselines).map(|k| name(&format!("base{k}"))).collect();
+    let bases: Vec<PathBuf> = (0..o.baselines)
+        .map(|k| name(&format!("base{k}")))
+        .collect();
     let (same, shifted) = (name("same"), name("shifted"));
     for (k, f) in bases.iter().enumerate() {
         generate(&o, f, 11 + k as u64, false);
@@ -93,7 +97,10 @@ fn main() {
         NoiseModel::default()
     );
     let exe = std::env::current_exe().expect("this benchmark's path");
-    for (what, current) in [("one distribution", &same), ("three paths +20 ms", &shifted)] {
+    for (what, current) in [
+        ("one distribution", &same),
+        ("three paths +20 ms", &shifted),
+    ] {
         println!("\n{what}:");
         let out = Command::new(&exe)
             .arg("--measure")
@@ -180,6 +187,7 @@ fn measure(files: &[PathBuf]) {
 
     let t = Instant::now();
     let mut builder = DiffBuilder::new(run);
+    let peak_current = peak_mib();
     let mut reading = Duration::ZERO;
     for b in bases {
         let tr = Instant::now();
@@ -187,6 +195,7 @@ fn measure(files: &[PathBuf]) {
         reading += tr.elapsed();
         builder.add_baseline(base);
     }
+    let peak_bases = peak_mib();
     let tf = Instant::now();
     let d = builder.finish(&DiffThresholds::default());
     let finish = tf.elapsed();
@@ -201,13 +210,15 @@ fn measure(files: &[PathBuf]) {
         .map(|p| format!("{} → {}", p.key.source, p.key.target))
         .collect();
     println!(
-        "  verdicts: {} regressions {:?}, {} improvements, {} paths compared; family {} tests; blind: {} paths (count = {:?} would)",
+        "  verdicts: {} regressions {:?}, {} improvements, {} paths compared; family {} tests; blind: {} paths (count = {:?} would for {}, {:?} for all)",
         regressed.len(),
         regressed,
         d.count(Verdict::Improvement),
         d.paths.len(),
         d.family.tests,
         d.blind.p50_paths,
+        d.blind.p50_count_most,
+        d.blind.p50_paths_most,
         d.blind.p50_count_needed
     );
     let tj = Instant::now();
@@ -224,8 +235,10 @@ fn measure(files: &[PathBuf]) {
         work.as_secs_f64() / read_one.as_secs_f64()
     );
     println!(
-        "  peak memory: {:.0} MiB after reading the current run, {:.0} MiB after the diff ({:.2}x)  |  JSON output {:.0} MiB in {}",
+        "  peak memory: {:.0} MiB after reading the current run, {:.0} MiB with its summary, {:.0} MiB with the baselines', {:.0} MiB after the diff ({:.2}x)  |  JSON output {:.0} MiB in {}",
         peak_read_one,
+        peak_current,
+        peak_bases,
         peak,
         peak / peak_read_one,
         sink.0 as f64 / (1 << 20) as f64,

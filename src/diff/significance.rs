@@ -162,10 +162,14 @@ fn satterthwaite(parts: &[(f64, f64)]) -> f64 {
 /// One baseline: Welch's two-sample comparison. Several: a random-effects model, in
 /// which every run (the current one too) has its own offset from the path's long-run
 /// value. The baselines' spread `s²` estimates offset plus within-run noise; the offset
-/// variance is `τ² = max(0, s² − mean within-run variance)`. The variance of the change
-/// is then `τ² + s²/K + var(current)` with K − 1 degrees of freedom for the first two,
-/// or, when the baselines agree as closely as their own noise allows (`τ² = 0`), the
-/// pooled within-run variance `mean var/K` with all the runs' degrees of freedom.
+/// variance is `τ² = max(0, s² − v̄)`, `v̄` being the baselines' mean within-run
+/// variance. The variance of the change is `τ² + s²/K + var(current)` with K − 1 degrees
+/// of freedom for the first two, or, when the baselines agree as closely as their own
+/// noise allows (`τ² = 0`), `v̄/K + var(current)` with all the baselines' degrees of
+/// freedom. The current run's own variance, read from its few samples, is not trusted
+/// below `v̄` (under no change it is one more run like the others, and a run whose
+/// samples happen to bunch up must not make its offset look precise), and it keeps its
+/// own few degrees of freedom: one run of five samples is all there is of it.
 /// `None` without a baseline.
 pub fn compare(base: &[Estimate], current: Estimate) -> Option<Comparison> {
     let k = base.len();
@@ -184,6 +188,7 @@ pub fn compare(base: &[Estimate], current: Estimate) -> Option<Comparison> {
             let vbar = base.iter().map(|e| e.var).sum::<f64>() / kf;
             let dfw: f64 = base.iter().map(|e| e.df).sum();
             let delta = current.value - mean;
+            let cur = (current.var.max(vbar), current.df);
             Some(if s2 > vbar {
                 let tau2 = s2 - vbar;
                 // The baselines' mean carries tau2/K + vbar/K = s2/K; the current run
@@ -191,16 +196,16 @@ pub fn compare(base: &[Estimate], current: Estimate) -> Option<Comparison> {
                 let runs = tau2 + s2 / kf;
                 Comparison {
                     delta,
-                    within_var: current.var + vbar / kf,
+                    within_var: cur.0 + vbar / kf,
                     between_var: runs - vbar / kf,
-                    df: satterthwaite(&[(runs, kf - 1.0), (current.var, current.df)]),
+                    df: satterthwaite(&[(runs, kf - 1.0), cur]),
                 }
             } else {
                 Comparison {
                     delta,
-                    within_var: vbar / kf + current.var,
+                    within_var: vbar / kf + cur.0,
                     between_var: 0.0,
-                    df: satterthwaite(&[(vbar / kf, dfw), (current.var, current.df)]),
+                    df: satterthwaite(&[(vbar / kf, dfw), cur]),
                 }
             })
         }

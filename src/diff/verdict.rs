@@ -181,22 +181,32 @@ fn tail_thresholds(quantity: Quantity, t: &DiffThresholds) -> (f64, f64) {
 }
 
 /// Critical values of two-sided t tests at one level, by degrees of freedom (rounded
-/// down to halves, so the critical value errs on the large side).
+/// down to halves, so the critical value errs on the large side; above 2,000 the
+/// normal's).
 struct Critical {
     level: f64,
-    cache: HashMap<u64, f64>,
+    cache: Vec<Option<f64>>,
 }
 
 impl Critical {
+    const HALVES: usize = 4000;
+
+    fn new(level: f64) -> Critical {
+        Critical {
+            level,
+            cache: vec![None; Self::HALVES + 2],
+        }
+    }
+
     fn at(&mut self, df: f64) -> f64 {
         let key = if df.is_finite() {
-            ((df * 2.0).floor() as u64).clamp(1, 4000)
+            ((df * 2.0).floor().max(1.0) as usize).min(Self::HALVES + 1)
         } else {
-            4001
+            Self::HALVES + 1
         };
         let level = self.level;
-        *self.cache.entry(key).or_insert_with(|| {
-            let df = if key > 4000 {
+        *self.cache[key].get_or_insert_with(|| {
+            let df = if key > Self::HALVES {
                 f64::INFINITY
             } else {
                 key as f64 / 2.0
@@ -217,42 +227,44 @@ fn percent(d: i64, base: u64) -> String {
 /// Judges every path; returns the paths' diffs (in input order), the family and the
 /// blind spots.
 pub fn judge(inputs: Vec<Input>, t: &DiffThresholds) -> (Vec<PathDiff>, Family, BlindSpots) {
-    let pending: Vec<[Pending; 4]> = inputs.iter().map(|i| prepare(i, t)).collect();
-
-    // The family: every test that could give a verdict, less the discrete ones that
-    // cannot reach α / K (Tarone), then Holm over it.
-    let candidates: Vec<(usize, usize)> = pending
-        .iter()
-        .enumerate()
-        .flat_map(|(i, ps)| {
-            (0..4)
-                .filter(move |&q| ps[q].skip.is_none())
-                .map(move |q| (i, q))
-        })
-        .collect();
-    let min_p: Vec<f64> = candidates
-        .iter()
-        .map(|&(i, q)| pending[i][q].min_p)
-        .collect();
-    let k = tarone_k(&min_p, t.alpha);
-    let mut family = Family::default();
-    let mut members = Vec::new();
-    let mut adjusted: HashMap<(usize, usize), f64> = HashMap::new();
-    let mut left_out: HashSet<(usize, usize)> = HashSet::new();
-    for (&(i, q), &mp) in candidates.iter().zip(&min_p) {
-        if mp <= t.alpha / k as f64 {
-            members.push((i, q));
-        } else {
-            left_out.insert((i, q));
+    // First pass: every test that could give a verdict, with its p-value and the
+    // smallest p-value it can reach. (The tests are prepared again in the second pass
+    // rather than kept: for a million paths that saves some 400 MB.)
+    struct Candidate {
+        path: usize,
+        quantity: usize,
+        p: f64,
+        min_p: f64,
+    }
+    let mut candidates = Vec::new();
+    let mut skipped = 0;
+    for (i, input) in inputs.iter().enumerate() {
+        for (q, p) in prepare(input, t).iter().enumerate() {
+            match p.skip {
+                None => candidates.push(Candidate {
+                    path: i,
+                    quantity: q,
+                    p: p.p.unwrap_or(1.0),
+                    min_p: p.min_p,
+                }),
+                Some(_) => skipped += 1,
+            }
         }
     }
-    let raw: Vec<f64> = members
+    // The family: those, less the discrete ones that cannot reach α / K (Tarone); then
+    // Holm over it.
+    let min_p: Vec<f64> = candidates.iter().map(|c| c.min_p).collect();
+    let k = tarone_k(&min_p, t.alpha);
+    let (members, left): (Vec<&Candidate>, Vec<&Candidate>) = candidates
         .iter()
-        .map(|&(i, q)| pending[i][q].p.unwrap_or(1.0))
-        .collect();
-    for (&m, a) in members.iter().zip(holm(&raw)) {
-        adjusted.insert(m, a);
-        match m.1 {
+        .partition(|c| c.min_p <= t.alpha / k as f64);
+    let left_out: HashSet<(usize, usize)> = left.iter().map(|c| (c.path, c.quantity)).collect();
+    let raw: Vec<f64> = members.iter().map(|c| c.p).collect();
+    let mut family = Family::default();
+    let mut adjusted: HashMap<(usize, usize), f64> = HashMap::new();
+    for (c, a) in members.iter().zip(holm(&raw)) {
+        adjusted.insert((c.path, c.quantity), a);
+        match c.quantity {
             0 => family.p50 += 1,
             1 => family.p95 += 1,
             2 => family.p99 += 1,
@@ -260,27 +272,35 @@ pub fn judge(inputs: Vec<Input>, t: &DiffThresholds) -> (Vec<PathDiff>, Family, 
         }
     }
     family.tests = members.len();
-    family.left_out = pending
-        .iter()
-        .flatten()
-        .filter(|p| p.skip.is_some())
-        .count()
-        + left_out.len();
+    family.left_out = skipped + left_out.len();
 
-    let mut critical = Critical {
-        level: t.alpha / (family.tests + 1) as f64,
-        cache: HashMap::new(),
-    };
+    let mut critical = Critical::new(t.alpha / (family.tests + 1) as f64);
     let mut blind = BlindSpots::default();
+    let mut needs = Vec::new();
     let mut paths = Vec::with_capacity(inputs.len());
-    for (i, (input, mut ps)) in inputs.into_iter().zip(pending).enumerate() {
+    for (i, input) in inputs.into_iter().enumerate() {
+        let mut ps = prepare(&input, t);
         for (q, p) in ps.iter_mut().enumerate() {
             if left_out.contains(&(i, q)) {
                 *p = Pending::skipped(Skip::CannotReachAlpha, p.cmp);
             }
         }
         let adj = |q: usize| adjusted.get(&(i, q)).copied().unwrap_or(1.0);
-        paths.push(path_diff(input, &ps, adj, t, &mut critical, &mut blind));
+        paths.push(path_diff(
+            input,
+            &ps,
+            adj,
+            t,
+            &mut critical,
+            &mut blind,
+            &mut needs,
+        ));
+    }
+    needs.sort_unstable();
+    blind.p50_count_needed = needs.last().copied();
+    if let Some(&most) = needs.get((needs.len() * 9).div_ceil(10).saturating_sub(1)) {
+        blind.p50_count_most = Some(most);
+        blind.p50_paths_most = needs.partition_point(|&c| c <= most);
     }
     (paths, family, blind)
 }
@@ -304,6 +324,7 @@ fn path_diff(
     t: &DiffThresholds,
     critical: &mut Critical,
     blind: &mut BlindSpots,
+    needs: &mut Vec<u64>,
 ) -> PathDiff {
     let (cur, bases) = (input.current, &input.bases);
     let (base, current) = (base_side(bases), side_of(cur));
@@ -400,9 +421,7 @@ fn path_diff(
             blind.p50_paths += 1;
             probes_needed = more_probes(cmp, bases, cur, p50_threshold, critical);
             match probes_needed {
-                Some(c) => {
-                    blind.p50_count_needed = Some(blind.p50_count_needed.unwrap_or(0).max(c))
-                }
+                Some(c) => needs.push(c),
                 None => blind.p50_beyond_help += 1,
             }
         }
@@ -432,7 +451,7 @@ fn path_diff(
     let between_run_sd_us = (bases.len() > 1)
         .then(|| ps[0].cmp.map(|c| c.between_var.sqrt().round() as u64))
         .flatten();
-    let tests: Vec<Test> = (0..4).map(|q| test_of(&ps[q], adj(q))).collect();
+    let tests: [Test; 4] = std::array::from_fn(|q| test_of(&ps[q], adj(q)));
     PathDiff {
         key: input.key,
         base,
@@ -462,10 +481,24 @@ fn path_diff(
     }
 }
 
+/// Variance of one probe's RTT from the interquartile range of a run's replies (as for
+/// a normal distribution), times 1.2 for the 20% trimmed mean's efficiency: what the
+/// trimmed mean's variance becomes per reply once there are enough replies for the
+/// trimming to take the outliers out.
+fn robust_var(o: &Observed) -> f64 {
+    if o.sorted.len() < 4 {
+        return f64::INFINITY;
+    }
+    let q = |p: f64| crate::stats::percentile_sorted(&o.sorted, p);
+    (((q(75.0) - q(25.0)) / 1.349).powi(2)) * 1.2
+}
+
 /// The count at which the location test of this path could prove a change of
-/// `threshold` microseconds: the within-run part of the variance shrinks with the
-/// number of replies (and its degrees of freedom grow with it); the run-to-run part
-/// does not. `None` when no count on the ladder does it.
+/// `threshold` microseconds. The within-run part of the variance shrinks with the
+/// number of replies (and its degrees of freedom grow with it): from what this pair
+/// shows, or, when outliers inflate that and more probes would let the trimming drop
+/// them, from the interquartile ranges. The run-to-run part does not shrink. `None`
+/// when no count on the ladder does it.
 fn more_probes(
     cmp: Comparison,
     bases: &[&Observed],
@@ -480,9 +513,13 @@ fn more_probes(
         .map(|o| o.reply_ratio())
         .fold(1.0f64, f64::min)
         .max(1e-3);
+    let k = bases.len() as f64;
+    let robust_base = bases.iter().map(|b| robust_var(b)).sum::<f64>() / k;
     count_needed(now_sent, |c| {
-        let f = now_replies / (c as f64 * ratio).max(1.0);
-        let se = (cmp.within_var * f + cmp.between_var).sqrt();
+        let replies = (c as f64 * ratio).max(1.0);
+        let f = now_replies / replies;
+        let robust = (robust_var(cur) + robust_base / k) / replies;
+        let se = ((cmp.within_var * f).min(robust) + cmp.between_var).sqrt();
         let df = if cmp.between_var > 0.0 {
             cmp.df
         } else {

@@ -104,12 +104,21 @@ pub fn blind_spots(d: &RunDiff) -> Vec<String> {
             t.p50_pct,
             t.p50_ms
         );
-        if let Some(c) = b.p50_count_needed {
-            if b.p50_beyond_help == 0 {
-                s.push_str(&format!("; count = {c} would"));
-            } else {
-                s.push_str(&format!("; count = {c} would for {helped} of them"));
+        match (b.p50_count_most, b.p50_count_needed) {
+            (Some(most), Some(all)) if most < all => s.push_str(&format!(
+                "; count = {most} would for {} of them, count = {all} for {}",
+                b.p50_paths_most,
+                if helped == b.p50_paths {
+                    "all".to_string()
+                } else {
+                    format!("{helped}")
+                }
+            )),
+            (_, Some(all)) if helped == b.p50_paths => {
+                s.push_str(&format!("; count = {all} would"))
             }
+            (_, Some(all)) => s.push_str(&format!("; count = {all} would for {helped} of them")),
+            _ => {}
         }
         if b.p50_beyond_help > 0 {
             s.push_str(&format!(
@@ -383,6 +392,7 @@ pub fn junit(d: &RunDiff) -> String {
         ("alpha", d.thresholds.alpha.to_string()),
         ("blind.p50_paths", b.p50_paths.to_string()),
         ("blind.p50_count_needed", count(b.p50_count_needed)),
+        ("blind.p50_count_most", count(b.p50_count_most)),
         ("blind.p50_beyond_help", b.p50_beyond_help.to_string()),
         ("blind.p95_untested", b.p95_untested.to_string()),
         ("blind.p95_count_needed", count(b.p95_count_needed)),
