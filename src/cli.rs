@@ -77,8 +77,8 @@ pub enum Command {
     /// Probe from every region that can run here (all of them in a lab), write
     /// DIR/run.json, print the RTT matrix and the report of its anomalies.
     Sweep(sweep::Args),
-    /// Compare two runs path by path and exit 1 when a path got slower or lossier
-    /// (statistically significant and beyond the thresholds).
+    /// Compare a run with one or more baseline runs path by path and exit 1 when a path
+    /// got slower or lossier (statistically significant and beyond the thresholds).
     Diff(diff::Args),
     /// Draw a run as an SVG heatmap (rows: source, columns: target).
     Render(render::Args),

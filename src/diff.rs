@@ -1,23 +1,31 @@
-//! `RunDiff`: what changed between a baseline run and the current one, per path, with a
-//! verdict a CI gate can trust.
+//! `RunDiff`: what changed between one or more baseline runs and the current one, per
+//! path, with a verdict a CI gate can trust, and what the comparison could not see.
 //!
-//! A path is a `regression` only when the change is both statistically significant and
-//! larger than the thresholds; `improvement` likewise; everything else is `unchanged`.
-//! RTTs are compared with the Mann-Whitney U test on the raw samples, loss with a
-//! two-proportion test, and the p-values of all paths are corrected together (Holm), so
-//! that the chance of any false verdict in a diff stays below α however many paths the
-//! fleet has. Reads runs; never probes, never renders.
+//! A path is a `regression` only when a change is both statistically significant and
+//! beyond the thresholds; `improvement` likewise; everything else is `unchanged`. The
+//! location of the RTTs is compared with Yuen's trimmed-mean test (robust to outliers,
+//! and it uses magnitudes, so five clean samples can prove a shift), the tail (p95,
+//! p99 over the median) with a Harrell-Davis test, loss with Fisher's exact test. With
+//! several baselines every path's variation from run to run enters the tests. The
+//! p-values are corrected together (Holm) over the family of hypotheses that could give
+//! a verdict at all (see `family`). docs/ci.md gives the reasons and the figures.
+//! Reads runs; never probes, never renders.
 
+mod family;
+mod matching;
+pub mod noise;
+mod observed;
 pub mod significance;
+mod verdict;
 
-use std::collections::BTreeMap;
-
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeKind;
 use crate::report::PathEntry;
 use crate::run::Run;
-use significance::{holm, mann_whitney, two_proportion};
+use observed::Observed;
+use significance::HdCache;
 
 pub use crate::config::DiffThresholds;
 
@@ -36,6 +44,27 @@ impl Verdict {
             Verdict::Regression => "regression",
             Verdict::Improvement => "improvement",
             Verdict::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What a test is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quantity {
+    P50,
+    P95,
+    P99,
+    Loss,
+}
+
+impl Quantity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quantity::P50 => "p50",
+            Quantity::P95 => "p95",
+            Quantity::P99 => "p99",
+            Quantity::Loss => "loss",
         }
     }
 }
@@ -70,44 +99,103 @@ impl std::fmt::Display for PathKey {
     }
 }
 
-/// One side's figures for a path.
+/// One side's figures for a path. With several baselines, the baseline side gives the
+/// median of their quantiles and their pooled loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Side {
     pub p50_us: Option<u64>,
     pub p95_us: Option<u64>,
+    #[serde(default)]
+    pub p99_us: Option<u64>,
     pub loss: Option<f64>,
     pub sent: u64,
     pub received: u64,
 }
 
-impl Side {
-    fn of(p: &PathEntry) -> Side {
-        Side {
-            p50_us: p.rtt_us.map(|r| r.p50),
-            p95_us: p.rtt_us.map(|r| r.p95),
-            loss: p.loss,
-            sent: p.sent,
-            received: p.received,
-        }
-    }
+/// Why a test was left out of the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Skip {
+    /// A side had too few replies for this test (2 for p50, 50 for p95, 250 for p99).
+    TooFewReplies,
+    /// No split of these samples (or no choice of current run) moves it beyond its
+    /// threshold, so it cannot give a verdict.
+    WithinThresholds,
+    /// Fisher's test of these loss counts cannot reach α however they fall.
+    CannotReachAlpha,
 }
 
-/// The comparison of one path present in both runs.
+/// One test of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Test {
+    /// In the family that was corrected over.
+    pub tested: bool,
+    /// Why not, when not.
+    pub skipped: Option<Skip>,
+    /// The test's own p-value (also when left out of the family, when it could be
+    /// computed).
+    pub p: Option<f64>,
+    /// Holm-adjusted over the family; 1 when not tested.
+    pub p_adjusted: f64,
+    /// The statistic (t or z) and its degrees of freedom (`null`: normal).
+    pub statistic: Option<f64>,
+    pub df: Option<f64>,
+    /// Standard error of the compared estimate, in microseconds (or of the loss ratio).
+    pub se: Option<f64>,
+}
+
+/// Every test of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Tests {
+    pub p50: Test,
+    pub p95: Test,
+    pub p99: Test,
+    pub loss: Test,
+}
+
+/// The comparison of one path present in the current run and at least one baseline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathDiff {
     #[serde(flatten)]
     pub key: PathKey,
     pub base: Side,
     pub current: Side,
+    /// How many baseline runs had this path.
+    pub baselines: usize,
     /// Changes, current minus base (`null` where either side lacks the figure).
     pub p50_delta_us: Option<i64>,
     pub p95_delta_us: Option<i64>,
+    #[serde(default)]
+    pub p99_delta_us: Option<i64>,
     /// In percentage points.
     pub loss_delta_pp: Option<f64>,
-    /// Holm-adjusted p-values of the RTT and loss tests.
+    /// Holm-adjusted p-values of the p50 (location) and loss tests (1 when not tested).
     pub rtt_p: f64,
     pub loss_p: f64,
+    pub tests: Tests,
+    /// The p50 change this path must show to count: `[diff]` p50_pct of its baseline
+    /// p50, and at least p50_ms.
+    pub p50_threshold_us: u64,
+    /// The smallest p50 change this comparison could have detected at the configured α
+    /// (`null` with fewer than two replies on a side).
+    pub min_detectable_p50_us: Option<u64>,
+    /// Whether that is larger than the threshold: a change of the configured size could
+    /// have gone unseen.
+    pub p50_blind: bool,
+    /// When blind: the `count` at which it would not be (`null`: none up to 10,000, or
+    /// the path varies too much between runs for more probes to help).
+    pub probes_needed: Option<u64>,
+    /// With several baselines: the standard deviation of the path's location from run
+    /// to run beyond what its within-run noise explains, in microseconds.
+    pub between_run_sd_us: Option<u64>,
     pub verdict: Verdict,
+    /// Whether the path got no verdict because its prober lagged behind its schedule
+    /// (in this run or a baseline): its numbers may describe the prober's host.
+    #[serde(default)]
+    pub discounted: bool,
+    /// What got worse, and what better.
+    pub worse: Vec<Quantity>,
+    pub better: Vec<Quantity>,
     /// Why, in words (empty when unchanged).
     pub reasons: Vec<String>,
 }
@@ -130,14 +218,59 @@ pub struct FindingChange {
     pub message: String,
 }
 
-/// Everything that changed between two runs.
+/// The hypotheses corrected over: how many of each.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Family {
+    pub tests: usize,
+    pub p50: usize,
+    pub p95: usize,
+    pub p99: usize,
+    pub loss: usize,
+    /// Tests left out because they could not give a verdict at all.
+    pub left_out: usize,
+}
+
+/// How blind the diff was.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct BlindSpots {
+    /// Paths whose smallest detectable p50 change exceeds their threshold ...
+    pub p50_paths: usize,
+    /// ... the count that would make all of those that more probes can help see it ...
+    pub p50_count_needed: Option<u64>,
+    /// ... a smaller count that would do for most of them (at least 90%), and for how
+    /// many (a few paths whose samples were hit by outliers can ask for far more) ...
+    pub p50_count_most: Option<u64>,
+    pub p50_paths_most: usize,
+    /// ... and how many more probes would not help (up to 10,000, or because the path
+    /// varies between runs).
+    pub p50_beyond_help: usize,
+    /// Paths whose p95 (p99) was not tested for lack of replies, and the count that
+    /// would test them all.
+    pub p95_untested: usize,
+    pub p95_count_needed: Option<u64>,
+    pub p99_untested: usize,
+    pub p99_count_needed: Option<u64>,
+    /// Paths given no verdict because their prober lagged behind its schedule.
+    #[serde(default)]
+    pub discounted: usize,
+}
+
+/// Everything that changed between the baselines and the current run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunDiff {
     pub schema: String,
+    /// The newest baseline run: paths, regions, findings and addresses are compared
+    /// with it.
     pub base: String,
+    /// Every baseline run whose samples were used, oldest first.
+    pub baselines: Vec<String>,
     pub current: String,
     pub thresholds: DiffThresholds,
+    pub family: Family,
+    pub blind: BlindSpots,
     pub paths: Vec<PathDiff>,
+    /// Paths in the current run that no baseline has; paths of the newest baseline the
+    /// current run lacks.
     pub appeared: Vec<PathKey>,
     pub vanished: Vec<PathKey>,
     pub regions_appeared: Vec<String>,
@@ -170,438 +303,182 @@ impl RunDiff {
     }
 }
 
-/// Compares `current` against `base`.
-pub fn diff(base: &Run, current: &Run, t: &DiffThresholds) -> RunDiff {
-    let index = |run: &'_ Run| -> BTreeMap<PathKey, usize> {
-        run.paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (PathKey::of(p), i))
-            .collect()
-    };
-    let (bi, ci) = (index(base), index(current));
-    let matched = match_paths(&bi, &ci);
+/// A baseline run as the diff keeps it.
+#[derive(Debug, Clone)]
+struct Baseline {
+    id: String,
+    started_at: DateTime<Utc>,
+}
 
-    // Raw p-values first, for one correction over the whole family.
-    let mut pairs = Vec::new();
-    let mut raw = Vec::new();
-    for (key, b, c) in &matched {
-        let (bp, cp) = (&base.paths[*b], &current.paths[*c]);
-        let bs: Vec<u64> = bp.samples_us.iter().flatten().copied().collect();
-        let cs: Vec<u64> = cp.samples_us.iter().flatten().copied().collect();
-        let (rtt_p, effect) = mann_whitney(&cs, &bs);
-        let loss_p = two_proportion(
-            bp.sent - bp.received.min(bp.sent),
-            bp.sent,
-            cp.sent - cp.received.min(cp.sent),
-            cp.sent,
-        );
-        raw.push(rtt_p);
-        raw.push(loss_p);
-        pairs.push((key.clone(), bp, cp, effect));
+/// Collects the current run and any number of baselines, one at a time, keeping of
+/// each only what the comparison needs (so that a fleet of a million paths and several
+/// baselines fits in memory), then compares.
+#[derive(Debug)]
+pub struct DiffBuilder {
+    current: Run,
+    observed: Vec<Observed>,
+    baselines: Vec<Baseline>,
+    /// Per current path: (baseline index, what it observed).
+    history: Vec<Vec<(usize, Observed)>>,
+    /// The newest baseline, without its samples.
+    reference: Option<Run>,
+    cache: HdCache,
+}
+
+/// Drops the raw samples of every path (the summaries stay).
+fn strip_samples(run: &mut Run) {
+    for p in &mut run.paths {
+        p.samples_us = Vec::new();
     }
-    let adjusted = holm(&raw);
+}
 
-    let mut paths = Vec::with_capacity(pairs.len());
-    let mut address_changes = Vec::new();
-    for (i, (key, bp, cp, effect)) in pairs.into_iter().enumerate() {
-        let (rtt_p, loss_p) = (adjusted[2 * i], adjusted[2 * i + 1]);
-        let (base_side, cur_side) = (Side::of(bp), Side::of(cp));
-        let delta = |a: Option<u64>, b: Option<u64>| Some(b? as i64 - a? as i64);
-        let p50_delta_us = delta(base_side.p50_us, cur_side.p50_us);
-        let p95_delta_us = delta(base_side.p95_us, cur_side.p95_us);
-        let loss_delta_pp = match (bp.loss, cp.loss) {
-            (Some(a), Some(b)) => Some(((b - a) * 100.0 * 1e4).round() / 1e4),
-            _ => None,
-        };
-        let rtt_significant = rtt_p < t.alpha;
-        let loss_significant = loss_p < t.alpha;
-        let mut worse = Vec::new();
-        let mut better = Vec::new();
-        let beyond = |d: i64, base_us: u64, pct: f64, ms: f64| {
-            (d.unsigned_abs() as f64) >= (base_us as f64 * pct / 100.0).max(ms * 1000.0)
-        };
-        let quantiles = [
-            ("p50", p50_delta_us, base_side.p50_us, t.p50_pct, t.p50_ms),
-            ("p95", p95_delta_us, base_side.p95_us, t.p95_pct, t.p95_ms),
-        ];
-        for (name, delta, base_us, pct, ms) in quantiles {
-            let (Some(d), Some(b)) = (delta, base_us) else {
-                continue;
-            };
-            if !rtt_significant || !beyond(d, b, pct, ms) {
-                continue;
-            }
-            let text = format!(
-                "{name} {} ({:+.1}%)",
-                fmt_delta_ms(d),
-                d as f64 / b.max(1) as f64 * 100.0
-            );
-            // The direction must agree with the test's: most samples moved the same way.
-            if d > 0 && effect > 0.5 {
-                worse.push(text)
-            } else if d < 0 && effect < 0.5 {
-                better.push(text)
-            }
+impl DiffBuilder {
+    pub fn new(mut current: Run) -> DiffBuilder {
+        let mut cache = HdCache::default();
+        let observed = current
+            .paths
+            .iter()
+            .map(|p| Observed::of(p, &mut cache))
+            .collect();
+        strip_samples(&mut current);
+        DiffBuilder {
+            history: vec![Vec::new(); current.paths.len()],
+            current,
+            observed,
+            baselines: Vec::new(),
+            reference: None,
+            cache,
         }
-        if let Some(d) = loss_delta_pp
-            && loss_significant
-            && d.abs() >= t.loss_pp
-        {
-            let text = format!("loss {d:+.1} pp");
-            if d > 0.0 {
-                worse.push(text)
-            } else {
-                better.push(text)
-            }
+    }
+
+    /// Adds a baseline run: its paths are paired with the current run's (see
+    /// [`matching`]) and summarised; the newest baseline is kept for the comparison of
+    /// paths, regions, findings and addresses.
+    pub fn add_baseline(&mut self, mut base: Run) {
+        let index = self.baselines.len();
+        for (b, c) in matching::pair(&base, &self.current) {
+            let o = Observed::of(&base.paths[b], &mut self.cache);
+            // Most paths have one entry per baseline: no spare capacity (a million
+            // paths would otherwise carry room for four).
+            self.history[c].reserve_exact(1);
+            self.history[c].push((index, o));
         }
-        let (verdict, reasons) = if !worse.is_empty() {
-            (Verdict::Regression, worse)
-        } else if !better.is_empty() {
-            (Verdict::Improvement, better)
-        } else {
-            (Verdict::Unchanged, Vec::new())
-        };
-        if bp.address != cp.address {
-            address_changes.push(AddressChange {
-                key: key.clone(),
-                base: bp.address.clone(),
-                current: cp.address.clone(),
-            });
-        }
-        paths.push(PathDiff {
-            key,
-            base: base_side,
-            current: cur_side,
-            p50_delta_us,
-            p95_delta_us,
-            loss_delta_pp,
-            rtt_p,
-            loss_p,
-            verdict,
-            reasons,
+        self.baselines.push(Baseline {
+            id: base.id.clone(),
+            started_at: base.started_at,
         });
+        strip_samples(&mut base);
+        let newer = self
+            .reference
+            .as_ref()
+            .is_none_or(|r| base.started_at >= r.started_at);
+        if newer {
+            self.reference = Some(base);
+        }
     }
-    // Regressions first, then improvements, each in the current run's order.
-    let order: BTreeMap<&PathKey, usize> = ci.iter().map(|(k, &i)| (k, i)).collect();
-    paths.sort_by_key(|p| (p.verdict, order.get(&p.key).copied().unwrap_or(usize::MAX)));
 
-    let appeared = ci
-        .iter()
-        .filter(|&(_, &i)| !matched.iter().any(|&(_, _, c)| c == i))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let vanished = bi
-        .iter()
-        .filter(|&(_, &i)| !matched.iter().any(|&(_, b, _)| b == i))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let names = |run: &Run| {
-        run.regions
+    /// How many baselines were added.
+    pub fn baselines(&self) -> usize {
+        self.baselines.len()
+    }
+
+    /// The current run (without samples).
+    pub fn current(&self) -> &Run {
+        &self.current
+    }
+
+    /// The newest baseline (without samples).
+    pub fn reference(&self) -> Option<&Run> {
+        self.reference.as_ref()
+    }
+
+    /// Compares. With no baseline added, every path of the current run has appeared.
+    pub fn finish(&self, t: &DiffThresholds) -> RunDiff {
+        let mut order: Vec<usize> = (0..self.baselines.len()).collect();
+        order.sort_by_key(|&i| (self.baselines[i].started_at, i));
+        let compared: Vec<usize> = (0..self.current.paths.len())
+            .filter(|&c| !self.history[c].is_empty())
+            .collect();
+        let inputs: Vec<verdict::Input> = compared
             .iter()
-            .filter(|r| r.reported)
-            .map(|r| r.name.clone())
-            .collect::<Vec<_>>()
-    };
-    let (bn, cn) = (names(base), names(current));
-    let regions_appeared = cn.iter().filter(|n| !bn.contains(n)).cloned().collect();
-    let regions_vanished = bn.iter().filter(|n| !cn.contains(n)).cloned().collect();
-    let (findings_new, findings_resolved) = finding_changes(base, current);
-    RunDiff {
-        schema: DIFF_SCHEMA.to_string(),
-        base: base.id.clone(),
-        current: current.id.clone(),
-        thresholds: *t,
-        paths,
-        appeared,
-        vanished,
-        regions_appeared,
-        regions_vanished,
-        address_changes,
-        findings_new,
-        findings_resolved,
-    }
-}
+            .map(|&c| verdict::Input {
+                key: PathKey::of(&self.current.paths[c]),
+                current: &self.observed[c],
+                bases: self.history[c].iter().map(|(_, o)| o).collect(),
+            })
+            .collect();
+        let (mut paths, family, blind) = verdict::judge(inputs, t);
+        // Regressions first, then improvements, each in the current run's order (which
+        // the paths are in already). In place: a million path diffs are 900 MB.
+        let mut by_verdict: Vec<u32> = (0..paths.len() as u32).collect();
+        by_verdict.sort_by_key(|&i| paths[i as usize].verdict);
+        permute(&mut paths, by_verdict);
 
-/// Pairs the paths of two runs: first by their full key; then, among the rest, a
-/// (source, target, kind) that has exactly one unpaired path on each side is the same
-/// path with a new target (a renamed host, another port) and is paired too, so that the
-/// change shows as an address change rather than a path that vanished and one that
-/// appeared. Returns (current key, base index, current index).
-fn match_paths(
-    bi: &BTreeMap<PathKey, usize>,
-    ci: &BTreeMap<PathKey, usize>,
-) -> Vec<(PathKey, usize, usize)> {
-    let mut out: Vec<(PathKey, usize, usize)> = ci
-        .iter()
-        .filter_map(|(k, &c)| bi.get(k).map(|&b| (k.clone(), b, c)))
-        .collect();
-    let (lb, lc) = (unpaired(bi, ci), unpaired(ci, bi));
-    for (loose_key, cs) in &lc {
-        if let (Some(bs), [(ck, c)]) = (lb.get(loose_key), cs.as_slice())
-            && let [(_, b)] = bs.as_slice()
-        {
-            out.push(((*ck).clone(), *b, *c));
+        let appeared = (0..self.current.paths.len())
+            .filter(|&c| self.history[c].is_empty())
+            .map(|c| PathKey::of(&self.current.paths[c]))
+            .collect();
+        let structure = match &self.reference {
+            Some(r) => matching::structure(r, &self.current),
+            None => matching::Structure::default(),
+        };
+        RunDiff {
+            schema: DIFF_SCHEMA.to_string(),
+            base: self
+                .reference
+                .as_ref()
+                .map(|r| r.id.clone())
+                .unwrap_or_default(),
+            baselines: order
+                .iter()
+                .map(|&i| self.baselines[i].id.clone())
+                .collect(),
+            current: self.current.id.clone(),
+            thresholds: *t,
+            family,
+            blind,
+            paths,
+            appeared,
+            vanished: structure.vanished,
+            regions_appeared: structure.regions_appeared,
+            regions_vanished: structure.regions_vanished,
+            address_changes: structure.address_changes,
+            findings_new: structure.findings_new,
+            findings_resolved: structure.findings_resolved,
         }
     }
-    out.sort_by_key(|(_, _, c)| *c);
-    out
 }
 
-type Loose<'a> = BTreeMap<(&'a str, &'a str, ProbeKind), Vec<(&'a PathKey, usize)>>;
-
-/// The paths of `m` whose key `other` lacks, by (source, target, kind).
-fn unpaired<'a>(m: &'a BTreeMap<PathKey, usize>, other: &BTreeMap<PathKey, usize>) -> Loose<'a> {
-    let mut l: Loose = BTreeMap::new();
-    for (k, &i) in m.iter().filter(|(k, _)| !other.contains_key(*k)) {
-        l.entry((k.source.as_str(), k.target.as_str(), k.kind))
-            .or_default()
-            .push((k, i));
-    }
-    l
-}
-
-fn fmt_delta_ms(us: i64) -> String {
-    format!("{:+.1} ms", us as f64 / 1000.0)
-}
-
-/// Findings keyed by (detector, probe kind, subject): those only in `current` are new,
-/// those only in `base` resolved. Findings folded under a region finding count too, so
-/// a path that moves under a region finding is neither new nor resolved.
-fn finding_changes(base: &Run, current: &Run) -> (Vec<FindingChange>, Vec<FindingChange>) {
-    fn collect(
-        a: &crate::run::Anomaly,
-        out: &mut BTreeMap<(String, ProbeKind, String), FindingChange>,
-    ) {
-        out.entry((a.detector.to_string(), a.kind, a.subject.to_string()))
-            .or_insert_with(|| FindingChange {
-                detector: a.detector.to_string(),
-                severity: a.severity.to_string(),
-                subject: a.subject.to_string(),
-                message: a.message.clone(),
-            });
-        for inner in &a.explains {
-            collect(inner, out);
+/// Puts `v[order[i]]` at position `i`, moving every element once (cycle by cycle)
+/// instead of building a second vector.
+fn permute<T>(v: &mut [T], mut order: Vec<u32>) {
+    for start in 0..v.len() {
+        let mut i = start;
+        while order[i] as usize != start {
+            let next = order[i] as usize;
+            v.swap(i, next);
+            order[i] = i as u32;
+            i = next;
         }
+        order[i] = i as u32;
     }
-    let keyed = |run: &Run| {
-        let mut m = BTreeMap::new();
-        for a in &run.anomalies {
-            collect(a, &mut m);
-        }
-        m
-    };
-    let (b, c) = (keyed(base), keyed(current));
-    let new = c
-        .iter()
-        .filter(|(k, _)| !b.contains_key(*k))
-        .map(|(_, v)| v.clone())
-        .collect();
-    let resolved = b
-        .iter()
-        .filter(|(k, _)| !c.contains_key(*k))
-        .map(|(_, v)| v.clone())
-        .collect();
-    (new, resolved)
+}
+
+/// Compares `current` against one baseline run.
+pub fn diff(base: &Run, current: &Run, t: &DiffThresholds) -> RunDiff {
+    let mut b = DiffBuilder::new(current.clone());
+    b.add_baseline(base.clone());
+    b.finish(t)
+}
+
+/// Compares `current` against several baseline runs.
+pub fn diff_many(bases: &[Run], current: &Run, t: &DiffThresholds) -> RunDiff {
+    let mut b = DiffBuilder::new(current.clone());
+    for base in bases {
+        b.add_baseline(base.clone());
+    }
+    b.finish(t)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::report::loss_fields;
-    use crate::run::RunRegion;
-    use crate::stats::RttSummary;
-    use rand::rngs::StdRng;
-    use rand::{RngExt, SeedableRng};
-
-    /// A path whose samples are `base_ms` plus exponential queueing noise (mean 0.4 ms)
-    /// and a 2% chance of a 5-20 ms outlier, as loopback labs and WANs look; `lost` of
-    /// `sent` probes get no reply.
-    fn path(rng: &mut StdRng, s: &str, t: &str, base_ms: f64, sent: u64, lost: u64) -> PathEntry {
-        let samples: Vec<Option<u64>> = (0..sent)
-            .map(|i| {
-                if i < lost {
-                    return None;
-                }
-                let u: f64 = rng.random_range(1e-9..1.0);
-                let mut ms = base_ms - 0.4 * u.ln();
-                if rng.random_range(0.0..1.0) < 0.02 {
-                    ms += rng.random_range(5.0..20.0);
-                }
-                Some((ms * 1000.0) as u64)
-            })
-            .collect();
-        let received = sent - lost;
-        let (loss, loss_ci) = loss_fields(sent, received);
-        PathEntry {
-            source: s.into(),
-            target: t.into(),
-            kind: ProbeKind::Udp,
-            target_spec: format!("{t}:862"),
-            address: Some("127.0.0.1:862".into()),
-            resolve_us: None,
-            resolve_error: None,
-            sent,
-            received,
-            refused: 0,
-            icmp_errors: 0,
-            send_failed: 0,
-            late: 0,
-            duplicates: 0,
-            syn_retries: 0,
-            lagged: 0,
-            arrival_ttl: None,
-            loss,
-            loss_ci,
-            rtt_us: RttSummary::from_samples(&samples),
-            samples_us: samples,
-        }
-    }
-
-    /// A run of `n` regions; path (i, j) has RTT 5 + 7 (i + j) ms, plus `shift` ms where
-    /// `shifted` says so, and `lost` losses of `sent`.
-    fn run(seed: u64, n: usize, sent: u64, change: impl Fn(usize, usize) -> (f64, u64)) -> Run {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
-        let mut paths = Vec::new();
-        for i in 0..n {
-            for j in 0..n {
-                if i != j {
-                    let (shift, lost) = change(i, j);
-                    paths.push(path(
-                        &mut rng,
-                        &names[i],
-                        &names[j],
-                        5.0 + 7.0 * (i + j) as f64 + shift,
-                        sent,
-                        lost,
-                    ));
-                }
-            }
-        }
-        Run {
-            schema: "latmap.run/1".into(),
-            id: format!("seed-{seed}"),
-            started_at: chrono::DateTime::UNIX_EPOCH,
-            finished_at: chrono::DateTime::UNIX_EPOCH,
-            regions: names
-                .iter()
-                .map(|n| RunRegion {
-                    name: n.clone(),
-                    location: None,
-                    reported: true,
-                })
-                .collect(),
-            probers: BTreeMap::new(),
-            paths,
-            anomalies: Vec::new(),
-        }
-    }
-
-    fn same(_: usize, _: usize) -> (f64, u64) {
-        (0.0, 0)
-    }
-
-    #[test]
-    fn a_run_against_itself_is_unchanged() {
-        let r = run(1, 6, 20, same);
-        let d = diff(&r, &r, &DiffThresholds::default());
-        assert_eq!(d.paths.len(), 30);
-        assert!(
-            d.paths
-                .iter()
-                .all(|p| p.verdict == Verdict::Unchanged && p.p50_delta_us == Some(0))
-        );
-        assert!(!d.any_change());
-    }
-
-    #[test]
-    fn three_shifted_paths_and_only_those_regress() {
-        let shifted = [(0, 1), (2, 5), (4, 3)];
-        let base = run(2, 8, 20, same);
-        let cur = run(3, 8, 20, |i, j| {
-            (if shifted.contains(&(i, j)) { 20.0 } else { 0.0 }, 0)
-        });
-        let d = diff(&base, &cur, &DiffThresholds::default());
-        let mut got: Vec<(String, String)> = d
-            .paths
-            .iter()
-            .filter(|p| p.verdict == Verdict::Regression)
-            .map(|p| (p.key.source.clone(), p.key.target.clone()))
-            .collect();
-        got.sort();
-        let want: Vec<(String, String)> = shifted
-            .iter()
-            .map(|(i, j)| (format!("r{i}"), format!("r{j}")))
-            .collect();
-        assert_eq!(got, want);
-        assert_eq!(d.count(Verdict::Improvement), 0);
-    }
-
-    #[test]
-    fn runs_of_one_distribution_rarely_regress() {
-        // 200 pairs of runs drawn from the same distribution (20 regions, 380 paths, 20
-        // samples each): a false regression in at most 1% of the pairs.
-        let mut false_alarms = 0;
-        for trial in 0..200u64 {
-            let a = run(1000 + 2 * trial, 20, 20, same);
-            let b = run(1001 + 2 * trial, 20, 20, same);
-            let d = diff(&a, &b, &DiffThresholds::default());
-            if d.count(Verdict::Regression) > 0 {
-                false_alarms += 1;
-            }
-        }
-        eprintln!("false regressions: {false_alarms} of 200 trials");
-        assert!(
-            false_alarms <= 2,
-            "{false_alarms} of 200 trials flagged a regression"
-        );
-    }
-
-    #[test]
-    fn a_loss_step_regresses_when_the_evidence_is_there() {
-        let t = DiffThresholds::default();
-        // 0% -> 5% over 1,000 probes: a regression.
-        let base = run(4, 2, 1000, same);
-        let cur = run(5, 2, 1000, |i, _| (0.0, if i == 0 { 50 } else { 0 }));
-        let d = diff(&base, &cur, &t);
-        let p = d.paths.iter().find(|p| p.key.source == "r0").unwrap();
-        assert_eq!(p.verdict, Verdict::Regression, "{p:?}");
-        assert_eq!(p.reasons, ["loss +5.0 pp"]);
-        // 0 -> 1 lost of 10: not.
-        let base = run(6, 2, 10, same);
-        let cur = run(7, 2, 10, |i, _| (0.0, if i == 0 { 1 } else { 0 }));
-        let d = diff(&base, &cur, &t);
-        assert_eq!(d.count(Verdict::Regression), 0, "{:?}", d.paths);
-    }
-
-    #[test]
-    fn an_improvement_is_reported_as_such() {
-        let base = run(8, 3, 30, |i, j| {
-            (if (i, j) == (1, 2) { 30.0 } else { 0.0 }, 0)
-        });
-        let cur = run(9, 3, 30, same);
-        let d = diff(&base, &cur, &DiffThresholds::default());
-        assert_eq!(d.count(Verdict::Improvement), 1);
-        assert_eq!(d.count(Verdict::Regression), 0);
-        assert!(d.any_change());
-    }
-
-    #[test]
-    fn paths_and_regions_that_come_and_go() {
-        let base = run(10, 3, 10, same);
-        let mut cur = run(11, 3, 10, same);
-        cur.paths.retain(|p| p.source != "r2");
-        cur.regions[2].reported = false;
-        cur.paths[0].address = Some("127.0.0.9:862".into());
-        // A target renamed on a path that has only one: the same path, a new address.
-        cur.paths[1].target_spec = "renamed.example:862".into();
-        cur.paths[1].address = Some("127.0.0.8:862".into());
-        let d = diff(&base, &cur, &DiffThresholds::default());
-        assert_eq!(d.vanished.len(), 2, "{:?}", d.vanished);
-        assert!(d.appeared.is_empty(), "{:?}", d.appeared);
-        assert_eq!(d.paths.len(), 4);
-        assert_eq!(d.regions_vanished, ["r2"]);
-        assert_eq!(d.address_changes.len(), 2);
-    }
-}
+mod tests;

@@ -57,7 +57,7 @@ impl RttSummary {
         };
         let mut sorted = replies;
         sorted.sort_unstable();
-        let q = |p: f64| round_us(percentile_sorted(&sorted, p));
+        let q = |p: f64| percentile_us(&sorted, p);
         Some(RttSummary {
             min: sorted[0],
             p50: q(50.0),
@@ -78,6 +78,12 @@ fn round_us(v: f64) -> u64 {
     } else {
         0
     }
+}
+
+/// The `p`th percentile of sorted microseconds as a run file states it (whole
+/// microseconds; 0 for an empty slice): the one rule for every percentile latmap shows.
+pub fn percentile_us(sorted: &[u64], p: f64) -> u64 {
+    round_us(percentile_sorted(sorted, p))
 }
 
 /// The `p`th percentile (0..=100) of sorted values, interpolating linearly between the

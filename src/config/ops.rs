@@ -21,10 +21,23 @@ pub struct DiffThresholds {
     pub p50_ms: f64,
     pub p95_pct: f64,
     pub p95_ms: f64,
+    /// The same for p99 (tested only with enough replies per path: see docs/ci.md).
+    #[serde(default = "default_p99_pct")]
+    pub p99_pct: f64,
+    #[serde(default = "default_p99_ms")]
+    pub p99_ms: f64,
     /// Loss must move by at least this many percentage points.
     pub loss_pp: f64,
     /// Significance level of the whole diff (family-wise, after Holm's correction).
     pub alpha: f64,
+}
+
+fn default_p99_pct() -> f64 {
+    DiffThresholds::default().p99_pct
+}
+
+fn default_p99_ms() -> f64 {
+    DiffThresholds::default().p99_ms
 }
 
 impl Default for DiffThresholds {
@@ -34,6 +47,8 @@ impl Default for DiffThresholds {
             p50_ms: 2.0,
             p95_pct: 20.0,
             p95_ms: 5.0,
+            p99_pct: 25.0,
+            p99_ms: 10.0,
             loss_pp: 0.5,
             alpha: 0.01,
         }
@@ -64,6 +79,8 @@ pub(super) fn check_diff(raw: Option<&RawDiff>, out: &mut Vec<Problem>) -> DiffT
         (&raw.p50_ms, "p50_ms", 0.0, inf, &mut t.p50_ms),
         (&raw.p95_pct, "p95_pct", 0.0, inf, &mut t.p95_pct),
         (&raw.p95_ms, "p95_ms", 0.0, inf, &mut t.p95_ms),
+        (&raw.p99_pct, "p99_pct", 0.0, inf, &mut t.p99_pct),
+        (&raw.p99_ms, "p99_ms", 0.0, inf, &mut t.p99_ms),
         (&raw.loss_pp, "loss_pp", 0.0, 100.0, &mut t.loss_pp),
     ] {
         if let Some(n) = v.as_ref().and_then(|v| num_in(v, key, lo, hi, out)) {

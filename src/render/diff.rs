@@ -1,14 +1,16 @@
 //! A `RunDiff` for people and for CI: a terminal table, Markdown for a pull-request
-//! comment, JSON, and JUnit XML (one test case per path).
+//! comment, JSON, and JUnit XML (one test case per path). Every format says how blind
+//! the diff was: which paths had too few probes to see a change of the configured size.
 
 use std::fmt::Write;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Color, ContentArrangement, Table};
 
-use crate::diff::{PathDiff, RunDiff, Verdict};
-
+use super::escape::markdown as md_escape;
 use super::escape::terminal_line as term;
+use super::escape::xml;
+use crate::diff::{PathDiff, RunDiff, Test, Verdict};
 
 fn ms(us: Option<u64>) -> String {
     match us {
@@ -71,6 +73,94 @@ pub fn summary(d: &RunDiff) -> String {
     s
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// What the comparison was made of: the baselines (when several) and the family
+/// corrected over.
+pub fn basis(d: &RunDiff) -> String {
+    let family = format!(
+        "α = {} over {} that could give a verdict (Holm)",
+        d.thresholds.alpha,
+        plural(d.family.tests, "test", "tests")
+    );
+    match d.baselines.as_slice() {
+        [first, .., last] => format!(
+            "Against {} baselines ({first} … {last}), each path's run-to-run variation included; {family}.",
+            d.baselines.len()
+        ),
+        _ => format!("{family}."),
+    }
+}
+
+/// How blind the diff was, one sentence per blind spot; one sentence when it was not.
+pub fn blind_spots(d: &RunDiff) -> Vec<String> {
+    let b = &d.blind;
+    let t = &d.thresholds;
+    let mut out = Vec::new();
+    if b.p50_paths > 0 {
+        let helped = b.p50_paths - b.p50_beyond_help;
+        let mut s = format!(
+            "{} too few probes to detect a p50 change of the configured size ({}% and {} ms)",
+            plural(b.p50_paths, "path had", "paths had"),
+            t.p50_pct,
+            t.p50_ms
+        );
+        match (b.p50_count_most, b.p50_count_needed) {
+            (Some(most), Some(all)) if most < all => s.push_str(&format!(
+                "; count = {most} would for {} of them, count = {all} for {}",
+                b.p50_paths_most,
+                if helped == b.p50_paths {
+                    "all".to_string()
+                } else {
+                    format!("{helped}")
+                }
+            )),
+            (_, Some(all)) if helped == b.p50_paths => {
+                s.push_str(&format!("; count = {all} would"))
+            }
+            (_, Some(all)) => s.push_str(&format!("; count = {all} would for {helped} of them")),
+            _ => {}
+        }
+        if b.p50_beyond_help > 0 {
+            s.push_str(&format!(
+                "; {} vary too much (between runs, or beyond count = 10000) for more probes to help",
+                plural(b.p50_beyond_help, "path", "paths")
+            ));
+        }
+        out.push(format!("{s}."));
+    } else if !d.paths.is_empty() {
+        out.push(format!(
+            "Every path had the probes to detect a p50 change of the configured size ({}% and {} ms).",
+            t.p50_pct, t.p50_ms
+        ));
+    }
+    for (name, untested, count, need) in [
+        ("p95", b.p95_untested, b.p95_count_needed, 50),
+        ("p99", b.p99_untested, b.p99_count_needed, 250),
+    ] {
+        if untested > 0 {
+            let mut s = format!(
+                "{name} was not tested on {} (it needs {need} replies a run)",
+                plural(untested, "path", "paths")
+            );
+            if let Some(c) = count {
+                s.push_str(&format!("; count = {c} would"));
+            }
+            out.push(format!("{s}."));
+        }
+    }
+    if b.discounted > 0 {
+        out.push(format!(
+            "{} no verdict: the prober lagged behind its schedule while measuring them, so their \
+             numbers may describe its host (see the run's prober health, and docs/accuracy.md).",
+            plural(b.discounted, "path got", "paths got")
+        ));
+    }
+    out
+}
+
 fn changed(d: &RunDiff) -> impl Iterator<Item = &PathDiff> {
     d.paths.iter().filter(|p| p.verdict != Verdict::Unchanged)
 }
@@ -83,6 +173,7 @@ pub fn text(d: &RunDiff, color: bool) -> String {
         term(&d.current),
         summary(d)
     );
+    let _ = writeln!(out, "{}", term(&basis(d)));
     if changed(d).next().is_some() {
         let mut table = Table::new();
         table
@@ -156,10 +247,11 @@ pub fn text(d: &RunDiff, color: bool) -> String {
             term(&f.message)
         );
     }
+    for line in blind_spots(d) {
+        let _ = writeln!(out, "{}", term(&line));
+    }
     out
 }
-
-use super::escape::markdown as md_escape;
 
 fn md_rows(out: &mut String, paths: &[&PathDiff]) {
     out.push_str("| path | p50 ms | Δ p50 | p95 ms | Δ p95 | loss | why |\n|---|---:|---:|---:|---:|---:|---|\n");
@@ -200,11 +292,15 @@ pub fn markdown(d: &RunDiff) -> String {
     let mut out = format!("### {icon} latmap: {}\n\n", summary(d));
     let _ = writeln!(
         out,
-        "Base {} → current {}; α = {} over all paths (Holm).\n",
+        "Base {} → current {}. {}\n",
         super::escape::markdown_code(&d.base),
         super::escape::markdown_code(&d.current),
-        d.thresholds.alpha
+        md_escape(&basis(d))
     );
+    for line in blind_spots(d) {
+        let _ = writeln!(out, "> {}", md_escape(&line));
+    }
+    out.push('\n');
     if !regressions.is_empty() {
         out.push_str("#### Regressions\n\n");
         md_rows(&mut out, &regressions);
@@ -265,12 +361,14 @@ pub fn markdown(d: &RunDiff) -> String {
     );
     let _ = writeln!(
         rest,
-        "{} paths unchanged (thresholds: p50 +{}% and +{} ms, p95 +{}% and +{} ms, loss +{} pp).",
+        "{} paths unchanged (thresholds: p50 +{}% and +{} ms, p95 +{}% and +{} ms, p99 +{}% and +{} ms, loss +{} pp).",
         d.count(Verdict::Unchanged),
         d.thresholds.p50_pct,
         d.thresholds.p50_ms,
         d.thresholds.p95_pct,
         d.thresholds.p95_ms,
+        d.thresholds.p99_pct,
+        d.thresholds.p99_ms,
         d.thresholds.loss_pp
     );
     let _ = write!(
@@ -279,8 +377,6 @@ pub fn markdown(d: &RunDiff) -> String {
     );
     out
 }
-
-use super::escape::xml;
 
 /// JUnit XML: one test case per path compared, regressions as failures.
 pub fn junit(d: &RunDiff) -> String {
@@ -297,6 +393,29 @@ pub fn junit(d: &RunDiff) -> String {
         xml(&d.current),
         xml(&d.base)
     );
+    out.push_str("    <properties>\n");
+    let b = &d.blind;
+    let count = |c: Option<u64>| c.map(|c| c.to_string()).unwrap_or_default();
+    for (name, value) in [
+        ("baselines", d.baselines.len().to_string()),
+        ("family.tests", d.family.tests.to_string()),
+        ("alpha", d.thresholds.alpha.to_string()),
+        ("blind.p50_paths", b.p50_paths.to_string()),
+        ("blind.p50_count_needed", count(b.p50_count_needed)),
+        ("blind.p50_count_most", count(b.p50_count_most)),
+        ("blind.p50_beyond_help", b.p50_beyond_help.to_string()),
+        ("blind.p95_untested", b.p95_untested.to_string()),
+        ("blind.p95_count_needed", count(b.p95_count_needed)),
+        ("blind.p99_untested", b.p99_untested.to_string()),
+        ("blind.p99_count_needed", count(b.p99_count_needed)),
+    ] {
+        let _ = writeln!(
+            out,
+            "      <property name=\"latmap.{name}\" value=\"{}\"/>",
+            xml(&value)
+        );
+    }
+    out.push_str("    </properties>\n");
     for p in &d.paths {
         let name = format!(
             "{} → {} ({} {})",
@@ -309,15 +428,33 @@ pub fn junit(d: &RunDiff) -> String {
             xml(&name)
         );
         let detail = format!(
-            "p50 {} → {} ms, p95 {} → {} ms, loss {} → {}; p-values: rtt {:.3e}, loss {:.3e}",
+            "p50 {} → {} ms, p95 {} → {} ms, p99 {} → {} ms, loss {} → {}; adjusted p: {}; smallest detectable p50 change {}{}",
             ms(p.base.p50_us),
             ms(p.current.p50_us),
             ms(p.base.p95_us),
             ms(p.current.p95_us),
+            ms(p.base.p99_us),
+            ms(p.current.p99_us),
             pct(p.base.loss),
             pct(p.current.loss),
-            p.rtt_p,
-            p.loss_p
+            [
+                ("p50", &p.tests.p50),
+                ("p95", &p.tests.p95),
+                ("p99", &p.tests.p99),
+                ("loss", &p.tests.loss)
+            ]
+            .iter()
+            .map(|(n, t)| format!("{n} {}", p_text(t)))
+            .collect::<Vec<_>>()
+            .join(", "),
+            p.min_detectable_p50_us
+                .map(|us| format!("{} ms", ms(Some(us))))
+                .unwrap_or_else(|| "–".into()),
+            match (p.p50_blind, p.probes_needed) {
+                (true, Some(c)) => format!(" (too few probes; count = {c} would)"),
+                (true, None) => " (too few probes)".to_string(),
+                _ => String::new(),
+            }
         );
         if p.verdict == Verdict::Regression {
             let _ = writeln!(
@@ -335,6 +472,31 @@ pub fn junit(d: &RunDiff) -> String {
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "    <system-out>{}</system-out>",
+        xml(&[basis(d)]
+            .into_iter()
+            .chain(blind_spots(d))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    );
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
+}
+
+/// A test's adjusted p-value, or why it was not tested.
+fn p_text(t: &Test) -> String {
+    match t.skipped {
+        None => format!("{:.3e}", t.p_adjusted),
+        Some(s) => format!("not tested ({})", skip_text(s)),
+    }
+}
+
+fn skip_text(s: crate::diff::Skip) -> &'static str {
+    match s {
+        crate::diff::Skip::TooFewReplies => "too few replies",
+        crate::diff::Skip::WithinThresholds => "cannot move beyond its threshold",
+        crate::diff::Skip::CannotReachAlpha => "cannot reach α",
+    }
 }

@@ -1,4 +1,5 @@
-//! `latmap diff` end to end: exit codes, formats, and real lab sweeps.
+//! `latmap diff` end to end: exit codes, formats, several baselines, and real lab
+//! sweeps.
 
 use crate::harness::{Dir, read_json, timing_lock};
 use crate::heatmap::small_run;
@@ -59,6 +60,21 @@ fn formats_of_a_regression() {
         ),
         (Some("a"), Some("b"))
     );
+    // The new facts: what moved, the test behind it, and how small a change was visible.
+    let r = regressions[0];
+    assert_eq!(r["worse"], serde_json::json!(["p50"]));
+    assert_eq!(r["tests"]["p50"]["tested"], true);
+    assert_eq!(r["tests"]["p95"]["skipped"], "too-few-replies");
+    assert_eq!(r["p50_threshold_us"], 8000);
+    assert_eq!(r["min_detectable_p50_us"], 8000);
+    assert_eq!(r["p50_blind"], false);
+    assert_eq!(
+        json["baselines"],
+        serde_json::json!(["20260101T000000Z-000000"])
+    );
+    assert_eq!(json["blind"]["p95_untested"], 8);
+    assert_eq!(json["blind"]["p95_count_needed"], 100);
+    assert!(json["family"]["tests"].as_u64().unwrap() >= 1);
     assert!(
         std::fs::read_to_string(dir.join("delta.svg"))
             .unwrap()
@@ -88,11 +104,23 @@ fn formats_of_a_regression() {
         (suite.attribute("tests"), suite.attribute("failures")),
         (Some("9"), Some("1"))
     );
+    let property = |name: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name("property") && n.attribute("name") == Some(name))
+            .and_then(|n| n.attribute("value"))
+            .map(str::to_string)
+    };
+    assert_eq!(property("latmap.baselines").as_deref(), Some("1"));
+    assert_eq!(
+        property("latmap.blind.p95_count_needed").as_deref(),
+        Some("100")
+    );
 }
 
 #[test]
 fn errors_exit_2_with_a_reason() {
     let dir = Dir::new();
+    std::fs::create_dir_all(dir.join("empty/not-a-run")).unwrap();
     write(&dir, "run.json", &small_run(1.0));
     dir.write("report.json", "{\"schema\": \"latmap.report/1\"}");
     let mut other = small_run(1.0);
@@ -114,6 +142,15 @@ fn errors_exit_2_with_a_reason() {
             &["diff", "run.json", "run.json", "--alpha", "2"],
             "--alpha must be between 0 and 1",
         ),
+        (&["diff", "empty", "run.json"], "empty holds no run"),
+        (
+            &["diff", "run.json", "run.json", "--last", "0"],
+            "--last takes a count",
+        ),
+        (
+            &["diff", "run.json", "run.json", "--p50-ms=-1"],
+            "--p50-ms takes a number",
+        ),
     ] {
         let out = dir.latmap(args);
         assert_eq!(out.status, Some(2), "{args:?}");
@@ -121,7 +158,7 @@ fn errors_exit_2_with_a_reason() {
     }
 }
 
-const LAB: &str = "[probe]\ncount = 40\ninterval = \"10ms\"\n\n[lab]\nmatrix = \"rtt.csv\"\nport = 0\njitter_ms = 0.5\n";
+const LAB: &str = "[probe]\ncount = 50\ninterval = \"10ms\"\n\n[lab]\nmatrix = \"rtt.csv\"\nport = 0\njitter_ms = 0.5\n";
 
 #[test]
 fn lab_sweeps_diff_as_unchanged_until_a_fault_is_added() {
@@ -134,8 +171,21 @@ fn lab_sweeps_diff_as_unchanged_until_a_fault_is_added() {
     dir.write("regions.toml", LAB);
     dir.latmap(&["sweep", "--out", "one"]).assert_ok();
     dir.latmap(&["sweep", "--out", "two"]).assert_ok();
-    let out = dir.latmap(&["diff", "one/run.json", "two/run.json"]);
+    let out = dir.latmap(&["diff", "one/run.json", "two/run.json", "--format", "json"]);
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    // Real sweeps of 50 probes test p50 and p95 of every path: nothing moved.
+    let d: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        d["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["verdict"] == "unchanged"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(d["blind"]["p95_untested"], 0, "{}", d["blind"]);
+    assert_eq!(d["blind"]["p50_paths"], 0, "{}", d["blind"]);
     // The same lab with a fault: paths out of c are 20 ms slower.
     dir.write(
         "regions.toml",
@@ -178,4 +228,98 @@ fn thresholds_come_from_the_diff_table_and_flags_override_them() {
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
     let out = dir.latmap(&["diff", "base.json", "run.json", "--p50-pct", "10"]);
     assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn help_says_what_diff_compares() {
+    let out = Dir::new().latmap(&["diff", "--help"]);
+    out.assert_ok();
+    insta::assert_snapshot!("help-diff", out.stdout);
+}
+
+#[test]
+fn several_baselines_from_files_and_a_scheduled_folder() {
+    let _t = timing_lock();
+    let dir = Dir::new();
+    dir.write("rtt.csv", ",a,b,c\na,,10,20\nb,10,,15\nc,20,15,\n");
+    dir.write("regions.toml", LAB);
+    // Three scheduled sweeps: runs/<epoch>/run.json and runs/latest.
+    dir.latmap(&["sweep", "--every", "1s", "--sweeps", "3", "--out", "runs"])
+        .assert_ok();
+    dir.latmap(&["sweep", "--out", "now"]).assert_ok();
+    let json = |out: &crate::harness::Run| -> serde_json::Value {
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr))
+    };
+    let out = dir.latmap(&["diff", "runs", "now/run.json", "--format", "json"]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    let d = json(&out);
+    // The latest link is the newest epoch, not a fourth baseline.
+    assert_eq!(
+        d["baselines"].as_array().unwrap().len(),
+        3,
+        "{}",
+        d["baselines"]
+    );
+    let p = &d["paths"][0];
+    assert_eq!(p["baselines"], 3);
+    assert!(p["between_run_sd_us"].is_u64(), "{p}");
+    // Files and folders mix; a file named twice counts once; --last keeps the newest.
+    let newest = std::fs::read_link(dir.join("runs/latest")).unwrap();
+    let newest = format!("runs/{}/run.json", newest.display());
+    let out = dir.latmap(&["diff", &newest, "runs", "now/run.json", "--format", "json"]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(json(&out)["baselines"].as_array().unwrap().len(), 3);
+    let out = dir.latmap(&[
+        "diff",
+        "runs",
+        "now/run.json",
+        "--last",
+        "2",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    let d = json(&out);
+    assert_eq!(d["baselines"].as_array().unwrap().len(), 2);
+    assert_eq!(d["base"], read_json(&dir.join(&newest))["id"]);
+    // Judging the latest run against its own folder leaves it out of the baselines.
+    let out = dir.latmap(&[
+        "diff",
+        "runs",
+        "runs/latest/run.json",
+        "--format",
+        "markdown",
+    ]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("it is the run being judged"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("2 baselines"), "{}", out.stdout);
+    // A fault after the history: exactly the faulted paths regress.
+    dir.write(
+        "regions.toml",
+        &format!("{LAB}\n[[lab.fault]]\nsource = \"b\"\nextra_ms = 20.0\n"),
+    );
+    dir.latmap(&["sweep", "--out", "faulted"]).assert_ok();
+    let out = dir.latmap(&["diff", "runs", "faulted/run.json", "--format", "json"]);
+    assert_eq!(out.status, Some(1), "{}", out.stdout);
+    let d = json(&out);
+    let mut regressed: Vec<String> = d["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["verdict"] == "regression")
+        .map(|p| {
+            format!(
+                "{}>{}",
+                p["source"].as_str().unwrap(),
+                p["target"].as_str().unwrap()
+            )
+        })
+        .collect();
+    regressed.sort();
+    assert_eq!(regressed, ["b>a", "b>c"]);
 }

@@ -5,8 +5,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::{At, Reader};
 
-pub(in crate::config) const DIFF_KEYS: &[&str] =
-    &["p50_pct", "p50_ms", "p95_pct", "p95_ms", "loss_pp", "alpha"];
+pub(in crate::config) const DIFF_KEYS: &[&str] = &[
+    "p50_pct", "p50_ms", "p95_pct", "p95_ms", "p99_pct", "p99_ms", "loss_pp", "alpha",
+];
 pub(in crate::config) const SCHEDULE_KEYS: &[&str] =
     &["every", "cron", "jitter", "keep", "keep_for"];
 
@@ -16,6 +17,8 @@ pub(in crate::config) struct RawDiff {
     pub p50_ms: Option<At<f64>>,
     pub p95_pct: Option<At<f64>>,
     pub p95_ms: Option<At<f64>>,
+    pub p99_pct: Option<At<f64>>,
+    pub p99_ms: Option<At<f64>>,
     pub loss_pp: Option<At<f64>>,
     pub alpha: Option<At<f64>>,
 }
@@ -73,6 +76,8 @@ pub(in crate::config) fn read_diff(root: &DeTable<'_>, r: &mut Reader<'_>) -> Op
         p50_ms: r.number(t, "p50_ms", "2"),
         p95_pct: r.number(t, "p95_pct", "20"),
         p95_ms: r.number(t, "p95_ms", "5"),
+        p99_pct: r.number(t, "p99_pct", "25"),
+        p99_ms: r.number(t, "p99_ms", "10"),
         loss_pp: r.number(t, "loss_pp", "0.5"),
         alpha: r.number(t, "alpha", "0.01"),
     })
