@@ -166,6 +166,15 @@ pub fn can_ping() -> bool {
 /// The exact two-sided binomial interval holding at least 99% of the mass: the counts
 /// `lo..=hi` such that P(X < lo) <= 0.5% and P(X > hi) <= 0.5%.
 pub fn binomial_99(n: u64, p: f64) -> (u64, u64) {
+    binomial_interval(n, p, 0.01)
+}
+
+/// The exact two-sided binomial interval that a count falls outside of with probability
+/// at most `alpha`: P(X < lo) <= alpha/2 and P(X > hi) <= alpha/2. A test that checks
+/// k counts at once uses `alpha / k`, so that the whole test fails by chance at most
+/// `alpha` of the time.
+pub fn binomial_interval(n: u64, p: f64, alpha: f64) -> (u64, u64) {
+    let tail = alpha / 2.0;
     if p <= 0.0 {
         return (0, 0);
     }
@@ -183,7 +192,7 @@ pub fn binomial_99(n: u64, p: f64) -> (u64, u64) {
     let mut lo = 0;
     let mut acc = 0.0;
     for (k, m) in pmf.iter().enumerate() {
-        if acc + m > 0.005 {
+        if acc + m > tail {
             lo = k as u64;
             break;
         }
@@ -192,7 +201,7 @@ pub fn binomial_99(n: u64, p: f64) -> (u64, u64) {
     let mut hi = n;
     let mut acc = 0.0;
     for (k, m) in pmf.iter().enumerate().rev() {
-        if acc + m > 0.005 {
+        if acc + m > tail {
             hi = k as u64;
             break;
         }
