@@ -148,8 +148,8 @@ fn generate(o: &Options, file: &Path, seed: u64, shifted: bool) {
             ));
         }
     }
-    let mut run = Run::new(regions, paths, chrono::DateTime::UNIX_EPOCH);
-    run.started_at += chrono::Duration::seconds(seed as i64);
+    let at = chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(seed as i64);
+    let run = Run::new(regions, paths, at);
     run.id = format!("bench-{seed}");
     run.write(file).expect("write the synthetic run");
     println!(

@@ -408,6 +408,7 @@ pub fn junit(d: &RunDiff) -> String {
         ("blind.p95_count_needed", count(b.p95_count_needed)),
         ("blind.p99_untested", b.p99_untested.to_string()),
         ("blind.p99_count_needed", count(b.p99_count_needed)),
+        ("blind.discounted", b.discounted.to_string()),
     ] {
         let _ = writeln!(
             out,
