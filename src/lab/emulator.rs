@@ -1,19 +1,25 @@
 //! The netns lab's network: a verdict loop that holds every packet the core namespace
 //! forwards for its path's one-way delay, and drops it with its path's loss.
 //!
-//! iptables in the core queues forwarded packets to two NFQUEUE queues: packets of a
-//! connection's original direction (and packets conntrack cannot place) to
-//! [`ORIGINAL_QUEUE`], replies to [`REPLY_QUEUE`]. So the loop knows which region
-//! began an exchange, and a request from region i to region j and its reply are both
-//! on path i → j, whatever the protocol: the path's RTT is split between them, half
-//! each way, and its loss too (each direction drops with `1 − √(1 − loss)`, so a round
-//! trip is lost with the path's loss).
+//! iptables in the core queues every forwarded packet to [`QUEUE`]. The loop tells a
+//! request from a reply by the packet alone ([`direction`]): the lab's service port,
+//! ICMP's request and reply types, a SYN without ACK, else the lower port as the
+//! server's. So it knows which region began an exchange, and a request from region i to
+//! region j and its reply are both on path i → j, whatever the protocol: the path's
+//! RTT is split between them, half each way, and its loss too (each direction drops
+//! with `1 − √(1 − loss)`, so a round trip is lost with the path's loss). Stateless on
+//! purpose: conntrack knows directions, but it confirms a flow only when its first
+//! packet leaves the core, so while that packet is held the flow's next one (the next
+//! ICMP echo of the same identifier) makes a clashing entry and is dropped.
 //!
-//! The loop runs on one thread, at real-time priority where permitted, with 1 ns timer
-//! slack. It waits on the queue socket and on its next deadline at once (`ppoll`, with a
-//! nanosecond timeout), holds packets from the time the kernel received them
-//! (`NFQA_TIMESTAMP`) rather than from when it read them, and gives every verdict that
-//! is due in one system call. It measures its own lateness (verdict time minus due
+//! The loop runs on one thread per CPU (at most four), each pinned to its CPU, at
+//! real-time priority where permitted, with 1 ns timer slack. Each waits on the queue
+//! socket and on the next deadline at once (`ppoll`, with a nanosecond timeout), and
+//! whichever wakes first gives the verdicts due, a few per system call: this kernel
+//! does not preempt a task running in the kernel, so one CPU busy with a build can hold
+//! a waking thread for milliseconds, and the other CPU's thread then gives the
+//! verdicts. Packets are held from the time the kernel received them (`NFQA_TIMESTAMP`)
+//! rather than from when a thread read them. It measures its own lateness (verdict time minus due
 //! time) per packet: the emulator's error, reported by `latmap lab status` and at the
 //! end of a sweep.
 //!
@@ -38,13 +44,12 @@ use serde::{Deserialize, Serialize};
 use super::PathTruth;
 use super::nfqueue::{Packet, Queue, Verdict};
 
-/// The queue of packets in their connection's original direction (and of packets
-/// conntrack could not place: they are taken as requests).
-pub const ORIGINAL_QUEUE: u16 = 0;
-/// The queue of replies.
-pub const REPLY_QUEUE: u16 = 1;
-/// Bytes of each packet the kernel copies to the loop: an IPv4 header is enough.
-const COPY: u16 = 64;
+/// The NFQUEUE queue number the core's rule sends forwarded packets to (queues belong
+/// to a network namespace: every lab has its own).
+pub const QUEUE: u16 = 0;
+/// Bytes of each packet the kernel copies to the loop: the IPv4 header with options,
+/// and the transport header's ports and flags.
+const COPY: u16 = 80;
 /// Packets the kernel keeps waiting for a verdict, at most: every held packet counts,
 /// so it must exceed the packet rate times the longest one-way delay.
 const MAX_HELD: u32 = 1 << 20;
@@ -62,6 +67,64 @@ pub struct Model {
     pub seed: u64,
     /// The region an address belongs to.
     pub region_of: fn(Ipv4Addr) -> Option<usize>,
+    /// Each region's service port (its STAMP reflector's and TCP listener's).
+    pub service_ports: Vec<u16>,
+}
+
+/// Which way a packet goes in its exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From the side that began it.
+    Request,
+    Reply,
+}
+
+const ICMP: u8 = 1;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// Whether `p` (an IPv4 packet from region `src` to region `dst`) is a request or a
+/// reply: to or from the lab's service port; by ICMP type (echo, timestamp,
+/// information and address-mask requests, or their replies and the errors, which
+/// answer the packet they quote); a SYN without ACK opens, a SYN with ACK answers;
+/// otherwise the side with the lower port is the server (ephemeral ports are high).
+fn direction(p: &[u8], src: usize, dst: usize, service_ports: &[u16]) -> Direction {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    let fragment_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
+    let Some(l4) = p.get(ihl..).filter(|_| ihl >= 20 && fragment_offset == 0) else {
+        return Direction::Request;
+    };
+    match p[9] {
+        ICMP => match l4.first() {
+            Some(0 | 3 | 4 | 5 | 11 | 12 | 14 | 16 | 18) => Direction::Reply,
+            _ => Direction::Request,
+        },
+        proto @ (TCP | UDP) if l4.len() >= 4 => {
+            let sport = u16::from_be_bytes([l4[0], l4[1]]);
+            let dport = u16::from_be_bytes([l4[2], l4[3]]);
+            if service_ports.get(dst) == Some(&dport) {
+                return Direction::Request;
+            }
+            if service_ports.get(src) == Some(&sport) {
+                return Direction::Reply;
+            }
+            if proto == TCP && l4.len() >= 14 {
+                const SYN: u8 = 0x02;
+                const ACK: u8 = 0x10;
+                match l4[13] & (SYN | ACK) {
+                    SYN => return Direction::Request,
+                    f if f == SYN | ACK => return Direction::Reply,
+                    _ => {}
+                }
+            }
+            if sport < dport {
+                Direction::Reply
+            } else {
+                Direction::Request
+            }
+        }
+        _ => Direction::Request,
+    }
 }
 
 /// What became of one packet.
@@ -77,7 +140,7 @@ enum Fate {
 }
 
 impl Model {
-    fn fate(&self, queue: u16, packet: &[u8], rng: &mut StdRng) -> Fate {
+    fn fate(&self, packet: &[u8], rng: &mut StdRng) -> Fate {
         let Some((src, dst)) = ipv4_addresses(packet) else {
             return Fate::Pass;
         };
@@ -87,7 +150,10 @@ impl Model {
         if s == d {
             return Fate::Pass;
         }
-        let (initiator, responder) = if queue == REPLY_QUEUE { (d, s) } else { (s, d) };
+        let (initiator, responder) = match direction(packet, s, d, &self.service_ports) {
+            Direction::Request => (s, d),
+            Direction::Reply => (d, s),
+        };
         let Some(path) = self.truth.get(initiator).and_then(|r| r.get(responder)) else {
             return Fate::Pass;
         };
@@ -266,8 +332,7 @@ impl Emulator {
         let first = std::thread::Builder::new()
             .name("lab-emulator".into())
             .spawn(move || {
-                let queue = enter()
-                    .and_then(|()| Queue::open(&[ORIGINAL_QUEUE, REPLY_QUEUE], COPY, MAX_HELD));
+                let queue = enter().and_then(|()| Queue::open(&[QUEUE], COPY, MAX_HELD));
                 let queue = match queue {
                     Ok(q) => q,
                     Err(e) => {
@@ -464,7 +529,7 @@ fn work(shared: &Shared, cpu: Option<usize>) {
             let state = &mut *state;
             for p in arrived.drain(..) {
                 counters.packets.fetch_add(1, Ordering::Relaxed);
-                match shared.model.fate(p.queue, &p.payload, &mut state.rng) {
+                match shared.model.fate(&p.payload, &mut state.rng) {
                     Fate::Pass => {
                         counters.passed.fetch_add(1, Ordering::Relaxed);
                         immediate.push((p.queue, p.id, Verdict::Accept));
@@ -523,12 +588,43 @@ mod tests {
         (o[0] == 10 && o[3] >= 1).then(|| usize::from(o[3]) - 1)
     }
 
-    fn packet(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    /// An ICMP message of type `kind` from `src` to `dst`.
+    fn echo(src: [u8; 4], dst: [u8; 4], kind: u8) -> Vec<u8> {
         let mut p = vec![0u8; 28];
         p[0] = 0x45;
+        p[9] = ICMP;
         p[12..16].copy_from_slice(&src);
         p[16..20].copy_from_slice(&dst);
+        p[20] = kind;
         p
+    }
+
+    /// A TCP or UDP packet between two ports, with TCP `flags`.
+    fn segment(
+        proto: u8,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        flags: u8,
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p[33] = flags;
+        p
+    }
+
+    fn request(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        echo(src, dst, 8)
+    }
+
+    fn reply(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        echo(src, dst, 0)
     }
 
     fn model(loss: f64, jitter_ms: f64) -> Model {
@@ -542,6 +638,7 @@ mod tests {
             jitter_ms,
             seed: 7,
             region_of,
+            service_ports: vec![8620, 8620, 9000],
         }
     }
 
@@ -552,27 +649,55 @@ mod tests {
         let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
         let ms = |x: f64| Fate::Hold(Duration::from_secs_f64(x / 1000.0));
         // a asks b: path a → b (10 ms), both ways.
-        assert_eq!(m.fate(ORIGINAL_QUEUE, &packet(a, b), &mut rng), ms(5.0));
-        assert_eq!(m.fate(REPLY_QUEUE, &packet(b, a), &mut rng), ms(5.0));
+        assert_eq!(m.fate(&request(a, b), &mut rng), ms(5.0));
+        assert_eq!(m.fate(&reply(b, a), &mut rng), ms(5.0));
         // b asks a: path b → a (30 ms).
-        assert_eq!(m.fate(ORIGINAL_QUEUE, &packet(b, a), &mut rng), ms(15.0));
-        assert_eq!(m.fate(REPLY_QUEUE, &packet(a, b), &mut rng), ms(15.0));
+        assert_eq!(m.fate(&request(b, a), &mut rng), ms(15.0));
+        assert_eq!(m.fate(&reply(a, b), &mut rng), ms(15.0));
         // a → c is unreachable, both ways.
-        assert_eq!(
-            m.fate(ORIGINAL_QUEUE, &packet(a, c), &mut rng),
-            Fate::Unreachable
-        );
-        assert_eq!(
-            m.fate(REPLY_QUEUE, &packet(c, a), &mut rng),
-            Fate::Unreachable
-        );
+        assert_eq!(m.fate(&request(a, c), &mut rng), Fate::Unreachable);
+        assert_eq!(m.fate(&reply(c, a), &mut rng), Fate::Unreachable);
         // Not between two regions, or not IPv4: on at once.
-        assert_eq!(
-            m.fate(ORIGINAL_QUEUE, &packet([192, 0, 2, 1], b), &mut rng),
-            Fate::Pass
-        );
-        assert_eq!(m.fate(ORIGINAL_QUEUE, &[0x60; 40], &mut rng), Fate::Pass);
-        assert_eq!(m.fate(ORIGINAL_QUEUE, &[0x45; 8], &mut rng), Fate::Pass);
+        assert_eq!(m.fate(&request([192, 0, 2, 1], b), &mut rng), Fate::Pass);
+        assert_eq!(m.fate(&[0x60; 40], &mut rng), Fate::Pass);
+        assert_eq!(m.fate(&[0x45; 8], &mut rng), Fate::Pass);
+    }
+
+    #[test]
+    fn requests_and_replies_are_told_apart_by_the_packet() {
+        use Direction::{Reply, Request};
+        let ports = [8620, 8620, 9000];
+        let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
+        let d = |p: &[u8], s, t| direction(p, s, t, &ports);
+        // ICMP by type: echo, timestamp; replies and errors answer.
+        assert_eq!(d(&echo(a, b, 8), 0, 1), Request);
+        assert_eq!(d(&echo(a, b, 13), 0, 1), Request);
+        for t in [0, 3, 11, 14] {
+            assert_eq!(d(&echo(b, a, t), 1, 0), Reply, "type {t}");
+        }
+        // To or from the lab's service port, whatever the other port.
+        assert_eq!(d(&segment(UDP, a, 40000, c, 9000, 0), 0, 2), Request);
+        assert_eq!(d(&segment(UDP, c, 9000, a, 40000, 0), 2, 0), Reply);
+        assert_eq!(d(&segment(UDP, a, 80, c, 9000, 0), 0, 2), Request);
+        // Port 8620 is a's and b's service, not c's: from c it is just a low port.
+        assert_eq!(d(&segment(TCP, c, 8620, a, 50000, 0x10), 2, 0), Reply);
+        // TCP handshakes by their flags, elsewhere.
+        assert_eq!(d(&segment(TCP, a, 40000, c, 5000, 0x02), 0, 2), Request);
+        assert_eq!(d(&segment(TCP, c, 5000, a, 40000, 0x12), 2, 0), Reply);
+        assert_eq!(d(&segment(TCP, a, 50000, c, 40000, 0x02), 0, 2), Request);
+        // Then the lower port is the server's.
+        assert_eq!(d(&segment(TCP, a, 50000, c, 443, 0x10), 0, 2), Request);
+        assert_eq!(d(&segment(TCP, c, 443, a, 50000, 0x18), 2, 0), Reply);
+        assert_eq!(d(&segment(UDP, c, 53, a, 50000, 0), 2, 0), Reply);
+        // A later fragment has no ports: taken as a request.
+        let mut frag = segment(UDP, c, 53, a, 50000, 0);
+        frag[7] = 1;
+        assert_eq!(d(&frag, 2, 0), Request);
+        // Another protocol, or a packet cut short.
+        let mut gre = segment(UDP, c, 53, a, 50000, 0);
+        gre[9] = 47;
+        assert_eq!(d(&gre, 2, 0), Request);
+        assert_eq!(d(&segment(UDP, c, 53, a, 50000, 0)[..22], 2, 0), Request);
     }
 
     #[test]
@@ -583,8 +708,8 @@ mod tests {
         let n = 40_000;
         let lost = (0..n)
             .filter(|_| {
-                m.fate(ORIGINAL_QUEUE, &packet(a, b), &mut rng) == Fate::Lose
-                    || m.fate(REPLY_QUEUE, &packet(b, a), &mut rng) == Fate::Lose
+                m.fate(&request(a, b), &mut rng) == Fate::Lose
+                    || m.fate(&reply(b, a), &mut rng) == Fate::Lose
             })
             .count();
         let ratio = lost as f64 / f64::from(n);
@@ -598,14 +723,14 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let (c, a) = ([10, 0, 0, 3], [10, 0, 0, 1]);
         let holds: Vec<f64> = (0..2000)
-            .map(|_| match m.fate(ORIGINAL_QUEUE, &packet(c, a), &mut rng) {
+            .map(|_| match m.fate(&request(c, a), &mut rng) {
                 Fate::Hold(d) => d.as_secs_f64() * 1000.0,
                 other => panic!("{other:?}"),
             })
             .collect();
         // Path c → a is 1 ms: each way 0.5 ms ± 2 ms, clamped at 0.
         assert!(holds.iter().all(|&h| (0.0..=2.5).contains(&h)));
-        assert!(holds.iter().any(|&h| h == 0.0));
+        assert!(holds.contains(&0.0));
         assert!(holds.iter().any(|&h| h > 2.0));
     }
 

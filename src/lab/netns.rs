@@ -411,38 +411,6 @@ impl NetnsLab {
             .collect();
         ip(&["-n", &core, "-batch", "-"], Some(&routes))?;
 
-        // The verdict loop listens before any packet is queued to it.
-        let model = Model {
-            truth,
-            jitter_ms: settings.jitter_ms,
-            seed: settings.seed,
-            region_of,
-        };
-        let enter_core = core.clone();
-        self.emulator = Some(
-            Emulator::start(model, move || {
-                enter(&enter_core).map_err(|e| io::Error::other(e.to_string()))
-            })
-            .map_err(NetnsError::Queue)?,
-        );
-        let comment = self.names.rule_comment();
-        let rules = format!(
-            "*filter\n\
-             -A FORWARD -m conntrack --ctdir REPLY -m comment --comment {comment} -j NFQUEUE --queue-num {}\n\
-             -A FORWARD -m comment --comment {comment} -j NFQUEUE --queue-num {}\n\
-             COMMIT\n",
-            emulator::REPLY_QUEUE,
-            emulator::ORIGINAL_QUEUE
-        );
-        ip(
-            &["netns", "exec", &core, "iptables-restore", "--noflush"],
-            Some(&rules),
-        )
-        .map_err(|e| match e {
-            NetnsError::Command { stderr, .. } => NetnsError::NoNfqueue { stderr },
-            e => e,
-        })?;
-
         // Each region's services, in its namespace.
         let mut listeners = Vec::new();
         for place in self.record.regions.iter_mut() {
@@ -456,6 +424,42 @@ impl NetnsLab {
             listeners.push(listener);
         }
         self.acceptor = Some(Acceptor::start(listeners)?);
+
+        // The verdict loop listens before any packet is queued to it; it knows the
+        // services' ports, which tell requests from replies.
+        let model = Model {
+            truth,
+            jitter_ms: settings.jitter_ms,
+            seed: settings.seed,
+            region_of,
+            service_ports: self
+                .record
+                .regions
+                .iter()
+                .map(|r| r.target.port())
+                .collect(),
+        };
+        let enter_core = core.clone();
+        self.emulator = Some(
+            Emulator::start(model, move || {
+                enter(&enter_core).map_err(|e| io::Error::other(e.to_string()))
+            })
+            .map_err(NetnsError::Queue)?,
+        );
+        let comment = self.names.rule_comment();
+        let rules = format!(
+            "*filter\n-A FORWARD -m comment --comment {comment} -j NFQUEUE --queue-num {}\nCOMMIT\n",
+            emulator::QUEUE
+        );
+        ip(
+            &["netns", "exec", &core, "iptables-restore", "--noflush"],
+            Some(&rules),
+        )
+        .map_err(|e| match e {
+            NetnsError::Command { stderr, .. } => NetnsError::NoNfqueue { stderr },
+            e => e,
+        })?;
+
         tracing::info!(
             id = %self.names.id,
             regions = self.record.regions.len(),

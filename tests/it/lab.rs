@@ -72,7 +72,7 @@ fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 
 /// The truth of a location-based lab, computed from the TOML text independently of
 /// latmap's own code.
-fn geo_truth(config_text: &str) -> BTreeMap<(String, String), (Option<f64>, f64)> {
+pub(crate) fn geo_truth(config_text: &str) -> BTreeMap<(String, String), (Option<f64>, f64)> {
     let doc: toml::Table = toml::from_str(config_text).expect("valid TOML");
     let lab = doc["lab"].as_table().expect("[lab]");
     let num = |v: Option<&toml::Value>, d: f64| {
@@ -167,7 +167,7 @@ fn default_lab_sweep_matches_the_emulated_truth() {
     }
 }
 
-fn matrix_csv(names: &[String], cell: impl Fn(usize, usize) -> String) -> String {
+pub(crate) fn matrix_csv(names: &[String], cell: impl Fn(usize, usize) -> String) -> String {
     let mut s = String::from(",");
     s.push_str(&names.join(","));
     s.push('\n');

@@ -6,6 +6,7 @@ mod diff;
 mod harness;
 mod heatmap;
 mod lab;
+mod netlab;
 mod netns;
 mod ping;
 mod probes;
