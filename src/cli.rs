@@ -50,7 +50,7 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Examples:
   latmap sweep                          emulated ten-region WAN from ./regions.toml
-  sudo latmap lab up                    keep the lab running for agents, fping, a browser
+  latmap lab up                         keep the lab running for agents, a server, fping
   latmap check --config fleet.toml      validate a configuration
   latmap ping 10.1.2.3 db.example.net   one-shot probes from here, like fping
   latmap probe --config fleet.toml -r eu-west-1 -o eu-west-1.json

@@ -93,6 +93,7 @@ pub fn start(
         impairment: Some(Arc::new(impairment)),
         // Only the lab's own probers reach it.
         rate_limit: None,
+        realtime: false,
     };
     ReflectorSet::start(&addrs, options)
 }

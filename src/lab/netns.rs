@@ -544,6 +544,7 @@ fn region_services(region: &str, port: u16) -> Result<(ReflectorSet, TcpListener
         impairment: None,
         // Only the lab's probers reach it.
         rate_limit: None,
+        realtime: true,
     };
     let set = ReflectorSet::start(
         &[SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)],
@@ -840,6 +841,55 @@ mod tests {
             crate::config::NETNS_MAX_REGIONS,
             255,
             "one third octet per region"
+        );
+    }
+
+    /// Root, iproute2 and iptables, or why not.
+    fn cannot() -> Option<&'static str> {
+        if !nix::unistd::geteuid().is_root() {
+            return Some("not root");
+        }
+        if !on_path("ip") || !on_path("iptables-restore") {
+            return Some("iproute2 or iptables is missing");
+        }
+        None
+    }
+
+    #[test]
+    fn a_panic_while_the_lab_is_up_removes_it() {
+        if let Some(why) = cannot() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let text = "[lab]\nmode = \"netns\"\n\n[[region]]\nname = \"a\"\nlocation = { lat = 0, lon = 0 }\n\n[[region]]\nname = \"b\"\nlocation = { lat = 0, lon = 10 }\n";
+        let config = crate::config::parse(text, Path::new("panic-test.toml")).expect("valid");
+        let settings = config.lab.clone().expect("a lab");
+        let truth = super::super::truth(&config, &settings);
+        let made = std::sync::Mutex::new((Vec::new(), String::new()));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let lab = match NetnsLab::start(&config, &settings, truth, Role::Sweep, None) {
+                Ok(lab) => lab,
+                // No NFQUEUE here: nothing to test, and nothing may be left.
+                Err(NetnsError::NoNfqueue { .. }) => return,
+                Err(e) => panic!("cannot start the lab: {e}"),
+            };
+            let names = lab.record().namespaces.clone();
+            assert!(names.iter().all(|n| Path::new(NETNS_DIR).join(n).exists()));
+            *made.lock().unwrap() = (names, lab.record().id.clone());
+            panic!("on purpose, with the lab up");
+        }));
+        let (names, id) = made.into_inner().unwrap();
+        if names.is_empty() {
+            eprintln!("skipped: iptables has no NFQUEUE here");
+            return;
+        }
+        assert!(outcome.is_err(), "it panicked");
+        for n in &names {
+            assert!(!Path::new(NETNS_DIR).join(n).exists(), "{n} is left");
+        }
+        assert!(
+            !Registry::open().expect("registry").exists(&id),
+            "its record is left"
         );
     }
 
