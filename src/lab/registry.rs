@@ -122,49 +122,74 @@ impl Record {
     }
 }
 
+/// Where root's labs are recorded (and so every netns lab's).
+const SYSTEM_DIR: &str = "/run/latmap/labs";
+
 /// The folder of lab records.
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+    /// Another folder read too: root's, for a user who is not root (who can see, not
+    /// change, the labs root keeps).
+    also: Option<PathBuf>,
 }
 
 impl Registry {
-    /// The folder for this user (created if missing).
+    /// This user's folder (created when a record is written): `LATMAP_LAB_DIR`, or
+    /// `/run/latmap/labs` for root, else `$XDG_RUNTIME_DIR/latmap/labs` or a folder in
+    /// the temporary directory.
     pub fn open() -> io::Result<Registry> {
-        let dir = match std::env::var_os("LATMAP_LAB_DIR") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ if nix::unistd::geteuid().is_root() => PathBuf::from("/run/latmap/labs"),
-            _ => match std::env::var_os("XDG_RUNTIME_DIR") {
-                Some(d) if !d.is_empty() => PathBuf::from(d).join("latmap/labs"),
-                _ => std::env::temp_dir()
+        let root = nix::unistd::geteuid().is_root();
+        if let Some(d) = std::env::var_os("LATMAP_LAB_DIR").filter(|d| !d.is_empty()) {
+            return Ok(Registry {
+                dir: PathBuf::from(d),
+                also: None,
+            });
+        }
+        let dir = if root {
+            PathBuf::from(SYSTEM_DIR)
+        } else {
+            match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+                Some(d) => PathBuf::from(d).join("latmap/labs"),
+                None => std::env::temp_dir()
                     .join(format!("latmap-{}/labs", nix::unistd::geteuid().as_raw())),
-            },
+            }
         };
-        std::fs::create_dir_all(&dir)?;
-        Ok(Registry { dir })
+        Ok(Registry {
+            dir,
+            also: (!root).then(|| PathBuf::from(SYSTEM_DIR)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    fn dirs(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.dir.as_path()).chain(self.also.as_deref())
     }
 
-    /// Whether a record with this id exists.
+    /// Whether a record with this id exists (in this user's folder or root's).
     pub fn exists(&self, id: &str) -> bool {
-        self.path(id).exists()
+        self.dirs().any(|d| d.join(format!("{id}.json")).exists())
     }
 
-    /// Writes a record atomically.
+    /// Writes a record atomically, into this user's folder.
     pub fn write(&self, record: &Record) -> io::Result<()> {
-        crate::artifact::write_json_atomic(&self.path(&record.id), record).map_err(io::Error::other)
+        std::fs::create_dir_all(&self.dir)?;
+        crate::artifact::write_json_atomic(&self.dir.join(format!("{}.json", record.id)), record)
+            .map_err(io::Error::other)
     }
 
-    /// The record `id`, if there is one.
+    /// The record `id`, if there is one (in this user's folder, else root's).
     pub fn read(&self, id: &str) -> Result<Option<Record>, String> {
-        let path = self.path(id);
+        let Some(path) = self
+            .dirs()
+            .map(|d| d.join(format!("{id}.json")))
+            .find(|p| p.exists())
+        else {
+            return Ok(None);
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => parse(&text)
                 .map(Some)
@@ -174,9 +199,9 @@ impl Registry {
         }
     }
 
-    /// Removes the record `id` (absent is fine).
+    /// Removes the record `id` from this user's folder (absent is fine).
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(id)) {
+        match std::fs::remove_file(self.dir.join(format!("{id}.json"))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -184,10 +209,10 @@ impl Registry {
 
     /// Every record, in id order; an unreadable file is reported with its path.
     pub fn list(&self) -> Vec<Result<Record, String>> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = entries
+        let mut ids: Vec<String> = self
+            .dirs()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
@@ -195,6 +220,7 @@ impl Registry {
             })
             .collect();
         ids.sort();
+        ids.dedup();
         ids.iter()
             .filter_map(|id| self.read(id).transpose())
             .collect()
@@ -302,7 +328,8 @@ mod tests {
     fn records_round_trip_and_foreign_schemas_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry = Registry {
-            dir: dir.path().to_path_buf(),
+            dir: dir.path().join("labs"),
+            also: None,
         };
         let record = Record {
             schema: SCHEMA.into(),
@@ -331,7 +358,11 @@ mod tests {
             Some("abc123".into())
         );
         assert!(registry.find_up(Path::new("/y/regions.toml")).is_none());
-        std::fs::write(dir.path().join("zzz.json"), r#"{"schema":"latmap.lab/9"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("labs/zzz.json"),
+            r#"{"schema":"latmap.lab/9"}"#,
+        )
+        .unwrap();
         let listed = registry.list();
         assert_eq!(listed.len(), 2);
         assert!(listed[1].as_ref().is_err_and(|e| e.contains("zzz.json")));
