@@ -2,7 +2,7 @@
 //! forwards for its path's one-way delay, and drops it with its path's loss.
 //!
 //! iptables in the core queues every forwarded packet to [`QUEUE`]. The loop tells a
-//! request from a reply by the packet alone ([`direction`]): the lab's service port,
+//! request from a reply by the packet alone (`direction`): the lab's service port,
 //! ICMP's request and reply types, a SYN without ACK, else the lower port as the
 //! server's. So it knows which region began an exchange, and a request from region i to
 //! region j and its reply are both on path i → j, whatever the protocol: the path's
@@ -52,7 +52,7 @@ pub const QUEUE: u16 = 0;
 const COPY: u16 = 80;
 /// Packets the kernel keeps waiting for a verdict, at most: every held packet counts,
 /// so it must exceed the packet rate times the longest one-way delay.
-const MAX_HELD: u32 = 1 << 20;
+const MAX_HELD: u32 = 1 << 18;
 /// The longest the loop sleeps without checking whether it should stop.
 const POLL: Duration = Duration::from_millis(50);
 /// Lateness histogram: 1 µs buckets up to this, then one overflow bucket.

@@ -1,6 +1,6 @@
 //! The netns lab: every region a network namespace with two addresses, joined by veth
 //! to one core namespace that routes between them and delays, jitters and drops every
-//! packet it forwards (the [`emulator`](super::emulator)). Each region's kernel
+//! packet it forwards (the [`emulator`]). Each region's kernel
 //! answers ICMP itself, a TCP listener answers connects, and a STAMP reflector on the
 //! wildcard address answers UDP probes, so every probe kind meets a real stack.
 //!
@@ -164,7 +164,9 @@ pub enum NetnsError {
          nfnetlink_queue (`modprobe nfnetlink_queue`), or use the loopback lab (mode = \"loopback\")"
     )]
     Queue(io::Error),
-    #[error("cannot enter the lab's namespace {namespace}: {source}")]
+    #[error(
+        "cannot enter the lab's namespace {namespace}: {source}; entering a namespace needs root"
+    )]
     Enter {
         namespace: String,
         source: io::Error,
