@@ -27,7 +27,7 @@
 //! [`super::netns`]'s.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,7 +72,7 @@ pub struct Model {
 }
 
 /// Which way a packet goes in its exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Direction {
     /// From the side that began it.
     Request,
@@ -83,48 +83,99 @@ const ICMP: u8 = 1;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
+/// What kind of packet: each kind of each direction of each path draws its loss and
+/// jitter from a random stream of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Class {
+    Icmp,
+    Udp,
+    /// A SYN or a SYN-ACK.
+    TcpSyn,
+    Tcp,
+    Other,
+}
+
 /// Whether `p` (an IPv4 packet from region `src` to region `dst`) is a request or a
-/// reply: to or from the lab's service port; by ICMP type (echo, timestamp,
-/// information and address-mask requests, or their replies and the errors, which
-/// answer the packet they quote); a SYN without ACK opens, a SYN with ACK answers;
-/// otherwise the side with the lower port is the server (ephemeral ports are high).
-fn direction(p: &[u8], src: usize, dst: usize, service_ports: &[u16]) -> Direction {
+/// reply, and its class: to or from the lab's service port; by ICMP type (echo,
+/// timestamp, information and address-mask requests, or their replies and the errors,
+/// which answer the packet they quote); a SYN without ACK opens, a SYN with ACK
+/// answers; otherwise the side with the lower port is the server (ephemeral ports are
+/// high).
+fn direction(p: &[u8], src: usize, dst: usize, service_ports: &[u16]) -> (Direction, Class) {
     let ihl = usize::from(p[0] & 0x0f) * 4;
     let fragment_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
     let Some(l4) = p.get(ihl..).filter(|_| ihl >= 20 && fragment_offset == 0) else {
-        return Direction::Request;
+        return (Direction::Request, Class::Other);
     };
     match p[9] {
         ICMP => match l4.first() {
-            Some(0 | 3 | 4 | 5 | 11 | 12 | 14 | 16 | 18) => Direction::Reply,
-            _ => Direction::Request,
+            Some(0 | 3 | 4 | 5 | 11 | 12 | 14 | 16 | 18) => (Direction::Reply, Class::Icmp),
+            _ => (Direction::Request, Class::Icmp),
         },
         proto @ (TCP | UDP) if l4.len() >= 4 => {
             let sport = u16::from_be_bytes([l4[0], l4[1]]);
             let dport = u16::from_be_bytes([l4[2], l4[3]]);
-            if service_ports.get(dst) == Some(&dport) {
-                return Direction::Request;
-            }
-            if service_ports.get(src) == Some(&sport) {
-                return Direction::Reply;
-            }
-            if proto == TCP && l4.len() >= 14 {
-                const SYN: u8 = 0x02;
-                const ACK: u8 = 0x10;
-                match l4[13] & (SYN | ACK) {
-                    SYN => return Direction::Request,
-                    f if f == SYN | ACK => return Direction::Reply,
-                    _ => {}
-                }
-            }
-            if sport < dport {
+            const SYN: u8 = 0x02;
+            const ACK: u8 = 0x10;
+            let flags = (proto == TCP).then(|| l4.get(13).map_or(0, |f| f & (SYN | ACK)));
+            let class = match flags {
+                None => Class::Udp,
+                Some(f) if f & SYN != 0 => Class::TcpSyn,
+                Some(_) => Class::Tcp,
+            };
+            let direction = if service_ports.get(dst) == Some(&dport) {
+                Direction::Request
+            } else if service_ports.get(src) == Some(&sport) {
+                Direction::Reply
+            } else if flags == Some(SYN) {
+                Direction::Request
+            } else if flags == Some(SYN | ACK) || sport < dport {
                 Direction::Reply
             } else {
                 Direction::Request
-            }
+            };
+            (direction, class)
         }
-        _ => Direction::Request,
+        _ => (Direction::Request, Class::Other),
     }
+}
+
+/// The random streams of a lab: one per path, direction and class, seeded from the
+/// lab's seed, so that the n-th probe of a path meets the same fate in every run
+/// whatever the other paths' packets do (and a test that passes once with a seed
+/// passes every time).
+pub(crate) struct Streams {
+    seed: u64,
+    streams: HashMap<(usize, usize, Direction, Class), StdRng>,
+}
+
+impl Streams {
+    pub(crate) fn new(seed: u64) -> Streams {
+        Streams {
+            seed,
+            streams: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, key: (usize, usize, Direction, Class)) -> &mut StdRng {
+        let seed = self.seed;
+        self.streams.entry(key).or_insert_with(|| {
+            let (i, j, d, c) = key;
+            let mut h = seed;
+            for part in [i as u64, j as u64, d as u64, c as u64] {
+                h = splitmix(h ^ part);
+            }
+            StdRng::seed_from_u64(h)
+        })
+    }
+}
+
+/// One step of SplitMix64: a well-mixed 64-bit value from any 64-bit value.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What became of one packet.
@@ -140,7 +191,7 @@ enum Fate {
 }
 
 impl Model {
-    fn fate(&self, packet: &[u8], rng: &mut StdRng) -> Fate {
+    fn fate(&self, packet: &[u8], streams: &mut Streams) -> Fate {
         let Some((src, dst)) = ipv4_addresses(packet) else {
             return Fate::Pass;
         };
@@ -150,7 +201,8 @@ impl Model {
         if s == d {
             return Fate::Pass;
         }
-        let (initiator, responder) = match direction(packet, s, d, &self.service_ports) {
+        let (way, class) = direction(packet, s, d, &self.service_ports);
+        let (initiator, responder) = match way {
             Direction::Request => (s, d),
             Direction::Reply => (d, s),
         };
@@ -160,6 +212,7 @@ impl Model {
         let Some(rtt_ms) = path.rtt_ms else {
             return Fate::Unreachable;
         };
+        let rng = streams.get((initiator, responder, way, class));
         if path.loss > 0.0 {
             let each_way = 1.0 - (1.0 - path.loss.min(1.0)).sqrt();
             if rng.random::<f64>() < each_way {
@@ -299,7 +352,7 @@ struct Shared {
 struct State {
     heap: BinaryHeap<Reverse<Held>>,
     order: u64,
-    rng: StdRng,
+    streams: Streams,
 }
 
 /// How many threads run the loop: one per CPU (at most four). Each sleeps until the
@@ -345,7 +398,7 @@ impl Emulator {
                     state: Mutex::new(State {
                         heap: BinaryHeap::new(),
                         order: 0,
-                        rng: StdRng::seed_from_u64(model.seed),
+                        streams: Streams::new(model.seed),
                     }),
                     model,
                     counters: Counters::default(),
@@ -529,7 +582,7 @@ fn work(shared: &Shared, cpu: Option<usize>) {
             let state = &mut *state;
             for p in arrived.drain(..) {
                 counters.packets.fetch_add(1, Ordering::Relaxed);
-                match shared.model.fate(&p.payload, &mut state.rng) {
+                match shared.model.fate(&p.payload, &mut state.streams) {
                     Fate::Pass => {
                         counters.passed.fetch_add(1, Ordering::Relaxed);
                         immediate.push((p.queue, p.id, Verdict::Accept));
@@ -645,7 +698,7 @@ mod tests {
     #[test]
     fn the_initiator_decides_the_path_and_each_way_holds_half() {
         let m = model(0.0, 0.0);
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = Streams::new(1);
         let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
         let ms = |x: f64| Fate::Hold(Duration::from_secs_f64(x / 1000.0));
         // a asks b: path a → b (10 ms), both ways.
@@ -668,7 +721,7 @@ mod tests {
         use Direction::{Reply, Request};
         let ports = [8620, 8620, 9000];
         let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
-        let d = |p: &[u8], s, t| direction(p, s, t, &ports);
+        let d = |p: &[u8], s, t| direction(p, s, t, &ports).0;
         // ICMP by type: echo, timestamp; replies and errors answer.
         assert_eq!(d(&echo(a, b, 8), 0, 1), Request);
         assert_eq!(d(&echo(a, b, 13), 0, 1), Request);
@@ -701,9 +754,31 @@ mod tests {
     }
 
     #[test]
+    fn each_path_and_kind_draws_from_its_own_stream() {
+        let m = model(0.5, 2.0);
+        let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
+        let fates = |mix: bool| {
+            let mut streams = Streams::new(9);
+            let mut out = Vec::new();
+            for k in 0..200 {
+                if mix && k % 3 == 0 {
+                    // Another path's and another kind's packets in between.
+                    m.fate(&request(b, c), &mut streams);
+                    m.fate(&segment(TCP, a, 40000, b, 8620, 0x02), &mut streams);
+                }
+                out.push(m.fate(&request(a, b), &mut streams));
+            }
+            out
+        };
+        assert_eq!(fates(false), fates(true));
+        assert!(fates(false).contains(&Fate::Lose));
+        assert!(fates(false).iter().any(|f| matches!(f, Fate::Hold(_))));
+    }
+
+    #[test]
     fn a_round_trip_is_lost_with_the_paths_loss() {
         let m = model(0.19, 0.0);
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut rng = Streams::new(3);
         let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
         let n = 40_000;
         let lost = (0..n)
@@ -720,7 +795,7 @@ mod tests {
     #[test]
     fn jitter_spreads_each_way_by_half_and_never_goes_negative() {
         let m = model(0.0, 4.0);
-        let mut rng = StdRng::seed_from_u64(5);
+        let mut rng = Streams::new(5);
         let (c, a) = ([10, 0, 0, 3], [10, 0, 0, 1]);
         let holds: Vec<f64> = (0..2000)
             .map(|_| match m.fate(&request(c, a), &mut rng) {
