@@ -110,6 +110,22 @@ pub fn truth(config: &Config, lab: &LabSettings) -> Vec<Vec<PathTruth>> {
     out
 }
 
+/// The seed of path `source` → `target`'s random stream (SplitMix64 over the lab's
+/// seed and the path), so that each path's loss and jitter do not depend on the others'.
+pub(crate) fn path_seed(seed: u64, source: usize, target: usize) -> u64 {
+    [source as u64, target as u64]
+        .into_iter()
+        .fold(seed, |h, part| splitmix(h ^ part))
+}
+
+/// One step of SplitMix64: a well-mixed 64-bit value from any 64-bit value.
+pub(crate) fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The executable that removes a netns lab whose owner died (the CLI names itself at
 /// start; unset in the library's own tests, which then run without one).
 static REAPER: OnceLock<PathBuf> = OnceLock::new();

@@ -161,21 +161,14 @@ impl Streams {
         let seed = self.seed;
         self.streams.entry(key).or_insert_with(|| {
             let (i, j, d, c) = key;
-            let mut h = seed;
-            for part in [i as u64, j as u64, d as u64, c as u64] {
-                h = splitmix(h ^ part);
-            }
+            let h = [d as u64, c as u64]
+                .into_iter()
+                .fold(super::path_seed(seed, i, j), |h, part| {
+                    super::splitmix(h ^ part)
+                });
             StdRng::seed_from_u64(h)
         })
     }
-}
-
-/// One step of SplitMix64: a well-mixed 64-bit value from any 64-bit value.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// What became of one packet.

@@ -38,7 +38,10 @@ pub fn region_index(ip: IpAddr) -> Option<usize> {
 struct LabImpairment {
     truth: Vec<Vec<PathTruth>>,
     jitter_ms: f64,
-    rng: Mutex<StdRng>,
+    /// One random stream per path (`[source][target]`), seeded from the lab's seed, so
+    /// that the n-th probe of a path meets the same fate in every run, whatever the
+    /// other paths' packets do.
+    rngs: Vec<Vec<Mutex<StdRng>>>,
 }
 
 impl Impairment for LabImpairment {
@@ -56,7 +59,10 @@ impl Impairment for LabImpairment {
         let Some(rtt_ms) = path.rtt_ms else {
             return Fate::Drop;
         };
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rng) = self.rngs.get(source).and_then(|row| row.get(reflector)) else {
+            return Fate::Drop;
+        };
+        let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
         if path.loss > 0.0 && rng.random::<f64>() < path.loss {
             return Fate::Drop;
         }
@@ -84,10 +90,17 @@ pub fn start(
     let addrs: Vec<SocketAddr> = (0..regions)
         .map(|i| SocketAddr::new(region_address(i), lab.port))
         .collect();
+    let rngs = (0..regions)
+        .map(|s| {
+            (0..regions)
+                .map(|t| Mutex::new(StdRng::seed_from_u64(super::path_seed(lab.seed, s, t))))
+                .collect()
+        })
+        .collect();
     let impairment = LabImpairment {
         truth,
         jitter_ms: lab.jitter_ms,
-        rng: Mutex::new(StdRng::seed_from_u64(lab.seed)),
+        rngs,
     };
     let options = reflector::Options {
         impairment: Some(Arc::new(impairment)),
