@@ -24,25 +24,27 @@
 //! Needs root (namespaces, `setns`, iptables) and iproute2's `ip` and iptables with the
 //! NFQUEUE target.
 
+mod hygiene;
+mod services;
+mod tools;
+
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Child, ChildStdin};
+use std::time::Instant;
 
 use chrono::Utc;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
-use rand::RngExt;
 
 use super::PathTruth;
+use hygiene::{fresh_id, spawn_reaper};
+pub use hygiene::{processes_in, reap, remove_leftover, remove_namespaces};
+use services::{Acceptor, region_services};
+use tools::{ip, on_path};
+
 use super::emulator::{self, Emulator, EmulatorStats, Model};
 use super::registry::{self, CorePlace, Owner, Record, RegionPlace, Registry, Role};
 use crate::config::{Config, LabMode, LabSettings};
@@ -537,290 +539,6 @@ impl Drop for NetnsLab {
             tracing::error!(error = %e, id = %self.names.id, "cannot remove the netns lab; `latmap lab down --all` removes it");
         }
     }
-}
-
-/// A region's STAMP reflector on the wildcard address (it replies from the address
-/// each request was sent to) and its TCP listener on the same port.
-fn region_services(region: &str, port: u16) -> Result<(ReflectorSet, TcpListener), NetnsError> {
-    let options = reflector::Options {
-        impairment: None,
-        // Only the lab's probers reach it.
-        rate_limit: None,
-        realtime: true,
-    };
-    let set = ReflectorSet::start(
-        &[SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)],
-        options,
-    )
-    .map_err(|source| NetnsError::Services {
-        region: region.to_string(),
-        source,
-    })?;
-    let addr = SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        set.local_addrs()[0].port(),
-    );
-    let listener = listen(addr).map_err(|source| NetnsError::Listen {
-        region: region.to_string(),
-        addr,
-        source,
-    })?;
-    Ok((set, listener))
-}
-
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    // Room for every connect of a sweep's burst: a full accept queue drops SYNs, which
-    // would read as the network's loss.
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Accepts (and closes) every connection to the regions' listeners, on one thread.
-struct Acceptor {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Acceptor {
-    fn start(listeners: Vec<TcpListener>) -> Result<Acceptor, NetnsError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("lab-accept".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    let mut fds: Vec<PollFd> = listeners
-                        .iter()
-                        .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
-                        .collect();
-                    if poll(&mut fds, PollTimeout::from(100u16)).is_err() {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    for l in &listeners {
-                        while let Ok((stream, _)) = l.accept() {
-                            // The prober resets its end at once; close ours without
-                            // lingering.
-                            let _ =
-                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                        }
-                    }
-                }
-            })
-            .map_err(NetnsError::Thread)?;
-        Ok(Acceptor { stop, thread })
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
-    }
-}
-
-/// Runs `ip ARGS`, with `stdin` as its input when given.
-fn ip(args: &[&str], stdin: Option<&str>) -> Result<(), NetnsError> {
-    let program = args
-        .iter()
-        .position(|a| *a == "exec")
-        .and_then(|i| args.get(i + 2))
-        .copied()
-        .unwrap_or("ip");
-    let mut command = Command::new("ip");
-    command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let shown = format!("ip {}", args.join(" "));
-    let failed = |stderr: String| NetnsError::Command {
-        what: format!("set up the lab with {program}"),
-        command: shown.clone(),
-        stderr,
-    };
-    let mut child = command.spawn().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => NetnsError::MissingTool {
-            tool: "ip",
-            install: "apt-get install iproute2",
-        },
-        _ => failed(e.to_string()),
-    })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A command that fails early closes its input: its error says why.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| failed(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(failed(if stderr.is_empty() {
-            format!("exit status {}", out.status)
-        } else {
-            stderr
-        }))
-    }
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            dir.join(tool)
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        })
-    })
-}
-
-/// A lab id no record and no namespace uses: six characters of `[a-z0-9]`.
-fn fresh_id(registry: &Registry) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    loop {
-        let id: String = (0..6)
-            .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
-            .collect();
-        let prefix = format!("latmap-{id}-");
-        let taken = std::fs::read_dir(NETNS_DIR).is_ok_and(|d| {
-            d.filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        });
-        if !taken && !registry.exists(&id) {
-            return id;
-        }
-    }
-}
-
-/// Removes the named namespaces (those that exist), as `ip netns del` does.
-pub fn remove_namespaces(names: &[String]) -> Result<(), NetnsError> {
-    let present: Vec<&String> = names
-        .iter()
-        .filter(|n| Path::new(NETNS_DIR).join(n).exists())
-        .collect();
-    if present.is_empty() {
-        return Ok(());
-    }
-    // Regions first, the core last (the order does not matter to the kernel).
-    let batch: String = present.iter().map(|n| format!("netns del {n}\n")).collect();
-    ip(&["-force", "-batch", "-"], Some(&batch))?;
-    let left: Vec<&&String> = present
-        .iter()
-        .filter(|n| Path::new(NETNS_DIR).join(n).exists())
-        .collect();
-    if left.is_empty() {
-        Ok(())
-    } else {
-        Err(NetnsError::Command {
-            what: "remove the lab's namespaces".into(),
-            command: "ip netns del".into(),
-            stderr: format!(
-                "still there: {}",
-                left.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
-    }
-}
-
-/// The processes (other than this one) whose network namespace is one of `names`.
-pub fn processes_in(names: &[String]) -> Vec<u32> {
-    let ids: Vec<(u64, u64)> = names
-        .iter()
-        .filter_map(|n| std::fs::metadata(Path::new(NETNS_DIR).join(n)).ok())
-        .map(|m| (m.dev(), m.ino()))
-        .collect();
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let me = std::process::id();
-    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = proc_dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            std::fs::metadata(format!("/proc/{pid}/ns/net"))
-                .is_ok_and(|m| ids.contains(&(m.dev(), m.ino())))
-        })
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
-/// Starts `latmap lab reap ID`: it waits on a pipe from this process and removes the
-/// lab if the pipe closes without word that the lab is gone (this process died).
-fn spawn_reaper(exe: &Path, registry: &Registry, id: &str) -> Option<(Child, ChildStdin)> {
-    let spawned = Command::new(exe)
-        .args(["lab", "reap", id])
-        .env("LATMAP_LAB_DIR", registry.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own process group: a Ctrl-C at the terminal stops the owner, which
-        // cleans up, but not the reaper, which must outlive a harder death.
-        .process_group(0)
-        .spawn();
-    match spawned {
-        Ok(mut child) => {
-            let stdin = child.stdin.take()?;
-            Some((child, stdin))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the lab's reaper; if latmap is killed, `latmap lab down --all` removes the lab");
-            None
-        }
-    }
-}
-
-/// What `latmap lab reap ID` does: waits until its input closes; unless the owner said
-/// the lab is gone, waits for the owner to be gone too, then removes the lab.
-pub fn reap(registry: &Registry, id: &str) {
-    let mut said = Vec::new();
-    let _ = io::stdin().lock().read_to_end(&mut said);
-    if said.starts_with(b"done") {
-        return;
-    }
-    let Ok(Some(record)) = registry.read(id) else {
-        return;
-    };
-    // The pipe closes as the owner exits; give it a moment to be gone.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while record.owner.alive() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if record.owner.alive() {
-        return;
-    }
-    if remove_namespaces(&record.namespaces).is_ok() {
-        let _ = registry.remove(id);
-    }
-}
-
-/// Removes a lab whose owner is gone: its namespaces and its record.
-pub fn remove_leftover(registry: &Registry, record: &Record) -> Result<(), NetnsError> {
-    remove_namespaces(&record.namespaces)?;
-    registry
-        .remove(&record.id)
-        .map_err(|source| NetnsError::Registry {
-            dir: registry.dir().to_path_buf(),
-            source,
-        })
 }
 
 #[cfg(test)]
