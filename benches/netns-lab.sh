@@ -37,7 +37,10 @@ work=$(mktemp -d)
 export LATMAP_LAB_DIR="$work/labs"
 builder=
 cleanup() {
-    [ -n "$builder" ] && kill -- -"$builder" 2>/dev/null || true
+    if [ -n "$builder" ]; then
+        kill -- -"$builder" 2>/dev/null || true
+        wait "$builder" 2>/dev/null || true
+    fi
     [ -n "${up:-}" ] && kill -TERM "$up" 2>/dev/null && wait "$up" 2>/dev/null || true
     "$LATMAP" --config "$work/regions.toml" lab down >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -61,7 +64,9 @@ if [ -n "$WITH_BUILD" ]; then
     # rustc, as on a developer's machine or a CI runner building beside the lab.
     mkdir -p "$work/src"
     git archive HEAD | tar -x -C "$work/src"
-    ( cd "$work/src" && setsid cargo build --release --locked --quiet \
+    # In a session of its own (setsid execs cargo: its pid is its process group), so
+    # that the whole build, rustc and all, stops with the script.
+    ( cd "$work/src" && exec setsid cargo build --release --locked --quiet \
         --target-dir "$work/target" >/dev/null 2>&1 ) &
     builder=$!
     sleep 20 # past the dependency resolution, into compiling
