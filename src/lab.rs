@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use chrono::Utc;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::config::{Config, LabMode, LabSettings, LabSource, Location};
 use crate::reflector::{self, ReflectorSet};
@@ -108,6 +110,83 @@ pub fn truth(config: &Config, lab: &LabSettings) -> Vec<Vec<PathTruth>> {
         }
     }
     out
+}
+
+/// The randomness of one path (in netns mode: of one direction and kind of packet of a
+/// path): where its losses fall and its jitter.
+///
+/// Losses are spread evenly rather than drawn one by one: the k-th loss falls on a
+/// uniformly random packet of the k-th stretch of `1/rate` packets, so that of any `n`
+/// packets `rate × n` are lost, give or take one or two, where a draw per packet would
+/// stray by `√(rate × n)`: the lab's truth should be the truth of every sweep, not of
+/// their average. Above half, the packets that get through are spread so instead.
+pub(crate) struct Stream {
+    rng: StdRng,
+    /// Packets seen so far.
+    seen: u64,
+    /// Slots (losses, or deliveries above half) placed so far.
+    placed: u64,
+    /// Where in its stretch the next slot falls, 0..1.
+    offset: f64,
+    /// Slots that fell on a packet that already had one, carried to the next packets.
+    pending: u64,
+}
+
+impl Stream {
+    pub(crate) fn new(seed: u64) -> Stream {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let offset = rng.random();
+        Stream {
+            rng,
+            seen: 0,
+            placed: 0,
+            offset,
+            pending: 0,
+        }
+    }
+
+    /// Whether the next packet is lost, with the path's loss `rate` (0..=1).
+    pub(crate) fn lose(&mut self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            self.seen += 1;
+            return false;
+        }
+        if rate >= 1.0 {
+            self.seen += 1;
+            return true;
+        }
+        if rate > 0.5 {
+            return !self.slot(1.0 - rate);
+        }
+        self.slot(rate)
+    }
+
+    /// Whether a slot of a process of `rate` falls on the next packet (two slots that
+    /// fall on one packet take it and the next).
+    fn slot(&mut self, rate: f64) -> bool {
+        let end = (self.seen + 1) as f64;
+        self.seen += 1;
+        while (self.placed as f64 + self.offset) / rate < end {
+            self.pending += 1;
+            self.placed += 1;
+            self.offset = self.rng.random();
+        }
+        if self.pending > 0 {
+            self.pending -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Uniform noise in ±`half_width`.
+    pub(crate) fn jitter(&mut self, half_width: f64) -> f64 {
+        if half_width > 0.0 {
+            self.rng.random_range(-half_width..=half_width)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The seed of path `source` → `target`'s random stream (SplitMix64 over the lab's
@@ -437,6 +516,53 @@ pub fn same_config(record: &Record, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_are_spread_evenly_at_every_rate() {
+        for (rate, seed) in [
+            (0.01, 1),
+            (0.03, 2),
+            (0.15, 3),
+            (0.3, 4),
+            (0.5, 5),
+            (0.8, 6),
+            (0.99, 7),
+        ] {
+            let mut s = Stream::new(seed);
+            let mut lost = 0u64;
+            for n in 1..=5000u64 {
+                if s.lose(rate) {
+                    lost += 1;
+                }
+                // Every prefix, not only the whole: within two of rate × n.
+                let want = rate * n as f64;
+                assert!(
+                    (lost as f64 - want).abs() <= 2.0,
+                    "rate {rate}: {lost} lost of {n}, want {want:.1}"
+                );
+            }
+        }
+        let mut none = Stream::new(1);
+        let mut all = Stream::new(1);
+        assert!((0..100).all(|_| !none.lose(0.0) && all.lose(1.0)));
+        // The same seed, the same losses.
+        let run = |seed| {
+            let mut s = Stream::new(seed);
+            (0..500).map(|_| s.lose(0.1)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(9), run(9));
+        assert_ne!(run(9), run(10));
+        // Not a fixed pattern: the gaps between losses vary.
+        let losses: Vec<usize> = run(9)
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l)
+            .map(|(i, _)| i)
+            .collect();
+        let gaps: std::collections::BTreeSet<usize> =
+            losses.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() > 5, "{gaps:?}");
+    }
 
     #[test]
     fn great_circle_matches_known_distances() {

@@ -37,12 +37,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::time::TimeSpec;
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::PathTruth;
 use super::nfqueue::{Packet, Queue, Verdict};
+use super::{PathTruth, Stream};
 
 /// The NFQUEUE queue number the core's rule sends forwarded packets to (queues belong
 /// to a network namespace: every lab has its own).
@@ -146,7 +144,7 @@ fn direction(p: &[u8], src: usize, dst: usize, service_ports: &[u16]) -> (Direct
 /// passes every time).
 pub(crate) struct Streams {
     seed: u64,
-    streams: HashMap<(usize, usize, Direction, Class), StdRng>,
+    streams: HashMap<(usize, usize, Direction, Class), Stream>,
 }
 
 impl Streams {
@@ -157,7 +155,7 @@ impl Streams {
         }
     }
 
-    fn get(&mut self, key: (usize, usize, Direction, Class)) -> &mut StdRng {
+    fn get(&mut self, key: (usize, usize, Direction, Class)) -> &mut Stream {
         let seed = self.seed;
         self.streams.entry(key).or_insert_with(|| {
             let (i, j, d, c) = key;
@@ -166,7 +164,7 @@ impl Streams {
                 .fold(super::path_seed(seed, i, j), |h, part| {
                     super::splitmix(h ^ part)
                 });
-            StdRng::seed_from_u64(h)
+            Stream::new(h)
         })
     }
 }
@@ -205,18 +203,12 @@ impl Model {
         let Some(rtt_ms) = path.rtt_ms else {
             return Fate::Unreachable;
         };
-        let rng = streams.get((initiator, responder, way, class));
-        if path.loss > 0.0 {
-            let each_way = 1.0 - (1.0 - path.loss.min(1.0)).sqrt();
-            if rng.random::<f64>() < each_way {
-                return Fate::Lose;
-            }
+        let stream = streams.get((initiator, responder, way, class));
+        let each_way = 1.0 - (1.0 - path.loss.clamp(0.0, 1.0)).sqrt();
+        if stream.lose(each_way) {
+            return Fate::Lose;
         }
-        let noise = if self.jitter_ms > 0.0 {
-            rng.random_range(-self.jitter_ms / 2.0..=self.jitter_ms / 2.0)
-        } else {
-            0.0
-        };
+        let noise = stream.jitter(self.jitter_ms / 2.0);
         Fate::Hold(Duration::from_secs_f64(
             ((rtt_ms / 2.0) + noise).max(0.0) / 1000.0,
         ))

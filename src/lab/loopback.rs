@@ -10,10 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-
-use super::PathTruth;
+use super::{PathTruth, Stream};
 use crate::config::LabSettings;
 use crate::reflector::{self, Fate, Impairment, ReflectorSet};
 
@@ -40,8 +37,8 @@ struct LabImpairment {
     jitter_ms: f64,
     /// One random stream per path (`[source][target]`), seeded from the lab's seed, so
     /// that the n-th probe of a path meets the same fate in every run, whatever the
-    /// other paths' packets do.
-    rngs: Vec<Vec<Mutex<StdRng>>>,
+    /// other paths' packets do; its losses are spread evenly ([`Stream`]).
+    streams: Vec<Vec<Mutex<Stream>>>,
 }
 
 impl Impairment for LabImpairment {
@@ -59,19 +56,15 @@ impl Impairment for LabImpairment {
         let Some(rtt_ms) = path.rtt_ms else {
             return Fate::Drop;
         };
-        let Some(rng) = self.rngs.get(source).and_then(|row| row.get(reflector)) else {
+        let Some(stream) = self.streams.get(source).and_then(|row| row.get(reflector)) else {
             return Fate::Drop;
         };
-        let mut rng = rng.lock().unwrap_or_else(|p| p.into_inner());
-        if path.loss > 0.0 && rng.random::<f64>() < path.loss {
+        let mut stream = stream.lock().unwrap_or_else(|p| p.into_inner());
+        if stream.lose(path.loss) {
             return Fate::Drop;
         }
-        let noise = if self.jitter_ms > 0.0 {
-            rng.random_range(-self.jitter_ms..=self.jitter_ms)
-        } else {
-            0.0
-        };
-        drop(rng);
+        let noise = stream.jitter(self.jitter_ms);
+        drop(stream);
         let rtt = Duration::from_secs_f64((rtt_ms + noise).max(0.0) / 1000.0);
         let inbound = rtt / 2;
         Fate::Deliver {
@@ -90,17 +83,17 @@ pub fn start(
     let addrs: Vec<SocketAddr> = (0..regions)
         .map(|i| SocketAddr::new(region_address(i), lab.port))
         .collect();
-    let rngs = (0..regions)
+    let streams = (0..regions)
         .map(|s| {
             (0..regions)
-                .map(|t| Mutex::new(StdRng::seed_from_u64(super::path_seed(lab.seed, s, t))))
+                .map(|t| Mutex::new(Stream::new(super::path_seed(lab.seed, s, t))))
                 .collect()
         })
         .collect();
     let impairment = LabImpairment {
         truth,
         jitter_ms: lab.jitter_ms,
-        rngs,
+        streams,
     };
     let options = reflector::Options {
         impairment: Some(Arc::new(impairment)),
