@@ -149,7 +149,7 @@ fn generate(o: &Options, file: &Path, seed: u64, shifted: bool) {
         }
     }
     let at = chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(seed as i64);
-    let run = Run::new(regions, paths, at);
+    let mut run = Run::new(regions, paths, at);
     run.id = format!("bench-{seed}");
     run.write(file).expect("write the synthetic run");
     println!(

@@ -7,6 +7,7 @@ mod agent;
 mod aggregate;
 mod check;
 mod diff;
+mod lab;
 mod ping;
 mod probe;
 mod reflect;
@@ -49,6 +50,7 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Examples:
   latmap sweep                          emulated ten-region WAN from ./regions.toml
+  latmap lab up                         keep the lab running for agents, a server, fping
   latmap check --config fleet.toml      validate a configuration
   latmap ping 10.1.2.3 db.example.net   one-shot probes from here, like fping
   latmap probe --config fleet.toml -r eu-west-1 -o eu-west-1.json
@@ -95,6 +97,9 @@ pub enum Command {
     /// Probe targets from this host now and print one summary line per target, like
     /// fping (ICMP, STAMP or TCP); exit 1 if some target did not answer.
     Ping(ping::Args),
+    /// Keep the configuration's lab running (`up`), show it (`status`), run a command
+    /// in a region's namespace (`exec`), or stop it (`down`).
+    Lab(lab::Args),
 }
 
 /// Parses arguments, runs the command, maps the outcome to an exit status.
@@ -112,6 +117,10 @@ pub fn main() -> ExitCode {
         ),
     };
     init_logging(cli.verbose);
+    // A netns lab removes itself through this executable if latmap is killed.
+    if let Ok(exe) = std::env::current_exe() {
+        crate::lab::set_reaper(exe);
+    }
     match run(cli, &config) {
         Ok(code) => code,
         Err(err) => {
@@ -145,6 +154,7 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Render(args) => render::run(config, args),
         Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),
+        Command::Lab(args) => lab::run(&cli.config, args),
     }
 }
 
@@ -242,6 +252,23 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM with the exit status a shell gives a process that
+/// such a signal ends (130 or 143).
+pub(crate) async fn stop_signal() -> u8 {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => 130,
+        _ = term => 143,
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use lab::NETNS_MAX_REGIONS;
 pub use load::{ConfigError, Diagnostic, load, parse, quote};
 pub use ops::{DiffThresholds, ScheduleSettings};
 pub use thresholds::{
@@ -295,18 +296,52 @@ impl Default for ProbeSettings {
 /// `[lab]`: the emulated WAN.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabSettings {
+    /// Loopback addresses and delaying reflectors, or network namespaces behind a core
+    /// that delays every packet. Default loopback.
+    pub mode: LabMode,
     /// Where the truth comes from.
     pub source: LabSource,
     /// Extra RTT variation: each reply gets uniform noise in `[-jitter, +jitter]` ms
     /// (clamped so no RTT is negative). Default 0.
     pub jitter_ms: f64,
-    /// UDP port every region's reflector listens on at `127.0.N.1`. 0 picks a free port
-    /// per region. Default 8620.
+    /// UDP port every region's reflector listens on (at `127.0.N.1`, or on every
+    /// address of the region's namespace, where a TCP listener takes the same port). 0
+    /// picks a free port per region. Default 8620.
     pub port: u16,
     /// Seed of the lab's random loss and jitter. Default 1.
     pub seed: u64,
     /// Injected faults, applied on top of the matrix.
     pub faults: Vec<LabFault>,
+}
+
+/// How a lab emulates the WAN (`[lab] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabMode {
+    /// Each region is a loopback address with a reflector that delays and drops
+    /// STAMP replies: no root, `udp` probes only.
+    #[default]
+    Loopback,
+    /// Each region is a network namespace with two addresses, behind a core namespace
+    /// whose NFQUEUE verdict loop delays and drops every forwarded packet: root, every
+    /// probe kind, real kernel stacks.
+    Netns,
+}
+
+impl LabMode {
+    /// The name used in `[lab] mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabMode::Loopback => "loopback",
+            LabMode::Netns => "netns",
+        }
+    }
+}
+
+impl std::fmt::Display for LabMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a lab's RTT and loss matrix comes from.

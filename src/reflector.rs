@@ -96,6 +96,10 @@ pub struct Options {
     /// The cap on replies per source address; `None` for none (the lab, which only
     /// its own probers reach).
     pub rate_limit: Option<RateLimit>,
+    /// Run the receive threads at real-time priority where permitted (the netns lab's
+    /// reflectors: the time between their transmit timestamp and their send is part
+    /// of the lab's error, and a busy machine must not stretch it).
+    pub realtime: bool,
 }
 
 /// Token buckets per source address.
@@ -199,6 +203,7 @@ struct Shared {
     wake: Condvar,
     stop: AtomicBool,
     impairment: Option<Arc<dyn Impairment>>,
+    realtime: bool,
 }
 
 /// A set of running reflector sockets. Dropping it stops them.
@@ -244,6 +249,7 @@ impl ReflectorSet {
         let Options {
             impairment,
             rate_limit,
+            realtime,
         } = options;
         let shared = Arc::new(Shared {
             stats: sockets.iter().map(|_| ReflectorStats::default()).collect(),
@@ -259,6 +265,7 @@ impl ReflectorSet {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             impairment,
+            realtime,
         });
         let mut threads = Vec::new();
         for index in 0..bound.len() {
@@ -332,6 +339,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn receive_loop(shared: &Shared, index: usize) {
+    if shared.realtime {
+        let _ = crate::sockopt::realtime_priority();
+    }
     let socket = &shared.sockets[index];
     let stats = &shared.stats[index];
     let own = shared.bound[index];

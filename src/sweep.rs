@@ -1,5 +1,6 @@
-//! Sweeps: plan each region's paths, start the lab if there is one, run the probers
-//! concurrently and collect their region reports.
+//! Sweeps: plan each region's paths, start the lab if there is one (or use the one
+//! `latmap lab up` keeps), run the probers concurrently, each inside its region's
+//! namespace in a netns lab, and collect their region reports.
 //!
 //! Shared by `latmap probe` (one region), `latmap sweep` (every region that can probe
 //! from here) and, later, the agent. Produces reports; merging them into a run is the
@@ -10,9 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 use chrono::Utc;
 
 use crate::config::{Config, Host, ProbeKind, Target};
+use crate::lab::emulator::EmulatorStats;
+use crate::lab::netns::{self, NetnsError};
 use crate::lab::{Lab, LabError};
 use crate::probe::dns::Resolver;
-use crate::probe::{PlannedPath, ProbeError, ProberSpec, Progress, run_prober};
+use crate::probe::{
+    PlannedPath, ProbeError, ProberOutput, ProberSpec, Progress, probe_blocking, run_prober,
+};
 use crate::report::RegionReport;
 
 /// Why a sweep could not run.
@@ -55,7 +60,7 @@ pub async fn plan(
         paths.extend(plan_targets(&other.name, &targets, &config.probe.kinds, resolver).await);
     }
     let source = match lab {
-        Some(lab) => Some(lab.source(index)),
+        Some(lab) => lab.source(index),
         None => region.source,
     };
     ProberSpec {
@@ -134,6 +139,27 @@ pub async fn probe_regions(
     progress: Option<Progress>,
     on_planned: impl FnOnce(u64),
 ) -> Result<Vec<RegionReport>, SweepError> {
+    Ok(sweep_regions(config, regions, progress, on_planned)
+        .await?
+        .reports)
+}
+
+/// What a sweep brought back.
+#[derive(Debug)]
+pub struct Swept {
+    /// One report per region, in the order asked.
+    pub reports: Vec<RegionReport>,
+    /// The emulator's counters, when the sweep ran a netns lab of its own.
+    pub emulator: Option<EmulatorStats>,
+}
+
+/// [`probe_regions`], with what the lab says of itself.
+pub async fn sweep_regions(
+    config: &Config,
+    regions: &[usize],
+    progress: Option<Progress>,
+    on_planned: impl FnOnce(u64),
+) -> Result<Swept, SweepError> {
     let lab = match &config.lab {
         Some(_) => Some(Lab::start(config)?),
         None => None,
@@ -145,11 +171,18 @@ pub async fn probe_regions(
     }
     on_planned(specs.iter().map(ProberSpec::total_probes).sum());
     let mut tasks = Vec::new();
-    for spec in specs {
+    for (spec, &i) in specs.into_iter().zip(regions) {
         let progress = progress.clone();
+        let namespace = lab
+            .as_ref()
+            .and_then(|l| l.namespace(i))
+            .map(str::to_string);
         tasks.push(tokio::spawn(async move {
             let started = Utc::now();
-            let out = run_prober(&spec, progress).await;
+            let out = match namespace {
+                Some(ns) => run_prober_in(ns, spec.clone(), progress).await,
+                None => run_prober(&spec, progress).await.map_err(Inside::Probe),
+            };
             (spec.region, started, Utc::now(), out)
         }));
     }
@@ -158,24 +191,74 @@ pub async fn probe_regions(
         let (region, started, finished, out) = task
             .await
             .map_err(|e| SweepError::Internal(e.to_string()))?;
-        let out = out.map_err(|source| SweepError::Probe {
-            region: region.clone(),
-            source,
+        let out = out.map_err(|e| match e {
+            Inside::Probe(source) => SweepError::Probe {
+                region: region.clone(),
+                source,
+            },
+            Inside::Enter(e) => SweepError::Lab(LabError::Netns(e)),
         })?;
         reports.push(RegionReport::new(config, &out, started, finished));
     }
+    let mut emulator = None;
     if let Some(lab) = lab {
-        for (i, s) in lab.reflectors().stats().iter().enumerate() {
-            tracing::debug!(
-                region = %config.regions[i].name,
-                received = s.received.load(std::sync::atomic::Ordering::Relaxed),
-                dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed),
-                malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
-                "lab reflector"
-            );
+        if let Some(set) = lab.reflectors() {
+            for (i, s) in set.stats().iter().enumerate() {
+                tracing::debug!(
+                    region = %config.regions[i].name,
+                    received = s.received.load(std::sync::atomic::Ordering::Relaxed),
+                    dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                    malformed = s.malformed.load(std::sync::atomic::Ordering::Relaxed),
+                    "lab reflector"
+                );
+            }
+        }
+        emulator = lab.emulator_stats();
+        if let Some(stats) = &emulator {
+            tracing::info!(?stats, "lab emulator");
+        }
+        // A lab that cannot be removed is reported; the sweep's reports stand.
+        match lab.stop() {
+            Ok(lingering) if !lingering.is_empty() => tracing::warn!(
+                ?lingering,
+                "processes still run in the lab's namespaces; they keep them until they exit"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot remove the lab; `latmap lab down --all` removes it")
+            }
         }
     }
-    Ok(reports)
+    Ok(Swept { reports, emulator })
+}
+
+/// Where a prober inside a namespace failed.
+enum Inside {
+    Enter(NetnsError),
+    Probe(ProbeError),
+}
+
+/// Runs one prober on a thread of its own inside the network namespace `ns`, so that
+/// its sockets, its sources and its routes are the region's.
+async fn run_prober_in(
+    ns: String,
+    spec: ProberSpec,
+    progress: Option<Progress>,
+) -> Result<ProberOutput, Inside> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = format!("probe-{}", spec.region);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let out = match netns::enter(&ns) {
+                Ok(()) => probe_blocking(spec, progress).map_err(Inside::Probe),
+                Err(e) => Err(Inside::Enter(e)),
+            };
+            let _ = tx.send(out);
+        })
+        .map_err(|e| Inside::Probe(ProbeError::Internal(format!("cannot start a thread: {e}"))))?;
+    rx.await
+        .map_err(|_| Inside::Probe(ProbeError::Internal("the prober's thread panicked".into())))?
 }
 
 /// Index of a region by name.

@@ -76,6 +76,7 @@ bad_configs! {
     csv_bad_rows => "bad-csv-rows.toml",
     many_problems_at_once => "bad-many.toml",
     lab_kinds_and_geo_keys => "bad-lab-kinds.toml",
+    lab_mode_misspelt => "bad-lab-mode.toml",
     one_region => "bad-one-region.toml",
     empty_file => "bad-empty.toml",
     not_utf8 => "bad-not-utf8.toml",

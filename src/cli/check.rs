@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{Config, LabSource};
+use crate::config::{Config, LabMode, LabSource};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
@@ -43,12 +43,18 @@ pub fn summary(config: &Config) -> String {
                 format!("locations ({base_ms} ms + {inflation} x fiber distance)")
             }
         };
+        let place = match lab.mode {
+            LabMode::Loopback => format!("reflectors on 127.0.N.1:{}", lab.port),
+            LabMode::Netns => format!(
+                "netns mode (root): namespaces behind an emulating core, reflectors and tcp listeners on port {}",
+                lab.port
+            ),
+        };
         let _ = writeln!(
             s,
-            "  lab: {source}, {} fault{}, reflectors on 127.0.N.1:{}",
+            "  lab: {source}, {} fault{}, {place}",
             lab.faults.len(),
             if lab.faults.len() == 1 { "" } else { "s" },
-            lab.port
         );
     }
     for r in &config.regions {

@@ -22,7 +22,21 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = super::load_config(config_path)?;
     let index = region_index(&config, &args.region)?;
     let rt = super::runtime()?;
-    let reports = rt.block_on(probe_regions(&config, &[index], None, |_| {}))?;
+    // Ctrl-C or SIGTERM stops the prober; the lab it started goes with it.
+    let regions = [index];
+    let reports = rt.block_on(async {
+        tokio::select! {
+            r = probe_regions(&config, &regions, None, |_| {}) => Ok(r),
+            code = super::stop_signal() => Err(code),
+        }
+    });
+    let reports = match reports {
+        Ok(r) => r?,
+        Err(code) => {
+            eprintln!("latmap: interrupted; nothing written");
+            std::process::exit(i32::from(code));
+        }
+    };
     let report = reports
         .into_iter()
         .next()

@@ -40,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Options {
             impairment: None,
             rate_limit,
+            realtime: false,
         },
     )?;
     for addr in set.local_addrs() {

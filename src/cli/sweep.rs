@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::render::report::{Format, render};
 use crate::run::Run;
 use crate::schedule::{Retention, Schedule, apply_retention, run_dir_name, update_latest};
-use crate::sweep::{local_regions, probe_regions, region_index};
+use crate::sweep::{local_regions, region_index, sweep_regions};
 
 use super::report::FailOn;
 
@@ -267,13 +267,26 @@ fn sweep_once(
     let progress: crate::probe::Progress = Arc::new(move |_| progress_bar.inc(1));
     let started = Instant::now();
     let length_bar = bar.clone();
-    let reports = rt.block_on(probe_regions(
-        config,
-        regions,
-        Some(progress),
-        move |total| length_bar.set_length(total),
-    ))?;
+    // Ctrl-C or SIGTERM stops the sweep; the lab it started goes with it.
+    let swept = rt.block_on(async {
+        tokio::select! {
+            r = sweep_regions(config, regions, Some(progress), move |total| length_bar.set_length(total)) => Ok(r),
+            code = super::stop_signal() => Err(code),
+        }
+    });
     bar.finish_and_clear();
+    let swept = match swept {
+        Ok(r) => r?,
+        Err(code) => {
+            eprintln!(
+                "latmap: interrupted; nothing written, and the sweep's lab (if any) is removed"
+            );
+            // The probers' threads may still be finishing their last probes: do not
+            // wait for them.
+            std::process::exit(i32::from(code));
+        }
+    };
+    let reports = swept.reports;
     let mut run = Run::from_reports(&reports)?;
     run.anomalies = anomaly::analyse(&run, &config.thresholds);
     let out = dir.join("run.json");
@@ -282,6 +295,20 @@ fn sweep_once(
     if print {
         super::print(&super::aggregate::tables(&run))?;
         super::print(&render(&run, Format::Text))?;
+    }
+    if let Some(e) = &swept.emulator {
+        eprintln!(
+            "latmap: the lab's emulator held {} packets and sent them on late by p50 {} µs, p99 {} µs, max {} µs{}",
+            e.delayed,
+            e.late_p50_us,
+            e.late_p99_us,
+            e.late_max_us,
+            if e.realtime {
+                ""
+            } else {
+                " (no real-time priority)"
+            }
+        );
     }
     eprintln!(
         "latmap: swept {} paths from {} regions in {:.1} s; run and heatmaps written to {}",

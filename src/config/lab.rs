@@ -11,8 +11,8 @@ use super::matrix::NamedMatrix;
 use super::raw::{At, Problem, RawConfig, RawFault, RawLab, Span};
 use super::suggest::closest;
 use super::thresholds;
-use super::validate::{self, CheckedRegion, int_in, num_in};
-use super::{Config, LabFault, LabSettings, LabSource, Region, SquareMatrix};
+use super::validate::{self, CheckedRegion, LabKinds, int_in, num_in};
+use super::{Config, LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
 
 /// Default UDP port of the lab's reflectors.
 pub(super) const DEFAULT_PORT: u16 = 8620;
@@ -22,6 +22,8 @@ pub(super) const DEFAULT_INFLATION: f64 = 1.6;
 pub(super) const DEFAULT_BASE_MS: f64 = 1.0;
 /// Default seed of the lab's randomness.
 pub(super) const DEFAULT_SEED: u64 = 1;
+/// Most regions of a netns lab: region N (1-based) has 198.18.N.0/24 and 198.19.N.2.
+pub const NETNS_MAX_REGIONS: usize = 255;
 
 /// One matrix file, read and parsed.
 #[derive(Debug)]
@@ -55,8 +57,14 @@ pub(super) fn assemble(
     matrices: Option<LabInput>,
     out: &mut Vec<Problem>,
 ) -> Option<Config> {
-    let in_lab = raw.lab.is_some();
-    let probe = validate::probe(raw.probe.as_ref(), in_lab, out);
+    let mode = raw.lab.as_ref().map(|l| lab_mode(l, out));
+    let kinds = match mode {
+        None => LabKinds::NoLab,
+        Some(Some(LabMode::Loopback)) => LabKinds::UdpOnly,
+        Some(Some(LabMode::Netns)) => LabKinds::Any,
+        Some(None) => LabKinds::Unknown,
+    };
+    let probe = validate::probe(raw.probe.as_ref(), kinds, out);
     let checked = validate::regions(raw, &probe.kinds, text, out);
     let (regions, lab) = match &raw.lab {
         None => {
@@ -64,8 +72,14 @@ pub(super) fn assemble(
             (Some(checked.into_iter().map(|c| c.region).collect()), None)
         }
         Some(lab) => {
-            let (regions, settings) =
-                self::lab(lab, raw, checked, matrices.unwrap_or_default(), out);
+            let (regions, settings) = self::lab(
+                lab,
+                mode.flatten(),
+                raw,
+                checked,
+                matrices.unwrap_or_default(),
+                out,
+            );
             (regions, Some(settings))
         }
     };
@@ -129,8 +143,34 @@ fn enough_regions(
     }
 }
 
+/// `[lab] mode`: `None` if unusable (reported).
+fn lab_mode(lab: &RawLab, out: &mut Vec<Problem>) -> Option<LabMode> {
+    let Some(mode) = &lab.mode else {
+        return (!lab.broken.contains(&"mode")).then_some(LabMode::Loopback);
+    };
+    match mode.value.as_str() {
+        "loopback" => Some(LabMode::Loopback),
+        "netns" => Some(LabMode::Netns),
+        other => {
+            let hint = match closest(other, &["loopback", "netns"]) {
+                Some(best) => format!("did you mean {best:?}? The modes are"),
+                None => "use".to_string(),
+            };
+            out.push(Problem::new(
+                mode.span.clone(),
+                format!(
+                    "unknown lab mode {other:?}; {hint} \"loopback\" (loopback addresses, no root) or \
+                     \"netns\" (network namespaces behind an emulating core, needs root)"
+                ),
+            ));
+            None
+        }
+    }
+}
+
 fn lab(
     lab: &RawLab,
+    mode: Option<LabMode>,
     raw: &RawConfig,
     checked: Vec<CheckedRegion>,
     input: LabInput,
@@ -150,6 +190,22 @@ fn lab(
         Some(matrix_key) => matrix_lab(lab, raw, matrix_key, checked, input, out),
         None => geo_lab(lab, raw, checked, out),
     };
+    if let (Some(LabMode::Netns), Some(regions)) = (mode, &regions)
+        && regions.len() > NETNS_MAX_REGIONS
+    {
+        let at = lab
+            .mode
+            .as_ref()
+            .map_or(lab.span.clone(), |m| m.span.clone());
+        out.push(Problem::new(
+            at,
+            format!(
+                "a netns lab holds at most {NETNS_MAX_REGIONS} regions (one /24 of 198.18.0.0/16 each) and \
+                 this one has {}; use mode = \"loopback\" or fewer regions",
+                regions.len()
+            ),
+        ));
+    }
     let names: Option<Vec<&str>> = regions
         .as_ref()
         .map(|r| r.iter().map(|r| r.name.as_str()).collect());
@@ -161,6 +217,7 @@ fn lab(
     let faults: Option<Vec<LabFault>> = faults.into_iter().collect();
     let settings = (|| {
         Some(LabSettings {
+            mode: mode?,
             source: source?,
             jitter_ms: jitter_ms?,
             port: port?,

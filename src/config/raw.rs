@@ -105,6 +105,7 @@ pub(super) struct RawLocation {
 #[derive(Debug, Default)]
 pub(super) struct RawLab {
     pub span: Span,
+    pub mode: Option<At<String>>,
     pub matrix: Option<At<String>>,
     pub loss: Option<At<String>>,
     pub jitter_ms: Option<At<f64>>,
@@ -135,6 +136,7 @@ pub(super) const PROBE_KEYS: &[&str] = &["kinds", "count", "interval", "gap", "t
 pub(super) const REGION_KEYS: &[&str] = &["name", "location", "targets", "source"];
 pub(super) const LOCATION_KEYS: &[&str] = &["lat", "lon"];
 pub(super) const LAB_KEYS: &[&str] = &[
+    "mode",
     "matrix",
     "loss",
     "jitter_ms",
@@ -287,6 +289,7 @@ impl Reader<'_> {
         self.unknown_keys(t, LAB_KEYS, "in [lab]");
         let mut lab = RawLab {
             span,
+            mode: self.string(t, "mode", r#""netns""#),
             matrix: self.string(t, "matrix", r#""lab/rtt.csv""#),
             loss: self.string(t, "loss", r#""lab/loss.csv""#),
             jitter_ms: self.number(t, "jitter_ms", "0.5"),

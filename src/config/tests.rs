@@ -305,6 +305,50 @@ fn fleet_rules() {
 }
 
 #[test]
+fn a_netns_lab_takes_every_kind_and_at_most_255_regions() {
+    let netns = GEO_LAB.replace("[lab]\n", "[lab]\nmode = \"netns\"\n");
+    let config = parse(
+        &format!("[probe]\nkinds = [\"icmp\", \"tcp\"]\n{netns}"),
+        Path::new("t.toml"),
+    )
+    .expect("valid");
+    assert_eq!(config.probe.kinds, [ProbeKind::Icmp, ProbeKind::Tcp]);
+    assert_eq!(config.lab.as_ref().map(|l| l.mode), Some(LabMode::Netns));
+    // Without kinds, a lab probes udp in either mode; a lab without mode is loopback.
+    let config = parse(&netns, Path::new("t.toml")).expect("valid");
+    assert_eq!(config.probe.kinds, [ProbeKind::Udp]);
+    let config = parse(GEO_LAB, Path::new("t.toml")).expect("valid");
+    assert_eq!(config.lab.map(|l| l.mode), Some(LabMode::Loopback));
+    // One /24 of 198.18.0.0/16 per region.
+    let regions = |n: usize| {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "[[region]]\nname = \"r{i}\"\nlocation = {{ lat = 0, lon = {} }}\n",
+                    i as f64 / 2.0
+                )
+            })
+            .collect::<String>()
+    };
+    let at_most = format!("[lab]\nmode = \"netns\"\n{}", regions(NETNS_MAX_REGIONS));
+    assert!(problems(&at_most).is_empty());
+    let over = format!(
+        "[lab]\nmode = \"netns\"\n{}",
+        regions(NETNS_MAX_REGIONS + 1)
+    );
+    let got = problems(&over);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("t.toml:2:8: a netns lab holds at most 255 regions")
+            && got[0].contains("has 256"),
+        "{got:?}"
+    );
+    // The loopback lab has no such limit.
+    let loopback = format!("[lab]\n{}", regions(NETNS_MAX_REGIONS + 1));
+    assert!(problems(&loopback).is_empty());
+}
+
+#[test]
 fn lab_rules() {
     let lab = |extra: &str| GEO_LAB.replace("[lab]\n", &format!("[lab]\n{extra}\n"));
     let fault = |body: &str| format!("{GEO_LAB}\n[[lab.fault]]\n{body}\n");
@@ -335,6 +379,36 @@ fn lab_rules() {
             Some("seed must be an integer, not a string"),
         ),
         (format!("[probe]\nkinds = [\"udp\"]\n{GEO_LAB}"), None),
+        (lab("mode = \"loopback\""), None),
+        (lab("mode = \"netns\""), None),
+        (
+            format!(
+                "[probe]\nkinds = [\"icmp\", \"udp\", \"tcp\"]\n{}",
+                lab("mode = \"netns\"")
+            ),
+            None,
+        ),
+        (
+            lab("mode = \"netnss\""),
+            Some("unknown lab mode \"netnss\"; did you mean \"netns\"?"),
+        ),
+        (
+            lab("mode = \"namespace\""),
+            Some("unknown lab mode \"namespace\"; use \"loopback\""),
+        ),
+        (
+            lab("mode = 1"),
+            Some("mode must be a string, not an integer"),
+        ),
+        (
+            // The mode is unusable: the kinds are not judged against it.
+            format!("[probe]\nkinds = [\"tcp\"]\n{}", lab("mode = \"bogus\"")),
+            Some("unknown lab mode \"bogus\""),
+        ),
+        (
+            format!("[probe]\nkinds = [\"tcp\"]\n{}", lab("mode = \"loopback\"")),
+            Some("or set mode = \"netns\" in [lab]"),
+        ),
         (
             format!("[probe]\nkinds = [\"tcp\"]\n{GEO_LAB}"),
             Some("the lab emulates only udp probes"),

@@ -97,30 +97,55 @@ pub fn region_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// `[probe]`, with defaults. In a lab the kinds are always `udp`.
-pub(super) fn probe(raw: Option<&RawProbe>, in_lab: bool, out: &mut Vec<Problem>) -> ProbeSettings {
+/// What a `[lab]` allows of `[probe] kinds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LabKinds {
+    /// No lab: any kind.
+    NoLab,
+    /// The loopback lab: `udp` only.
+    UdpOnly,
+    /// The netns lab: any kind.
+    Any,
+    /// The lab's mode is unusable (reported by itself): kinds are not judged.
+    Unknown,
+}
+
+/// `[probe]`, with defaults. In a lab the kinds default to `udp`, and the loopback lab
+/// allows nothing else.
+pub(super) fn probe(
+    raw: Option<&RawProbe>,
+    lab: LabKinds,
+    out: &mut Vec<Problem>,
+) -> ProbeSettings {
     let mut settings = ProbeSettings::default();
-    if in_lab {
+    if lab != LabKinds::NoLab {
         settings.kinds = vec![ProbeKind::Udp];
     }
     let Some(raw) = raw else { return settings };
     if let Some(kinds) = &raw.kinds {
         let parsed = probe_kinds(kinds, out);
-        if in_lab {
-            // Unknown kinds, duplicates and empty lists are reported by `probe_kinds`.
-            let other = |k: &At<String>| {
-                k.value
-                    .parse()
-                    .is_ok_and(|k: ProbeKind| k != ProbeKind::Udp)
-            };
-            if kinds.value.iter().any(other) {
-                out.push(Problem::new(
-                    kinds.span.clone(),
-                    "the lab emulates only udp probes; set kinds = [\"udp\"] or remove the key",
-                ));
+        match lab {
+            LabKinds::UdpOnly => {
+                // Unknown kinds, duplicates and empty lists are reported by `probe_kinds`.
+                let other = |k: &At<String>| {
+                    k.value
+                        .parse()
+                        .is_ok_and(|k: ProbeKind| k != ProbeKind::Udp)
+                };
+                if kinds.value.iter().any(other) {
+                    out.push(Problem::new(
+                        kinds.span.clone(),
+                        "the lab emulates only udp probes in loopback mode; set kinds = [\"udp\"] or remove the key, \
+                         or set mode = \"netns\" in [lab] (needs root) to emulate icmp and tcp too",
+                    ));
+                }
             }
-        } else if let Some(parsed) = parsed {
-            settings.kinds = parsed;
+            LabKinds::Unknown => {}
+            LabKinds::NoLab | LabKinds::Any => {
+                if let Some(parsed) = parsed {
+                    settings.kinds = parsed;
+                }
+            }
         }
     }
     if let Some(count) = &raw.count

@@ -52,6 +52,12 @@ fn failure(e: &io::Error) -> ReplyKind {
 pub(crate) fn finish(socket: &Socket) -> (ReplyKind, Option<Duration>) {
     let result = match socket.take_error() {
         Ok(None) => (ReplyKind::Answer, kernel_rtt(socket)),
+        // Reset after it was established (a reset during the handshake is "refused"):
+        // the server accepted and closed at once, before this prober read the
+        // outcome. The handshake completed; its time stands.
+        Ok(Some(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+            (ReplyKind::Answer, kernel_rtt(socket))
+        }
         Ok(Some(e)) | Err(e) => (failure(&e), None),
     };
     let _ = socket.set_linger(Some(Duration::ZERO));

@@ -123,6 +123,7 @@ fn help_explains_the_commands() {
         "ping",
         "agent",
         "serve",
+        "lab",
     ] {
         let out = dir.latmap(&[cmd, "--help"]);
         out.assert_ok();

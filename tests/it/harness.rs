@@ -71,11 +71,17 @@ impl Run {
 }
 
 pub fn latmap_in(dir: &Path, args: &[&str]) -> Run {
+    latmap_env(dir, &[], args)
+}
+
+/// [`latmap_in`] with extra environment variables.
+pub fn latmap_env(dir: &Path, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_latmap"))
         .args(args)
         .current_dir(dir)
         .env_remove("LATMAP_CONFIG")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

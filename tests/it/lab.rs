@@ -20,7 +20,11 @@ fn check_against_truth(run: &Value, truth: &BTreeMap<(String, String), (Option<f
     let mut errors = Vec::new();
     // Every lossy path's count is checked: together they may fail by chance 1% of the
     // time, so each gets a share of that (a lossless path must lose nothing at all).
-    let lossy = truth.values().filter(|(r, l)| r.is_some() && *l > 0.0).count().max(1);
+    let lossy = truth
+        .values()
+        .filter(|(r, l)| r.is_some() && *l > 0.0)
+        .count()
+        .max(1);
     let alpha = 0.01 / lossy as f64;
     for p in paths {
         let key = (
@@ -78,7 +82,7 @@ fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 
 /// The truth of a location-based lab, computed from the TOML text independently of
 /// latmap's own code.
-fn geo_truth(config_text: &str) -> BTreeMap<(String, String), (Option<f64>, f64)> {
+pub(crate) fn geo_truth(config_text: &str) -> BTreeMap<(String, String), (Option<f64>, f64)> {
     let doc: toml::Table = toml::from_str(config_text).expect("valid TOML");
     let lab = doc["lab"].as_table().expect("[lab]");
     let num = |v: Option<&toml::Value>, d: f64| {
@@ -173,7 +177,7 @@ fn default_lab_sweep_matches_the_emulated_truth() {
     }
 }
 
-fn matrix_csv(names: &[String], cell: impl Fn(usize, usize) -> String) -> String {
+pub(crate) fn matrix_csv(names: &[String], cell: impl Fn(usize, usize) -> String) -> String {
     let mut s = String::from(",");
     s.push_str(&names.join(","));
     s.push('\n');
@@ -333,5 +337,114 @@ fn aggregate_of_region_reports_gives_the_same_paths_as_sweep() {
             .unwrap()
             .iter()
             .all(|p| p["source"] == "a")
+    );
+}
+
+#[test]
+fn a_loopback_lab_kept_up_serves_sweeps_of_the_same_file_and_goes_with_down() {
+    let _t = timing_lock();
+    let dir = Dir::new();
+    let records = dir.join("labs");
+    let env = [("LATMAP_LAB_DIR", records.as_os_str())];
+    let run = |args: &[&str]| crate::harness::latmap_env(dir.path(), &env, args);
+    dir.write("rtt.csv", ",a,b,c\na,,10,20\nb,11,,30\nc,21,31,\n");
+    dir.write(
+        "regions.toml",
+        "[probe]\ncount = 20\ninterval = \"10ms\"\n\n[lab]\nmatrix = \"rtt.csv\"\nport = 0\n",
+    );
+    // No lab yet.
+    let status = run(&["lab", "status"]);
+    assert_eq!(status.status, Some(1), "{}", status.stderr);
+    assert!(
+        status.stderr.contains("no lab is up for"),
+        "{}",
+        status.stderr
+    );
+    let log = dir.join("up.log");
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_latmap"))
+        .args(["lab", "up"])
+        .current_dir(dir.path())
+        .env("LATMAP_LAB_DIR", &records)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("lab up");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let record = loop {
+        let s = run(&["lab", "status", "--format", "json"]);
+        if s.status == Some(0) {
+            break serde_json::from_str::<Value>(&s.stdout).expect("JSON");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lab did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(record["mode"], "loopback");
+    let regions = record["regions"].as_array().expect("regions");
+    assert_eq!(regions.len(), 3);
+    assert_eq!(regions[1]["addresses"], serde_json::json!(["127.0.2.1"]));
+    let target: std::net::SocketAddr = regions[1]["target"].as_str().unwrap().parse().unwrap();
+    assert_ne!(target.port(), 0);
+    assert_eq!(record["truth"].as_array().map(Vec::len), Some(6));
+    // Another `lab up` for the same file refuses.
+    let again = run(&["lab", "up"]);
+    assert_eq!(again.status, Some(2));
+    assert!(
+        again.stderr.contains("a lab is already up for"),
+        "{}",
+        again.stderr
+    );
+    // A sweep of the same file uses that lab: its reflectors, its ports.
+    let sweep = run(&["-v", "sweep"]);
+    sweep.assert_ok();
+    assert!(
+        sweep
+            .stderr
+            .contains("using the lab that `latmap lab up` keeps"),
+        "{}",
+        sweep.stderr
+    );
+    let swept = read_json(&dir.join("latmap-out/run.json"));
+    assert_eq!(
+        crate::harness::path(&swept, "a", "b")["address"],
+        regions[1]["target"]
+    );
+    let mut truth = BTreeMap::new();
+    for (s, t, r) in [
+        ("a", "b", 10.0),
+        ("a", "c", 20.0),
+        ("b", "a", 11.0),
+        ("b", "c", 30.0),
+        ("c", "a", 21.0),
+        ("c", "b", 31.0),
+    ] {
+        truth.insert((s.to_string(), t.to_string()), (Some(r), 0.0));
+    }
+    check_against_truth(&swept, &truth);
+    // A loopback lab has no namespaces to run a command in.
+    let exec = run(&["lab", "exec", "a", "--", "true"]);
+    assert_eq!(exec.status, Some(2));
+    assert!(exec.stderr.contains("127.0.1.1"), "{}", exec.stderr);
+    // The file changed since the lab started: the sweep refuses to measure against a
+    // truth that is not the file's.
+    dir.write("rtt.csv", ",a,b,c\na,,15,20\nb,11,,30\nc,21,31,\n");
+    let stale = run(&["sweep"]);
+    assert_eq!(stale.status, Some(2), "{}", stale.stderr);
+    assert!(stale.stderr.contains("restart it"), "{}", stale.stderr);
+    let down = run(&["lab", "down"]);
+    down.assert_ok();
+    assert!(down.stderr.contains("stopped lab"), "{}", down.stderr);
+    let status = up.wait().expect("lab up exits");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(run(&["lab", "status"]).status, Some(1));
+    assert!(
+        std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0) == 0,
+        "no record is left"
     );
 }

@@ -8,6 +8,7 @@ mod harness;
 mod heatmap;
 mod lab;
 mod load;
+mod netlab;
 mod netns;
 mod ping;
 mod probes;

@@ -447,7 +447,11 @@ fn forged_replies_never_become_samples() {
 
 /// Sends `payload` in a UDP datagram with a forged source address (a raw socket with
 /// our own IP header; root only).
-fn send_spoofed(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> std::io::Result<()> {
+pub(crate) fn send_spoofed(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    payload: &[u8],
+) -> std::io::Result<()> {
     let raw = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::RAW,
