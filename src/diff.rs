@@ -352,7 +352,7 @@ impl DiffBuilder {
     }
 
     /// Adds a baseline run: its paths are paired with the current run's (see
-    /// [`matching`]) and summarised; the newest baseline is kept for the comparison of
+    /// the `matching` module) and summarised; the newest baseline is kept for the comparison of
     /// paths, regions, findings and addresses.
     pub fn add_baseline(&mut self, mut base: Run) {
         let index = self.baselines.len();
