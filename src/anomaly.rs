@@ -15,6 +15,7 @@ mod jitter;
 mod loss;
 mod prober;
 mod region;
+pub mod shift;
 mod slo;
 mod unreachable;
 
@@ -26,6 +27,7 @@ use std::collections::HashMap;
 
 use crate::config::{DetectorId, LimitResolver, PathLimits, Thresholds};
 use crate::graph::LatencyGraph;
+use crate::history::{PathKey, Point};
 use crate::run::{Anomaly, Run, Severity, Subject, Unit};
 
 /// One detector.
@@ -40,12 +42,13 @@ pub trait Detector {
 
 /// Every detector, in the order they run: path detectors first, then `region`, which
 /// folds them, and `prober`, which says why some paths were not judged.
-pub fn detectors() -> [&'static dyn Detector; 9] {
+pub fn detectors() -> [&'static dyn Detector; 10] {
     [
         &unreachable::Unreachable,
         &loss::Loss,
         &slo::Slo,
         &jitter::Jitter,
+        &shift::Shift,
         &inflation::Inflation,
         &asymmetry::Asymmetry,
         &detour::Detour,
@@ -54,12 +57,18 @@ pub fn detectors() -> [&'static dyn Detector; 9] {
     ]
 }
 
-/// What a detector looks at: the graph of one probe kind and the limits of its paths.
+/// What a detector looks at: the graph of one probe kind, the limits of its paths, and,
+/// for a run of a series, its paths' recent history.
 pub struct Context<'a, 'r> {
     pub graph: &'a LatencyGraph<'r>,
     pub thresholds: &'a Thresholds,
     limits: LimitResolver<'a>,
+    /// Each path's points in the runs before this one, oldest first (`shift`).
+    pub history: Option<&'a Recent>,
 }
+
+/// Paths' recent history, as [`History::recent`](crate::history::History::recent) gives it.
+pub type Recent = HashMap<PathKey, Vec<Point>>;
 
 impl<'a, 'r> Context<'a, 'r> {
     pub fn new(graph: &'a LatencyGraph<'r>, thresholds: &'a Thresholds) -> Context<'a, 'r> {
@@ -68,7 +77,14 @@ impl<'a, 'r> Context<'a, 'r> {
             graph,
             thresholds,
             limits: thresholds.resolver(&names),
+            history: None,
         }
+    }
+
+    /// The same, judging against `history` too.
+    pub fn with_history(mut self, history: Option<&'a Recent>) -> Context<'a, 'r> {
+        self.history = history;
+        self
     }
 
     /// The limits of the path `i -> j`.
@@ -152,18 +168,32 @@ pub(crate) fn ms(v: f64) -> String {
 /// Runs every detector not skipped in `thresholds` on every probe kind of `run`.
 /// The findings are sorted most severe first (see [`sort`]).
 pub fn analyse(run: &Run, thresholds: &Thresholds) -> Vec<Anomaly> {
+    analyse_with_history(run, thresholds, None)
+}
+
+/// [`analyse`] for a run of a series: `history` holds its paths' recent points, so that
+/// `shift` can judge each path against its own normal.
+pub fn analyse_with_history(
+    run: &Run,
+    thresholds: &Thresholds,
+    history: Option<&Recent>,
+) -> Vec<Anomaly> {
     let mut found = Vec::new();
     for kind in LatencyGraph::kinds(run) {
         let graph = LatencyGraph::new(run, kind);
-        found.extend(analyse_graph(&graph, thresholds));
+        found.extend(analyse_graph(&graph, thresholds, history));
     }
     sort(&mut found, run);
     found
 }
 
 /// Runs every detector not skipped in `thresholds` on one graph (unsorted).
-pub fn analyse_graph(graph: &LatencyGraph<'_>, thresholds: &Thresholds) -> Vec<Anomaly> {
-    let ctx = Context::new(graph, thresholds);
+pub fn analyse_graph(
+    graph: &LatencyGraph<'_>,
+    thresholds: &Thresholds,
+    history: Option<&Recent>,
+) -> Vec<Anomaly> {
+    let ctx = Context::new(graph, thresholds).with_history(history);
     let mut found = Vec::new();
     for d in detectors() {
         if !thresholds.limits.skip.contains(d.id()) {
@@ -219,6 +249,7 @@ pub fn detector_rank(d: DetectorId) -> u8 {
         DetectorId::Inflation => 5,
         DetectorId::Asymmetry => 6,
         DetectorId::Jitter => 7,
+        DetectorId::Shift => 3,
     }
 }
 

@@ -42,6 +42,8 @@ const CHUNK: u32 = 256;
 const SLOT_LEN: usize = 1 + POINT_LEN;
 /// Run start (ms) → run id: the runs the history holds.
 const RUNS: TableDefinition<i64, &str> = TableDefinition::new("runs");
+/// A series' name for a run (its folder, `20261201T120000Z`) → run start (ms).
+const NAMES: TableDefinition<&str, i64> = TableDefinition::new("names");
 
 /// A path of the fleet: (source, target, kind).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -364,6 +366,7 @@ impl History {
             tx.open_table(PATH_KEYS)?;
             tx.open_table(POINTS)?;
             tx.open_table(RUNS)?;
+            tx.open_table(NAMES)?;
             Ok(())
         })?;
         let mut ids = Ids::default();
@@ -420,6 +423,11 @@ impl History {
 
     /// Adds `run`'s points (replacing any of a run that started at the same time).
     pub fn add(&self, run: &Run) -> Result<(), HistoryError> {
+        self.add_named(run, None)
+    }
+
+    /// Adds `run`'s points, as the run the series calls `name` (its folder).
+    pub fn add_named(&self, run: &Run, name: Option<&str>) -> Result<(), HistoryError> {
         let t = ms(run.started_at);
         let findings = path_findings(run);
         let mut ids = self.lock_ids();
@@ -524,6 +532,9 @@ impl History {
                 }
             }
             tx.open_table(RUNS)?.insert(t, run.id.as_str())?;
+            if let Some(name) = name {
+                tx.open_table(NAMES)?.insert(name, t)?;
+            }
             Ok(())
         });
         if written.is_err() {
@@ -554,13 +565,57 @@ impl History {
         self.write(|tx| {
             let mut table = tx.open_table(POINTS)?;
             let mut runs = tx.open_table(RUNS)?;
+            let mut names = tx.open_table(NAMES)?;
             for &s in starts {
                 let t = ms(s);
                 table.retain_in((t, 0)..=(t, u32::MAX), |_, _| false)?;
                 runs.remove(t)?;
+                names.retain(|_, v| v != t)?;
             }
             Ok(())
         })
+    }
+
+    /// The series' names of the runs held, with their start.
+    pub fn names(&self) -> Result<Vec<(String, DateTime<Utc>)>, HistoryError> {
+        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let names = tx.open_table(NAMES).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        for row in names.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            out.push((k.value().to_string(), at(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Makes the history of a series hold exactly the runs named in `on_disk` (their
+    /// folders): forgets the others (retention removed them) and adds those it lacks (a
+    /// crash between writing a run and recording it, or a history rebuilt), reading each
+    /// with `read`. Returns how many it added.
+    pub fn sync_series(
+        &self,
+        on_disk: &[String],
+        read: impl Fn(&str) -> Option<Run>,
+    ) -> Result<usize, HistoryError> {
+        let held = self.names()?;
+        let wanted: std::collections::HashSet<&str> = on_disk.iter().map(String::as_str).collect();
+        let gone: Vec<DateTime<Utc>> = held
+            .iter()
+            .filter(|(n, _)| !wanted.contains(n.as_str()))
+            .map(|(_, t)| *t)
+            .collect();
+        if !gone.is_empty() {
+            self.remove(&gone)?;
+        }
+        let have: std::collections::HashSet<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
+        let mut added = 0;
+        for name in on_disk.iter().filter(|n| !have.contains(n.as_str())) {
+            if let Some(run) = read(name) {
+                self.add_named(&run, Some(name))?;
+                added += 1;
+            }
+        }
+        Ok(added)
     }
 
     /// Every path the history has seen.
@@ -650,37 +705,6 @@ impl History {
             }
         }
         Ok(out)
-    }
-
-    /// Makes the history hold exactly the runs given: adds those it lacks (a crash
-    /// between writing a run and recording it) and forgets those no longer there
-    /// (retention). `runs` yields each run's start and a way to read it.
-    pub fn sync<F>(&self, on_disk: &[(DateTime<Utc>, F)]) -> Result<usize, HistoryError>
-    where
-        F: Fn() -> Option<Run>,
-    {
-        let held: Vec<DateTime<Utc>> = self.runs()?.into_iter().map(|(t, _)| t).collect();
-        let wanted: std::collections::BTreeSet<i64> = on_disk.iter().map(|(t, _)| ms(*t)).collect();
-        let stale: Vec<DateTime<Utc>> = held
-            .iter()
-            .copied()
-            .filter(|t| !wanted.contains(&ms(*t)))
-            .collect();
-        if !stale.is_empty() {
-            self.remove(&stale)?;
-        }
-        let held: std::collections::BTreeSet<i64> = held.iter().map(|t| ms(*t)).collect();
-        let mut added = 0;
-        for (t, read) in on_disk {
-            if held.contains(&ms(*t)) {
-                continue;
-            }
-            if let Some(run) = read() {
-                self.add(&run)?;
-                added += 1;
-            }
-        }
-        Ok(added)
     }
 
     /// A new history of the runs given, replacing the file at `path`.
@@ -783,13 +807,22 @@ mod tests {
         // Retention, then reconciliation with the runs on disk.
         h.remove(&[at(60_000)]).unwrap();
         assert_eq!(h.path(&key, None).unwrap().len(), 2);
-        type ReadRun = Box<dyn Fn() -> Option<Run>>;
-        let disk: Vec<(DateTime<Utc>, ReadRun)> = vec![
-            (at(2 * 60_000), Box::new(|| Some(run_at(2, 12)))),
-            (at(4 * 60_000), Box::new(|| Some(run_at(4, 14)))),
-        ];
-        assert_eq!(h.sync(&disk).unwrap(), 1);
-        let starts: Vec<i64> = h
+        // As a series: runs named by their folders; one removed by retention, one
+        // written but never recorded (a crash in between).
+        let h2 = History::open(&dir.path().join("series.redb")).unwrap();
+        h2.add_named(&run_at(1, 11), Some("m1")).unwrap();
+        h2.add_named(&run_at(2, 12), Some("m2")).unwrap();
+        let disk = ["m2".to_string(), "m4".to_string()];
+        let added = h2
+            .sync_series(&disk, |name| (name == "m4").then(|| run_at(4, 14)))
+            .unwrap();
+        assert_eq!(added, 1);
+        assert_eq!(
+            h2.sync_series(&disk, |_| None).unwrap(),
+            0,
+            "nothing more to do"
+        );
+        let starts: Vec<i64> = h2
             .runs()
             .unwrap()
             .iter()

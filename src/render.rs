@@ -1,5 +1,6 @@
 //! Outputs for people: the RTT matrix as a terminal table, the report of a run's findings
-//! (text, Markdown, JSON), SVG heatmaps, and diffs (text, Markdown, JSON, JUnit).
+//! (text, Markdown, JSON), SVG heatmaps, diffs (text, Markdown, JSON, JUnit), and a
+//! path's history as a smoke chart (SVG, drawn with plotters).
 //!
 //! Every string that came from outside is escaped for its format by `escape`.
 //!
@@ -11,3 +12,4 @@ pub mod table;
 pub mod report;
 pub mod heatmap;
 pub mod diff;
+pub mod smoke;

@@ -106,6 +106,24 @@ fn parse_run_dir_name(name: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
+/// The run folders of a series folder `dir` (named like [`run_dir_name`]), oldest first,
+/// with their epochs.
+pub fn run_dirs(dir: &Path) -> std::io::Result<Vec<(DateTime<Utc>, PathBuf)>> {
+    let mut runs: Vec<(DateTime<Utc>, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        if let Some(t) = name.to_str().and_then(parse_run_dir_name) {
+            runs.push((t, entry.path()));
+        }
+    }
+    runs.sort();
+    Ok(runs)
+}
+
 /// Points `dir/latest` at `dir/name` atomically (a new link renamed over the old one).
 pub fn update_latest(dir: &Path, name: &str) -> std::io::Result<()> {
     let tmp = dir.join(crate::files::temp_name("latest", std::process::id()));
@@ -147,18 +165,7 @@ pub fn apply_retention(
     retention: Retention,
     now: DateTime<Utc>,
 ) -> std::io::Result<Vec<PathBuf>> {
-    let mut runs: Vec<(DateTime<Utc>, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name();
-        if let Some(t) = name.to_str().and_then(parse_run_dir_name) {
-            runs.push((t, entry.path()));
-        }
-    }
-    runs.sort();
+    let runs = run_dirs(dir)?;
     let mut removed = Vec::new();
     let n = runs.len();
     for (i, (t, path)) in runs.into_iter().enumerate() {

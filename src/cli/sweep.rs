@@ -15,9 +15,12 @@ use rand::RngExt;
 
 use crate::anomaly;
 use crate::config::Config;
+use crate::history::History;
 use crate::render::report::{Format, render};
 use crate::run::Run;
-use crate::schedule::{Retention, Schedule, apply_retention, run_dir_name, update_latest};
+use crate::schedule::{
+    Retention, Schedule, apply_retention, run_dir_name, run_dirs, update_latest,
+};
 use crate::sweep::{local_regions, region_index, sweep_regions};
 
 use super::report::FailOn;
@@ -80,7 +83,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     match plan(&config, &args)? {
         None => {
-            let run = sweep_once(&rt, &config, &regions, &args.out, true)?;
+            let run = sweep_once(&rt, &config, &regions, &args.out, true, None)?;
             Ok(args.fail.exit_code(&run))
         }
         Some(plan) => scheduled(&rt, &config, &regions, &args, plan),
@@ -184,6 +187,9 @@ fn scheduled(
         plan.schedule,
         args.out.display()
     );
+    // The series' history, beside its runs: reconciled with the runs on disk first (a
+    // run written just before a crash, runs removed while it was not running).
+    let history = open_series_history(&args.out)?;
     let mut done = 0u64;
     let mut worst = ExitCode::SUCCESS;
     loop {
@@ -210,7 +216,7 @@ fn scheduled(
         }
         let name = run_dir_name(epoch);
         let dir = args.out.join(&name);
-        match sweep_once(rt, config, regions, &dir, false) {
+        match sweep_once(rt, config, regions, &dir, false, Some((&history, &name))) {
             Ok(run) => {
                 update_latest(&args.out, &name)
                     .with_context(|| format!("cannot update {}/latest", args.out.display()))?;
@@ -224,8 +230,12 @@ fn scheduled(
             Err(e) => tracing::error!(%epoch, error = %format!("{e:#}"), "sweep failed"),
         }
         done += 1;
-        for removed in apply_retention(&args.out, plan.retention, Utc::now())? {
-            tracing::info!(path = %removed.display(), "retention: removed an old run");
+        let removed = apply_retention(&args.out, plan.retention, Utc::now())?;
+        for r in &removed {
+            tracing::info!(path = %r.display(), "retention: removed an old run");
+        }
+        if !removed.is_empty() {
+            sync_series_history(&history, &args.out)?;
         }
         let now = Utc::now();
         let mut skipped = 0;
@@ -250,13 +260,42 @@ fn scheduled(
     Ok(worst)
 }
 
+/// The history of the series in `out` ([`crate::history`]), made to hold exactly its runs.
+fn open_series_history(out: &Path) -> anyhow::Result<History> {
+    let history = History::of_series(out)?;
+    sync_series_history(&history, out)?;
+    Ok(history)
+}
+
+fn sync_series_history(history: &History, out: &Path) -> anyhow::Result<()> {
+    let names: Vec<String> = run_dirs(out)?
+        .into_iter()
+        .filter_map(|(_, p)| Some(p.file_name()?.to_str()?.to_string()))
+        .filter(|n| out.join(n).join("run.json").is_file())
+        .collect();
+    let added = history.sync_series(&names, |name| match Run::read(&out.join(name).join("run.json")) {
+        Ok(run) => Some(run),
+        Err(e) => {
+            tracing::warn!(run = name, error = %e, "a run the history cannot read is left out of it");
+            None
+        }
+    })?;
+    if added > 0 {
+        tracing::info!(added, "history: recorded runs it lacked");
+    }
+    Ok(())
+}
+
 /// One sweep into `dir`: run.json, heatmaps, and (when `print`) the tables and report.
+/// In a series (`series`: its history and this run's name), each path is also judged
+/// against its own history (`shift`), and the run is recorded in the history.
 fn sweep_once(
     rt: &tokio::runtime::Runtime,
     config: &Config,
     regions: &[usize],
     dir: &Path,
     print: bool,
+    series: Option<(&History, &str)>,
 ) -> anyhow::Result<Run> {
     let bar = ProgressBar::no_length().with_style(
         ProgressStyle::with_template("{spinner} probing [{bar:30}] {pos}/{len} probes, {elapsed}")
@@ -288,9 +327,16 @@ fn sweep_once(
     };
     let reports = swept.reports;
     let mut run = Run::from_reports(&reports)?;
-    run.anomalies = anomaly::analyse(&run, &config.thresholds);
+    let recent = match series {
+        Some((history, _)) => Some(history.recent(run.started_at, anomaly::shift::WINDOW)?),
+        None => None,
+    };
+    run.anomalies = anomaly::analyse_with_history(&run, &config.thresholds, recent.as_ref());
     let out = dir.join("run.json");
     run.write(&out)?;
+    if let Some((history, name)) = series {
+        history.add_named(&run, Some(name))?;
+    }
     super::render::write_default_heatmaps(&run, &out)?;
     if print {
         super::print(&super::aggregate::tables(&run))?;

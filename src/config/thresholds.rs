@@ -31,10 +31,11 @@ pub enum DetectorId {
     Unreachable,
     Region,
     Prober,
+    Shift,
 }
 
 impl DetectorId {
-    pub const ALL: [DetectorId; 9] = [
+    pub const ALL: [DetectorId; 10] = [
         DetectorId::Loss,
         DetectorId::Slo,
         DetectorId::Detour,
@@ -44,6 +45,7 @@ impl DetectorId {
         DetectorId::Unreachable,
         DetectorId::Region,
         DetectorId::Prober,
+        DetectorId::Shift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +59,7 @@ impl DetectorId {
             DetectorId::Unreachable => "unreachable",
             DetectorId::Region => "region",
             DetectorId::Prober => "prober",
+            DetectorId::Shift => "shift",
         }
     }
 

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use latmap::anomaly::analyse;
+use latmap::anomaly::{Recent, analyse, analyse_with_history};
 use latmap::config::{DetectorId, Location, ProbeKind};
+use latmap::history::{PathKey, Point};
 use latmap::report::{PathEntry, synthetic_samples};
 use latmap::run::{Anomaly, Run, RunRegion, Severity, Subject};
 use proptest::prelude::*;
@@ -33,8 +34,26 @@ struct Scenario {
     #[serde(default)]
     locations: BTreeMap<String, [f64; 2]>,
     thresholds: Option<toml::Table>,
+    /// The runs of a series before this one, for `shift`.
+    history: Option<HistorySpec>,
     #[serde(default)]
     expect: Vec<Expected>,
+}
+
+/// Earlier runs of a series: each path's median in them, with seeded noise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistorySpec {
+    /// How many earlier runs, one every 5 minutes before this one.
+    runs: usize,
+    /// Each path's median in those runs; a path left empty has no history.
+    rtt_ms: String,
+    /// Each earlier run's median is off by a seeded amount in ± this.
+    #[serde(default)]
+    noise_ms: f64,
+    /// Per path, how many of the latest earlier runs were already at this run's median
+    /// (and so had a `shift` finding).
+    shifted: Option<String>,
 }
 
 fn default_count() -> usize {
@@ -79,7 +98,7 @@ fn matrix(text: &str) -> (Vec<String>, BTreeMap<(String, String), f64>) {
 }
 
 /// The run a scenario describes, and the configuration its thresholds make.
-fn scenario_run(s: &Scenario, file: &Path) -> (Run, latmap::config::Config) {
+fn scenario_run(s: &Scenario, file: &Path) -> (Run, latmap::config::Config, Option<Recent>) {
     let (names, rtt) = matrix(&s.rtt_ms);
     let lost = s.lost.as_deref().map(|t| matrix(t).1).unwrap_or_default();
     let jitter = s
@@ -135,7 +154,59 @@ fn scenario_run(s: &Scenario, file: &Path) -> (Run, latmap::config::Config) {
     }
     let config = latmap::config::parse(&config, file)
         .unwrap_or_else(|e| panic!("{}: thresholds do not load:\n{e}", file.display()));
-    (run, config)
+    let history = s.history.as_ref().map(|h| scenario_history(h, &run, &rtt));
+    (run, config, history)
+}
+
+/// The points of the earlier runs a scenario's `[history]` describes, as a series' store
+/// gives them to the detectors.
+fn scenario_history(
+    h: &HistorySpec,
+    run: &Run,
+    now_ms: &BTreeMap<(String, String), f64>,
+) -> Recent {
+    use rand::{RngExt, SeedableRng};
+    let (_, normal) = matrix(&h.rtt_ms);
+    let shifted = h
+        .shifted
+        .as_deref()
+        .map(|t| matrix(t).1)
+        .unwrap_or_default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let mut recent = Recent::new();
+    for p in &run.paths {
+        let key = (p.source.clone(), p.target.clone());
+        let Some(&base) = normal.get(&key) else {
+            continue;
+        };
+        let already = shifted.get(&key).copied().unwrap_or(0.0) as usize;
+        let points = (0..h.runs)
+            .map(|k| {
+                let at = run.started_at - chrono::Duration::minutes(5 * (h.runs - k) as i64);
+                let late = k + already >= h.runs;
+                let ms = if late {
+                    now_ms[&key]
+                } else {
+                    base + rng.random_range(-1.0..=1.0) * h.noise_ms
+                };
+                let us = (ms * 1000.0).round() as u32;
+                Point {
+                    at,
+                    sent: 100,
+                    received: 100,
+                    rtt_us: Some([us; 6]),
+                    findings: if late {
+                        vec![(DetectorId::Shift, Severity::Warning)]
+                    } else {
+                        Vec::new()
+                    },
+                    lagged: false,
+                }
+            })
+            .collect();
+        recent.insert(PathKey::of(p), points);
+    }
+    recent
 }
 
 /// A finding as the scenarios write it.
@@ -185,8 +256,8 @@ fn every_scenario_gives_exactly_its_findings() {
         let text = std::fs::read_to_string(file).expect("read scenario");
         let s: Scenario = toml::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: not a scenario: {e}", file.display()));
-        let (run, config) = scenario_run(&s, file);
-        let found = analyse(&run, &config.thresholds);
+        let (run, config, history) = scenario_run(&s, file);
+        let found = analyse_with_history(&run, &config.thresholds, history.as_ref());
         let mut got: Vec<String> = found.iter().map(describe).collect();
         let mut want: Vec<String> = s.expect.iter().map(expected).collect();
         got.sort();
@@ -341,7 +412,7 @@ fn write_scenario_run(dir: &Dir, name: &str, file: &str) -> PathBuf {
     let path = scenarios().join(name);
     let text = std::fs::read_to_string(&path).expect("read scenario");
     let s: Scenario = toml::from_str(&text).expect("a scenario");
-    let (mut run, config) = scenario_run(&s, &path);
+    let (mut run, config, _) = scenario_run(&s, &path);
     run.id = "19700101T000000Z-000000".into();
     run.anomalies = analyse(&run, &config.thresholds);
     let out = dir.join(file);
@@ -508,7 +579,7 @@ fn aggregate_finds_anomalies_with_default_or_configured_thresholds() {
     let dir = Dir::new();
     let path = scenarios().join("region-outgoing.toml");
     let s: Scenario = toml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("toml");
-    let (run, config) = scenario_run(&s, &path);
+    let (run, config, _) = scenario_run(&s, &path);
     let infos: Vec<RegionInfo> = run
         .regions
         .iter()
