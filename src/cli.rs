@@ -7,6 +7,7 @@ mod agent;
 mod aggregate;
 mod check;
 mod diff;
+mod history;
 mod lab;
 mod ping;
 mod probe;
@@ -84,6 +85,9 @@ pub enum Command {
     Diff(diff::Args),
     /// Draw a run as an SVG heatmap (rows: source, columns: target).
     Render(render::Args),
+    /// Show a path over time: a smoke chart of its runs (SVG), or its series as JSON
+    /// or CSV, from a folder of scheduled runs or an aggregator.
+    History(history::Args),
     /// Print a run's summary and findings, most severe first (text, Markdown or JSON).
     Report(report::Args),
     /// Run one region's prober as a service: sweep on a schedule and push each report
@@ -152,6 +156,7 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Agent(args) => agent::run(&cli.config, args),
         Command::Serve(args) => serve::run(config, args),
         Command::Render(args) => render::run(config, args),
+        Command::History(args) => history::run(args),
         Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),
         Command::Lab(args) => lab::run(&cli.config, args),

@@ -9,8 +9,8 @@
 //! point holds what a chart and the `shift` detector need: probes sent and answered, the
 //! p50/p95/p99, the quantile bands of the samples, and the run's finding ids on the
 //! path. Everything in it is derived from the runs, so it can be rebuilt from them
-//! ([`History::rebuild`]), and a series whose runs and history disagree (a kill -9
-//! between the two writes, retention) is reconciled on open ([`History::sync`]).
+//! ([`Series::rebuild`]), and a series whose runs and history disagree (a kill -9
+//! between the two writes, retention) is reconciled on open ([`Series::open`]).
 //!
 //! It reads runs; it knows nothing of graphs, detectors' rules or rendering.
 
@@ -23,6 +23,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::config::{DetectorId, ProbeKind};
 use crate::report::PathEntry;
 use crate::run::{Run, Severity, Subject};
+
+pub mod doc;
+mod series;
+pub use series::{Series, Synced};
 
 /// The file name of a series' history, beside its runs.
 pub const FILE_NAME: &str = "history.redb";
@@ -153,13 +157,15 @@ impl Point {
         }
         let bits = u(8);
         let mut findings = Vec::new();
-        for (i, d) in DetectorId::ALL.iter().enumerate() {
+        for d in DetectorId::ALL {
+            let i = bit(d);
             if bits & (1 << (i + 16)) != 0 {
-                findings.push((*d, Severity::Critical));
+                findings.push((d, Severity::Critical));
             } else if bits & (1 << i) != 0 {
-                findings.push((*d, Severity::Warning));
+                findings.push((d, Severity::Warning));
             }
         }
+        findings.sort();
         Some(Point {
             at,
             sent: u(0),
@@ -168,6 +174,23 @@ impl Point {
             findings,
             lagged: b[36] != 0,
         })
+    }
+}
+
+/// The bit of a detector in a point's findings (its critical bit is 16 higher): part of
+/// the file format, so fixed here rather than taken from an enum's order.
+fn bit(d: DetectorId) -> u32 {
+    match d {
+        DetectorId::Loss => 0,
+        DetectorId::Slo => 1,
+        DetectorId::Detour => 2,
+        DetectorId::Inflation => 3,
+        DetectorId::Asymmetry => 4,
+        DetectorId::Jitter => 5,
+        DetectorId::Unreachable => 6,
+        DetectorId::Region => 7,
+        DetectorId::Prober => 8,
+        DetectorId::Shift => 9,
     }
 }
 
@@ -190,8 +213,7 @@ fn encode_entry(p: &PathEntry, findings: &[(DetectorId, Severity)], out: &mut [u
     }
     let mut bits = 0u32;
     for (d, s) in findings {
-        let bit = DetectorId::ALL.iter().position(|x| x == d).unwrap_or(0) as u32;
-        bits |= 1 << (bit + if *s == Severity::Critical { 16 } else { 0 });
+        bits |= 1 << (bit(*d) + if *s == Severity::Critical { 16 } else { 0 });
     }
     put(8, bits);
     out[36] = u8::from(p.prober_lagged());
@@ -576,6 +598,20 @@ impl History {
         })
     }
 
+    /// Forgets the runs the series calls `names` (retention deleted them).
+    pub fn remove_named(&self, names: &[String]) -> Result<(), HistoryError> {
+        let held = self.names()?;
+        let gone: Vec<DateTime<Utc>> = held
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .map(|(_, t)| *t)
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.remove(&gone)
+    }
+
     /// The series' names of the runs held, with their start.
     pub fn names(&self) -> Result<Vec<(String, DateTime<Utc>)>, HistoryError> {
         let tx = self.db.begin_read().map_err(|e| self.io(e))?;
@@ -705,26 +741,6 @@ impl History {
             }
         }
         Ok(out)
-    }
-
-    /// A new history of the runs given, replacing the file at `path`.
-    pub fn rebuild(
-        path: &Path,
-        runs: impl IntoIterator<Item = Run>,
-    ) -> Result<History, HistoryError> {
-        let tmp = path.with_extension("redb.rebuild");
-        let _ = std::fs::remove_file(&tmp);
-        {
-            let h = History::open(&tmp)?;
-            for run in runs {
-                h.add(&run)?;
-            }
-        }
-        std::fs::rename(&tmp, path).map_err(|e| HistoryError::Io {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        History::open(path)
     }
 }
 

@@ -43,6 +43,12 @@ pub const MARGIN_MS: f64 = 1.0;
 /// ... and at least this many robust standard deviations of the reference.
 pub const DEVIATIONS: f64 = 5.0;
 
+/// How many earlier runs a run of a series is judged against: what to read from the
+/// history.
+pub fn window(_thresholds: &crate::config::Thresholds) -> usize {
+    WINDOW
+}
+
 /// A path's normal: the median of its recent p50s and how far above it a run's median
 /// may lie.
 #[derive(Debug, Clone, Copy, PartialEq)]

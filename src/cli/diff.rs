@@ -278,6 +278,7 @@ pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
             order: Order::Config,
             kind: None,
             baseline: builder.reference(),
+            links: None,
         };
         write_atomic(path, heatmap_svg(builder.current(), &opts)?.as_bytes())?;
     }

@@ -41,6 +41,7 @@ pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         order: args.order,
         kind: args.kind,
         baseline: baseline.as_ref(),
+        links: None,
     };
     let svg = heatmap_svg(&run, &opts)?;
     let out = args.out.unwrap_or_else(|| beside(&args.run, args.view));
@@ -70,6 +71,7 @@ pub fn write_default_heatmaps(run: &Run, run_path: &Path) -> anyhow::Result<Vec<
             order: Order::Config,
             kind: None,
             baseline: None,
+            links: None,
         };
         let path = beside(run_path, view);
         write_atomic(&path, heatmap_svg(run, &opts)?.as_bytes())?;

@@ -68,6 +68,12 @@ pub struct Args {
     /// client that stopped reading its answer, for one).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     pub idle_timeout: Duration,
+    /// Reads need the token too: the web pages, runs, heatmaps, history and /metrics
+    /// (a bearer token, or HTTP Basic auth with the token as the password, which
+    /// browsers ask for). /healthz stays open. [default: reads are open; put the
+    /// server behind your proxy's auth, see docs/deploy.md]
+    #[arg(long, env = "LATMAP_AUTH_READS")]
+    pub auth_reads: bool,
     /// On SIGTERM, wait at most DURATION for requests in hand, then stop.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
     pub shutdown_timeout: Duration,
@@ -105,6 +111,7 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
             shutdown_timeout: args.shutdown_timeout,
             ..Limits::default()
         },
+        auth_reads: args.auth_reads,
     };
     let rt = super::runtime()?;
     let data = args.data.clone();

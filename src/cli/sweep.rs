@@ -15,12 +15,10 @@ use rand::RngExt;
 
 use crate::anomaly;
 use crate::config::Config;
-use crate::history::History;
+use crate::history::{History, Series};
 use crate::render::report::{Format, render};
 use crate::run::Run;
-use crate::schedule::{
-    Retention, Schedule, apply_retention, run_dir_name, run_dirs, update_latest,
-};
+use crate::schedule::{Retention, Schedule, apply_retention, run_dir_name, update_latest};
 use crate::sweep::{local_regions, region_index, sweep_regions};
 
 use super::report::FailOn;
@@ -235,7 +233,7 @@ fn scheduled(
             tracing::info!(path = %r.display(), "retention: removed an old run");
         }
         if !removed.is_empty() {
-            sync_series_history(&history, &args.out)?;
+            Series::of_sweeps(&args.out).sync(&history)?;
         }
         let now = Utc::now();
         let mut skipped = 0;
@@ -262,28 +260,11 @@ fn scheduled(
 
 /// The history of the series in `out` ([`crate::history`]), made to hold exactly its runs.
 fn open_series_history(out: &Path) -> anyhow::Result<History> {
-    let history = History::of_series(out)?;
-    sync_series_history(&history, out)?;
-    Ok(history)
-}
-
-fn sync_series_history(history: &History, out: &Path) -> anyhow::Result<()> {
-    let names: Vec<String> = run_dirs(out)?
-        .into_iter()
-        .filter_map(|(_, p)| Some(p.file_name()?.to_str()?.to_string()))
-        .filter(|n| out.join(n).join("run.json").is_file())
-        .collect();
-    let added = history.sync_series(&names, |name| match Run::read(&out.join(name).join("run.json")) {
-        Ok(run) => Some(run),
-        Err(e) => {
-            tracing::warn!(run = name, error = %e, "a run the history cannot read is left out of it");
-            None
-        }
-    })?;
-    if added > 0 {
-        tracing::info!(added, "history: recorded runs it lacked");
+    let (history, synced) = Series::of_sweeps(out).open()?;
+    if synced.added > 0 {
+        tracing::info!(added = synced.added, "history: recorded runs it lacked");
     }
-    Ok(())
+    Ok(history)
 }
 
 /// One sweep into `dir`: run.json, heatmaps, and (when `print`) the tables and report.
@@ -328,7 +309,9 @@ fn sweep_once(
     let reports = swept.reports;
     let mut run = Run::from_reports(&reports)?;
     let recent = match series {
-        Some((history, _)) => Some(history.recent(run.started_at, anomaly::shift::WINDOW)?),
+        Some((history, _)) => {
+            Some(history.recent(run.started_at, anomaly::shift::window(&config.thresholds))?)
+        }
         None => None,
     };
     run.anomalies = anomaly::analyse_with_history(&run, &config.thresholds, recent.as_ref());

@@ -12,6 +12,7 @@ mod assemble;
 mod commit;
 mod http;
 mod push;
+mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -58,6 +59,8 @@ pub struct Settings {
     /// Which runs to keep (with their reports); default: all.
     pub retention: crate::schedule::Retention,
     pub limits: Limits,
+    /// Reads (the web pages, the runs, the history, the metrics) need the token too.
+    pub auth_reads: bool,
 }
 
 /// The server's limits against slow, many and large clients (see docs/security.md).
@@ -136,6 +139,8 @@ pub(crate) struct State {
     parsing: Arc<Semaphore>,
     /// Unauthorised requests logged in the current minute, and when it began.
     unauthorized: Mutex<(Instant, u64)>,
+    /// The runs' history (`DATA/history.redb`), when it could be opened.
+    history: Option<crate::history::History>,
 }
 
 impl State {
@@ -276,6 +281,12 @@ impl State {
                 for id in &gone {
                     index.remove(id);
                 }
+                drop(index);
+                if let Some(h) = &self.history
+                    && let Err(e) = h.remove_named(&gone)
+                {
+                    tracing::error!("retention: the history keeps runs deleted: {e}");
+                }
                 tracing::info!(
                     "retention: deleted {} old run(s), oldest {}",
                     gone.len(),
@@ -397,6 +408,7 @@ pub async fn serve(
     }
     let limits = settings.limits;
     let store = Store::open(&settings.data)?;
+    let history = open_history(&settings.data);
     let index: BTreeMap<String, Option<RunListing>> =
         store.run_ids()?.into_iter().map(|id| (id, None)).collect();
     let (commit_tx, commit_rx) = std::sync::mpsc::channel();
@@ -416,6 +428,7 @@ pub async fn serve(
         assemble: Mutex::new(assemble_tx),
         stopping: AtomicBool::new(false),
         unauthorized: Mutex::new((Instant::now(), 0)),
+        history,
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     {
@@ -472,6 +485,40 @@ pub async fn serve(
     Ok(())
 }
 
+/// The store's history, opened (it is made to hold the stored runs in the background,
+/// at start). One that cannot be opened (damaged) is moved aside and rebuilt from the
+/// runs; if even that fails the server runs without history (runs are judged alone)
+/// and says so.
+fn open_history(data: &std::path::Path) -> Option<crate::history::History> {
+    let series = crate::history::Series::of_store(data);
+    match crate::history::History::open(&series.file) {
+        Ok(h) => return Some(h),
+        Err(e) => tracing::error!("{e}"),
+    }
+    let aside = series.file.with_extension(format!(
+        "redb.damaged-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    if let Err(e) = std::fs::rename(&series.file, &aside) {
+        tracing::error!(
+            "cannot move {} aside ({e}); running without history: runs are judged without their paths' past (no shift findings)",
+            series.file.display()
+        );
+        return None;
+    }
+    tracing::warn!(
+        "moved the damaged history to {}; it is rebuilt from the stored runs",
+        aside.display()
+    );
+    match crate::history::History::open(&series.file) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!("{e}; running without history");
+            None
+        }
+    }
+}
+
 /// A listener with a backlog for bursts of connections.
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -493,6 +540,15 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/runs/{id}/report.md", get(report_md))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/history", get(web::history_json))
+        .route("/", get(web::index))
+        .route("/runs", get(web::runs_page))
+        .route("/runs/{id}", get(web::run_page))
+        .route("/paths/{source}/{target}", get(web::path_page))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::reads_need_token,
+        ))
         .with_state(state)
 }
 
@@ -703,6 +759,7 @@ async fn heatmap(
             order: Order::Config,
             kind: None,
             baseline: baseline.as_ref(),
+            links: None,
         };
         heatmap_svg(&run, &opts).map_err(|e| e.to_string())
     })

@@ -53,6 +53,13 @@ pub enum Order {
     Cluster,
 }
 
+/// What a path segment of a URL must encode: everything but unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// How to draw.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
@@ -62,6 +69,9 @@ pub struct Options<'a> {
     pub kind: Option<ProbeKind>,
     /// The baseline run of a `delta` view.
     pub baseline: Option<&'a Run>,
+    /// Make each cell between two regions a link to `{links}{source}/{target}?kind={kind}`
+    /// (names percent-encoded), as the aggregator's web page does.
+    pub links: Option<&'a str>,
 }
 
 /// Why a heatmap cannot be drawn.
@@ -349,12 +359,23 @@ pub fn heatmap_svg(run: &Run, opts: &Options) -> Result<String, HeatmapError> {
                 Cell::Unreachable => "u".to_string(),
                 Cell::Value(v) => palette_id(step(*v)),
             };
+            let link = opts.links.filter(|_| row != col).map(|base| {
+                let seg =
+                    |s: &str| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string();
+                format!("{base}{}/{}?kind={kind}", seg(names[row]), seg(names[col]))
+            });
+            if let Some(href) = &link {
+                let _ = write!(out, "<a href=\"{}\">", xml(href));
+            }
             let _ = write!(
                 out,
                 "<use href=\"#{id}\" x=\"{}\"><title>{}</title></use>",
                 gx + col * c,
                 xml(tip)
             );
+            if link.is_some() {
+                out.push_str("</a>");
+            }
         }
         out.push_str("\n</g>\n");
     }

@@ -143,6 +143,7 @@ fn publish(run: &Run) {
                 order: Order::Config,
                 kind: None,
                 baseline: Some(r),
+                links: None,
             };
             if let Ok(svg) = heatmap_svg(r, &opts) {
                 roxmltree::Document::parse(&svg).expect("the heatmap is well-formed XML");

@@ -6,6 +6,7 @@ mod cli;
 mod diff;
 mod harness;
 mod heatmap;
+mod history;
 mod lab;
 mod load;
 mod netlab;

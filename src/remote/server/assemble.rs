@@ -180,6 +180,17 @@ impl Assembler {
             tracing::error!("cannot clean the data folder: {}", chain(&e));
         }
         self.state.load_index();
+        // The history holds exactly the stored runs: those retention deleted while the
+        // server was down are forgotten, those assembled before a crash recorded.
+        if let Some(h) = &self.state.history {
+            match crate::history::Series::of_store(self.store().root()).sync(h) {
+                Ok(s) if s.added > 0 => {
+                    tracing::info!("history: recorded {} stored run(s) it lacked", s.added)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("history: {e}"),
+            }
+        }
         let ids = match self.store().report_ids() {
             Ok(ids) => ids,
             Err(e) => {
@@ -427,7 +438,18 @@ impl Assembler {
             run.regions.push(r);
         }
         let merged = Instant::now();
-        run.anomalies = anomaly::analyse(&run, &self.state.settings.thresholds);
+        // Each path is judged against its own past too (`shift`).
+        let recent = self.state.history.as_ref().and_then(|h| {
+            h.recent(
+                run.started_at,
+                anomaly::shift::window(&self.state.settings.thresholds),
+            )
+            .map_err(|e| tracing::error!("run {id}: judged without history: {e}"))
+            .ok()
+        });
+        run.anomalies =
+            anomaly::analyse_with_history(&run, &self.state.settings.thresholds, recent.as_ref());
+        drop(recent);
         let analysed = Instant::now();
         let listing =
             RunListing::of(id, &run).ok_or_else(|| AssembleError::Merge("bad id".into()))?;
@@ -446,6 +468,11 @@ impl Assembler {
             |out| copy_paths(store, id, &parts, expected, out),
             &listing,
         )?;
+        if let Some(h) = &self.state.history
+            && let Err(e) = h.add_named(&run, Some(id))
+        {
+            tracing::error!("run {id}: not recorded in the history: {e}");
+        }
         let written = Instant::now();
         let latest = Latest::of(id, &run);
         tracing::debug!(
