@@ -64,7 +64,7 @@ Examples:
 
 Exit status: 0 success; 1 a finding at --fail-on (`report`) or a regression (`diff`);
 2 error (bad configuration, unreadable file, setup failure).
-Documentation: docs/config.md, docs/anomalies.md, docs/heatmaps.md, docs/ci.md,
+Documentation: docs/config.md, docs/anomalies.md, docs/heatmaps.md, docs/ci.md, docs/history.md,
 docs/run-format.md, docs/privileges.md, docs/deploy.md";
 
 #[derive(Debug, Subcommand)]

@@ -192,7 +192,7 @@ fn draw<DB: DrawingBackend>(
         .margin(8)
         .x_label_area_size(28)
         .y_label_area_size(52)
-        .right_y_label_area_size(44)
+        .right_y_label_area_size(58)
         .build_cartesian_2d(x0..x1, 0f64..ymax)
         .map_err(err)?
         .set_secondary_coord(x0..x1, 0f64..100f64);

@@ -468,3 +468,152 @@ fn serve_keeps_the_history_and_its_pages_link_the_heatmap_to_the_paths() {
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait(std::time::Duration::from_secs(30)).success());
 }
+
+/// A headless Chromium, if one can be had (`LATMAP_CHROMIUM`, or `chromium` on the
+/// PATH, which `.ci/run` installs from Debian).
+fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("LATMAP_CHROMIUM") {
+        return Some(p.into());
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+        })
+}
+
+/// Chromium on `url` with `extra` (`--dump-dom`, `--screenshot=…`): its stdout. It may
+/// only reach loopback: every other name fails to resolve and its background
+/// services are off.
+fn browse(browser: &Path, profile: &Path, extra: &[&str], url: &str) -> String {
+    let out = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The web page in a real browser: the heatmap is drawn, its cells lead to the paths'
+/// pages, and a path's page draws its chart.
+#[test]
+fn the_web_page_works_in_a_real_browser() {
+    use crate::remote::{agent, complete, runs, serve};
+    let Some(browser) = chromium() else {
+        eprintln!("skipped: no Chromium (install Debian's chromium, or set LATMAP_CHROMIUM)");
+        return;
+    };
+    let _t = timing_lock();
+    let dir = Dir::new();
+    crate::remote::lab(&dir);
+    let (mut server, addr) = serve(&dir, 0, &["--deadline", "60s"]);
+    let mut agents: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|r| agent(&dir, r, addr, "2"))
+        .collect();
+    for a in &mut agents {
+        assert!(
+            a.wait(std::time::Duration::from_secs(120)).success(),
+            "{}",
+            a.log()
+        );
+    }
+    crate::service::until(
+        std::time::Duration::from_secs(60),
+        "two complete runs",
+        || (complete(&runs(addr)) == 2).then_some(()),
+    );
+    let profile = dir.join("chromium-profile");
+    let base = format!("http://{addr}");
+
+    // `/`: the DOM as the browser built it.
+    let dom = browse(&browser, &profile, &["--dump-dom"], &format!("{base}/"));
+    let heatmap = dom
+        .split("id=\"heatmap\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</figure>").next())
+        .unwrap_or_else(|| panic!("no heatmap figure in the DOM:\n{dom}"));
+    assert!(heatmap.contains("<svg"), "{heatmap}");
+    // Six cells between the three regions, each a link to its path's page.
+    let links: Vec<&str> = heatmap
+        .split("<a href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(links.len(), 6, "{links:?}");
+    assert!(links.iter().all(|l| l.starts_with("/paths/")), "{links:?}");
+    assert!(dom.contains("Reported (3): a, b, c"), "{dom}");
+
+    // Follow a cell: the path's page draws the chart (plotters' bands and line).
+    let href = links
+        .iter()
+        .find(|l| l.starts_with("/paths/a/b"))
+        .expect("a cell for a → b")
+        .replace("&amp;", "&");
+    let page = browse(
+        &browser,
+        &profile,
+        &["--dump-dom"],
+        &format!("{base}{href}"),
+    );
+    let chart = page
+        .split("class=\"smoke\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</figure>").next())
+        .unwrap_or_else(|| panic!("no chart on the path's page:\n{page}"));
+    assert!(
+        chart.contains("<svg") && chart.contains("<polyline"),
+        "{chart}"
+    );
+    assert!(chart.contains("a → b (udp), 2 runs"), "{chart}");
+    assert!(page.contains("2 of 2") || page.contains("5 of 5"), "{page}");
+
+    // A screenshot of each page: not blank.
+    for (name, url) in [
+        ("index.png", format!("{base}/")),
+        ("path.png", format!("{base}{href}")),
+    ] {
+        let shot = dir.join(name);
+        browse(
+            &browser,
+            &profile,
+            &[
+                &format!("--screenshot={}", shot.display()),
+                "--window-size=1280,1000",
+            ],
+            &url,
+        );
+        let png = resvg::tiny_skia::Pixmap::load_png(&shot).expect("a PNG screenshot");
+        let inked = png
+            .pixels()
+            .iter()
+            .filter(|p| (p.red(), p.green(), p.blue()) != (255, 255, 255))
+            .count();
+        assert!(inked > 5_000, "{name}: {inked} pixels not white");
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait(std::time::Duration::from_secs(30)).success());
+}
