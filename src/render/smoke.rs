@@ -125,6 +125,14 @@ fn time_label(secs: f64, span: f64) -> String {
     }
 }
 
+/// A name for a chart's text: plotters escapes XML's markup characters itself, but
+/// control characters have no place in XML at all, so they become U+FFFD.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
 /// The smoke chart of one path as an SVG document.
 pub fn chart_svg(path: &PathKey, points: &[Point]) -> Result<String, ChartError> {
     let mut svg = String::new();
@@ -167,8 +175,8 @@ fn draw<DB: DrawingBackend>(
     let runs = points.len();
     let title = format!(
         "{} → {} ({}), {} run{} (UTC)",
-        path.source,
-        path.target,
+        printable(&path.source),
+        printable(&path.target),
         path.kind,
         runs,
         if runs == 1 { "" } else { "s" }
@@ -375,5 +383,22 @@ mod tests {
             8 + 1,
             "and one finding marker"
         );
+    }
+
+    #[test]
+    fn names_are_escaped_and_two_runs_draw() {
+        let k = PathKey {
+            source: "a<b&\"c'".into(),
+            target: "]]>\u{7}".into(),
+            kind: ProbeKind::Udp,
+        };
+        let pts: Vec<Point> = (0..2).map(|m| point(m, 50.0, 0.0, None)).collect();
+        for svg in [
+            chart_svg(&k, &pts).unwrap(),
+            multiples_svg(&[(k.clone(), pts.clone()), (key(), pts.clone())]).unwrap(),
+        ] {
+            assert!(!svg.contains("a<b"), "raw name in the SVG");
+            resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).expect("valid SVG");
+        }
     }
 }
