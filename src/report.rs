@@ -77,6 +77,10 @@ pub struct PathEntry {
     /// Empty when the entry was read by [`without_samples`].
     #[serde(deserialize_with = "samples_unless_skipped")]
     pub samples_us: Vec<Option<u64>>,
+    /// What [`PathEntry::median_low_us`] gave before [`PathEntry::drop_samples`] (not
+    /// in the file: it is computed from the samples).
+    #[serde(skip)]
+    pub median_low_cache: Option<u64>,
 }
 
 thread_local! {
@@ -159,6 +163,7 @@ impl PathEntry {
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples_us),
             samples_us,
+            median_low_cache: None,
         }
     }
 
@@ -197,6 +202,7 @@ impl PathEntry {
             loss_ci,
             rtt_us: RttSummary::from_samples(&samples_us),
             samples_us,
+            median_low_cache: None,
         }
     }
 
@@ -207,6 +213,26 @@ impl PathEntry {
     /// may. Such a path is discounted, not judged.
     pub fn prober_lagged(&self) -> bool {
         self.lagged > 0 && self.lagged.saturating_mul(10) >= self.sent
+    }
+
+    /// The lower end of the 95% interval of the median of the replies, µs (see
+    /// [`crate::stats::median_lower_bound`]); kept when the samples are dropped.
+    pub fn median_low_us(&self) -> Option<u64> {
+        if self.samples_us.is_empty() {
+            return self.median_low_cache;
+        }
+        let mut replies: Vec<u64> = self.samples_us.iter().flatten().copied().collect();
+        replies.sort_unstable();
+        crate::stats::median_lower_bound(&replies)
+    }
+
+    /// Drops the samples (a slim copy for the analysis of a large run), keeping what the
+    /// detectors read of them.
+    pub fn drop_samples(&mut self) {
+        if !self.samples_us.is_empty() {
+            self.median_low_cache = self.median_low_us();
+        }
+        self.samples_us = Vec::new();
     }
 
     /// The key that orders and identifies a path within a run.

@@ -98,17 +98,7 @@ pub fn reference(runs: &[(f64, bool)]) -> Option<Reference> {
     })
 }
 
-/// The lower end of the 95% interval of the median of `sorted` replies (µs), by order
-/// statistics; `None` below 3 replies.
-pub fn median_lower_bound(sorted: &[u64]) -> Option<u64> {
-    let n = sorted.len();
-    if n < 3 {
-        return None;
-    }
-    let rank = (n as f64 / 2.0 - 0.98 * (n as f64).sqrt()).floor();
-    let index = (rank as usize).saturating_sub(1).min(n - 1);
-    Some(sorted[index])
-}
+pub use crate::stats::median_lower_bound;
 
 impl Detector for Shift {
     fn id(&self) -> DetectorId {
@@ -119,7 +109,6 @@ impl Detector for Shift {
         let Some(history) = ctx.history else {
             return;
         };
-        let mut replies = Vec::new();
         for (i, j, edge) in ctx.graph.paths() {
             if !ctx.judges(self.id(), i, j) {
                 continue;
@@ -136,10 +125,7 @@ impl Detector for Shift {
                 .filter_map(|pt| Some((f64::from(pt.p50_us()?), pt.has(DetectorId::Shift))))
                 .collect();
             let Some(r) = reference(&runs) else { continue };
-            replies.clear();
-            replies.extend(p.samples_us.iter().flatten().copied());
-            replies.sort_unstable();
-            let Some(low) = median_lower_bound(&replies) else {
+            let Some(low) = p.median_low_us() else {
                 continue;
             };
             let limit = r.median_us + r.band_us;

@@ -617,3 +617,50 @@ fn the_web_page_works_in_a_real_browser() {
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(server.wait(std::time::Duration::from_secs(30)).success());
 }
+
+/// The aggregator judges each path of the runs it assembles against the path's history,
+/// as a scheduled sweep does: a step on one path is a warning, then critical.
+#[test]
+fn serve_flags_a_step_against_the_history_of_its_runs() {
+    use crate::remote::{agent, complete, runs, serve};
+    let _t = timing_lock();
+    let dir = Dir::new();
+    crate::remote::lab(&dir);
+    lab(&dir, "lab", 100);
+    let (mut server, addr) = serve(&dir, 0, &["--deadline", "60s"]);
+    let sweeps = |n: usize, total: usize| {
+        let mut agents: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|r| agent(&dir, r, addr, &n.to_string()))
+            .collect();
+        for a in &mut agents {
+            assert!(
+                a.wait(std::time::Duration::from_secs(180)).success(),
+                "{}",
+                a.log()
+            );
+        }
+        crate::service::until(std::time::Duration::from_secs(60), "complete runs", || {
+            (complete(&runs(addr)) == total).then_some(())
+        });
+    };
+    sweeps(13, 13);
+    lab(&dir, "lab", 113);
+    sweeps(2, 15);
+    let listed = runs(addr);
+    let shifts_of = |id: &str| -> Vec<String> {
+        shifts(&crate::service::get(addr, &format!("/v1/runs/{id}")).json())
+    };
+    let ids: Vec<String> = listed
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 15);
+    for id in &ids[..13] {
+        assert_eq!(shifts_of(id), Vec::<String>::new(), "quiet run {id}");
+    }
+    assert_eq!(shifts_of(&ids[13]), ["warning a → b"]);
+    assert_eq!(shifts_of(&ids[14]), ["critical a → b"]);
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait(std::time::Duration::from_secs(30)).success());
+}

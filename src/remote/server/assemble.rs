@@ -154,7 +154,7 @@ fn estimate(r: &RegionReport) -> usize {
 /// run's text is copied from the stored file; the analysis uses the statistics).
 pub(super) fn slim(mut report: RegionReport) -> RegionReport {
     for p in &mut report.paths {
-        p.samples_us = Vec::new();
+        p.drop_samples();
         p.resolve_error = None;
     }
     report
