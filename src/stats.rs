@@ -128,6 +128,19 @@ pub fn wilson_interval(lost: u64, sent: u64, z: f64) -> Option<(f64, f64)> {
     Some((low, high))
 }
 
+/// The lower end of the 95% interval of the median of `sorted` replies (µs), by order
+/// statistics: the reply of rank ⌊n/2 − 0.98√n⌋ (at least the first); `None` below 3
+/// replies. Distribution-free, so a few slow replies cannot raise it.
+pub fn median_lower_bound(sorted: &[u64]) -> Option<u64> {
+    let n = sorted.len();
+    if n < 3 {
+        return None;
+    }
+    let rank = (n as f64 / 2.0 - 0.98 * (n as f64).sqrt()).floor();
+    let index = (rank as usize).saturating_sub(1).min(n - 1);
+    Some(sorted[index])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,17 +186,4 @@ mod tests {
         assert!(lo > 0.8 && hi == 1.0);
         assert_eq!(wilson_interval(0, 0, Z95), None);
     }
-}
-
-/// The lower end of the 95% interval of the median of `sorted` replies (µs), by order
-/// statistics: the reply of rank ⌊n/2 − 0.98√n⌋ (at least the first); `None` below 3
-/// replies. Distribution-free, so a few slow replies cannot raise it.
-pub fn median_lower_bound(sorted: &[u64]) -> Option<u64> {
-    let n = sorted.len();
-    if n < 3 {
-        return None;
-    }
-    let rank = (n as f64 / 2.0 - 0.98 * (n as f64).sqrt()).floor();
-    let index = (rank as usize).saturating_sub(1).min(n - 1);
-    Some(sorted[index])
 }
