@@ -1,6 +1,7 @@
 //! Socket options and one scheduling call that std, tokio, socket2 and nix do not wrap
 //! for us: the ICMP type filters of raw sockets, `TCP_INFO`, and real-time scheduling
-//! for the lab's packet scheduler. Also the receive buffer beyond `net.core.rmem_max`.
+//! for the lab's packet scheduler. Also the receive buffer beyond `net.core.rmem_max`,
+//! and two knobs of glibc's allocator for the aggregator.
 //!
 //! This is the only `unsafe` in latmap. Each call passes the kernel a pointer to a
 //! value that lives on the caller's stack for the duration of one system call, on a
@@ -118,4 +119,33 @@ pub fn realtime_priority() -> bool {
     // calling thread. No memory is shared or retained.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     rc == 0
+}
+
+/// Keeps glibc's allocator to `arenas` arenas (it makes up to eight per core, one per
+/// thread that allocates at once, and each keeps the memory freed in it): a server
+/// whose pushes are parsed on many threads otherwise holds several copies of its
+/// largest bursts. An operator's `MALLOC_ARENA_MAX` is left as it is. No effect on
+/// other C libraries.
+pub fn limit_malloc_arenas(arenas: i32) {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two integers and changes the allocator's settings; it is
+    // called at start, before the threads that allocate concurrently exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
+/// Gives the memory the allocator holds free back to the system (glibc's
+/// `malloc_trim`), after a burst that will not come again soon (a run assembled).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes an integer and only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -407,6 +407,9 @@ pub async fn serve(
         settings.limits.max_connections = room;
     }
     let limits = settings.limits;
+    // Pushes are parsed on many threads; with an arena each, glibc would keep several
+    // copies of a burst's memory (docs/performance.md, "The aggregator").
+    crate::sockopt::limit_malloc_arenas(2);
     let store = Store::open(&settings.data)?;
     let history = open_history(&settings.data);
     let index: BTreeMap<String, Option<RunListing>> =

@@ -482,6 +482,8 @@ impl Assembler {
             (written - analysed).as_secs_f64() * 1e3
         );
         drop(run);
+        // The run and the reports it was built from are gone: hand their pages back.
+        crate::sockopt::release_free_memory();
         self.state
             .counters
             .assembled
