@@ -7,21 +7,15 @@
 
 use std::path::{Path, PathBuf};
 
+use super::keys::Key;
+use super::keys::lab::{BASE_MS, INFLATION, JITTER_MS, PORT, SEED};
 use super::matrix::NamedMatrix;
 use super::raw::{At, Problem, RawConfig, RawFault, RawLab, Span};
 use super::suggest::closest;
 use super::thresholds;
-use super::validate::{self, CheckedRegion, LabKinds, int_in, num_in};
+use super::validate::{self, CheckedRegion, LabKinds};
 use super::{Config, LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
 
-/// Default UDP port of the lab's reflectors.
-pub(super) const DEFAULT_PORT: u16 = 8620;
-/// Default fiber-path inflation of a geo lab.
-pub(super) const DEFAULT_INFLATION: f64 = 1.6;
-/// Default fixed RTT of a geo lab, in milliseconds.
-pub(super) const DEFAULT_BASE_MS: f64 = 1.0;
-/// Default seed of the lab's randomness.
-pub(super) const DEFAULT_SEED: u64 = 1;
 /// Most regions of a netns lab: region N (1-based) has 198.18.N.0/24 and 198.19.N.2.
 pub const NETNS_MAX_REGIONS: usize = 255;
 
@@ -87,7 +81,7 @@ pub(super) fn assemble(
         .as_ref()
         .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
     let thresholds = thresholds::check(raw.thresholds.as_ref(), names.as_deref(), out);
-    let diff = super::ops::check_diff(raw.diff.as_ref(), out);
+    let diff = super::ops::check_diff(raw.diff.as_ref());
     let schedule = super::ops::check_schedule(raw.schedule.as_ref(), out);
     let lab = match lab {
         Some(settings) => Some(settings?),
@@ -176,15 +170,17 @@ fn lab(
     input: LabInput,
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSettings>) {
-    let jitter_ms = lab.jitter_ms.as_ref().map_or(Some(0.0), |j| {
-        num_in(j, "jitter_ms", 0.0, f64::INFINITY, out)
+    // The values are in their ranges (checked as they were read); a broken one is None.
+    let usable = |key: &Key| (!lab.broken.contains(&key.name)).then_some(());
+    let jitter_ms = usable(&JITTER_MS).map(|_| {
+        lab.jitter_ms
+            .as_ref()
+            .map_or(JITTER_MS.number(), |v| v.value)
     });
-    let port = lab.port.as_ref().map_or(Some(DEFAULT_PORT), |p| {
-        int_in(p, "port", 0, i128::from(u16::MAX), out).and_then(|p| u16::try_from(p).ok())
-    });
-    let seed = lab.seed.as_ref().map_or(Some(DEFAULT_SEED), |s| {
-        int_in(s, "seed", 0, i128::from(u64::MAX), out).and_then(|s| u64::try_from(s).ok())
-    });
+    let port = usable(&PORT)
+        .and_then(|_| u16::try_from(lab.port.as_ref().map_or(PORT.integer(), |v| v.value)).ok());
+    let seed = usable(&SEED)
+        .and_then(|_| u64::try_from(lab.seed.as_ref().map_or(SEED.integer(), |v| v.value)).ok());
 
     let (regions, source) = match &lab.matrix {
         Some(matrix_key) => matrix_lab(lab, raw, matrix_key, checked, input, out),
@@ -409,12 +405,14 @@ fn geo_lab(
             "loss needs a matrix: a loss file goes with an RTT file; set matrix = \"...\" too, or remove loss",
         ));
     }
-    let inflation = lab.inflation.as_ref().map_or(Some(DEFAULT_INFLATION), |v| {
-        num_in(v, "inflation", 1.0, f64::INFINITY, out)
+    let usable = |key: &Key| (!lab.broken.contains(&key.name)).then_some(());
+    let inflation = usable(&INFLATION).map(|_| {
+        lab.inflation
+            .as_ref()
+            .map_or(INFLATION.number(), |v| v.value)
     });
-    let base_ms = lab.base_ms.as_ref().map_or(Some(DEFAULT_BASE_MS), |v| {
-        num_in(v, "base_ms", 0.0, f64::INFINITY, out)
-    });
+    let base_ms =
+        usable(&BASE_MS).map(|_| lab.base_ms.as_ref().map_or(BASE_MS.number(), |v| v.value));
     // A misspelt or broken `matrix` key: the lab's mode is unknown.
     let mode_unsure = lab.broken.contains(&"matrix");
     if raw.regions.is_empty() {
@@ -491,14 +489,11 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         }
         _ => {}
     }
-    let extra_ms = raw.extra_ms.as_ref().map_or(Some(0.0), |v| {
-        num_in(v, "extra_ms", 0.0, f64::INFINITY, out)
-    });
-    let loss_pct = raw
-        .loss_pct
-        .as_ref()
-        .map_or(Some(0.0), |v| num_in(v, "loss_pct", 0.0, 100.0, out));
-    let (extra_ms, loss_pct) = (extra_ms?, loss_pct?);
+    if broken("extra_ms") || broken("loss_pct") {
+        return None; // Reported as such.
+    }
+    let extra_ms = raw.extra_ms.as_ref().map_or(0.0, |v| v.value);
+    let loss_pct = raw.loss_pct.as_ref().map_or(0.0, |v| v.value);
     if extra_ms == 0.0 && loss_pct == 0.0 && !broken("extra_ms") && !broken("loss_pct") {
         out.push(Problem::new(
             raw.span.clone(),

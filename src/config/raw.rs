@@ -12,17 +12,22 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::time::Duration;
 
+use humantime::DurationError;
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::keys::{self, Key, Section};
 use super::suggest::{closest, list};
 
 mod ops;
 mod thresholds;
 
 pub(super) use ops::{RawDiff, RawSchedule};
-pub(super) use thresholds::{PAIR_LIMIT_KEYS, RawLimits, RawPair, RawThresholds};
+pub(super) use thresholds::{RawLimits, RawPair, RawThresholds};
 
 /// A byte range in the configuration text.
 pub(super) type Span = Range<usize>;
@@ -71,9 +76,9 @@ pub(super) struct RawConfig {
 pub(super) struct RawProbe {
     pub kinds: Option<At<Vec<At<String>>>>,
     pub count: Option<At<i128>>,
-    pub interval: Option<At<String>>,
-    pub gap: Option<At<String>>,
-    pub timeout: Option<At<String>>,
+    pub interval: Option<At<Duration>>,
+    pub gap: Option<At<Duration>>,
+    pub timeout: Option<At<Duration>>,
     pub payload: Option<At<i128>>,
 }
 
@@ -131,30 +136,7 @@ pub(super) struct RawFault {
     pub broken: Vec<&'static str>,
 }
 
-pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab", "thresholds", "diff", "schedule"];
-pub(super) const PROBE_KEYS: &[&str] = &["kinds", "count", "interval", "gap", "timeout", "payload"];
-pub(super) const REGION_KEYS: &[&str] = &["name", "location", "targets", "source"];
-pub(super) const LOCATION_KEYS: &[&str] = &["lat", "lon"];
-pub(super) const LAB_KEYS: &[&str] = &[
-    "mode",
-    "matrix",
-    "loss",
-    "jitter_ms",
-    "port",
-    "seed",
-    "inflation",
-    "base_ms",
-    "fault",
-];
-pub(super) const FAULT_KEYS: &[&str] = &[
-    "source",
-    "target",
-    "both_directions",
-    "extra_ms",
-    "loss_pct",
-];
-
-type Key<'i> = Spanned<Cow<'i, str>>;
+type TomlKey<'i> = Spanned<Cow<'i, str>>;
 type Value<'i> = Spanned<DeValue<'i>>;
 
 /// Reads the parsed document. Every problem found is pushed to `out`.
@@ -163,7 +145,7 @@ pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
         out,
         failed: Vec::new(),
     };
-    r.unknown_keys(root, TOP_KEYS, "at the top level");
+    r.unknown_keys(root, &keys::top::SECTION);
     let mut raw = RawConfig::default();
     if let Some((key, value)) = root.get_key_value("probe") {
         match value.get_ref() {
@@ -238,24 +220,26 @@ impl Reader<'_> {
     }
 
     fn probe(&mut self, t: &DeTable<'_>) -> RawProbe {
-        self.unknown_keys(t, PROBE_KEYS, "in [probe]");
+        use keys::probe::*;
+        self.unknown_keys(t, &SECTION);
         RawProbe {
-            kinds: self.strings(t, "kinds", r#"["icmp", "udp"]"#),
-            count: self.integer(t, "count", "20"),
-            interval: self.duration(t, "interval"),
-            gap: self.duration(t, "gap"),
-            timeout: self.duration(t, "timeout"),
-            payload: self.integer(t, "payload", "56"),
+            kinds: self.strings(t, &KINDS),
+            count: self.integer(t, &COUNT),
+            interval: self.duration(t, &INTERVAL),
+            gap: self.duration(t, &GAP),
+            timeout: self.duration(t, &TIMEOUT),
+            payload: self.integer(t, &PAYLOAD),
         }
     }
 
     fn region(&mut self, t: &DeTable<'_>, span: Span) -> RawRegion {
-        self.unknown_keys(t, REGION_KEYS, "in [[region]]");
+        use keys::region::*;
+        self.unknown_keys(t, &SECTION);
         let mut region = RawRegion {
             span,
-            name: self.string(t, "name", r#""us-east-1""#),
-            targets: self.strings(t, "targets", r#"["10.0.0.1", "probe.example.com:443"]"#),
-            source: self.string(t, "source", r#""10.0.0.5""#),
+            name: self.string(t, &NAME),
+            targets: self.strings(t, &TARGETS),
+            source: self.string(t, &SOURCE),
             ..RawRegion::default()
         };
         if let Some((key, value)) = t.get_key_value("location") {
@@ -276,27 +260,29 @@ impl Reader<'_> {
     }
 
     fn location(&mut self, t: &DeTable<'_>, span: Span) -> RawLocation {
-        self.unknown_keys(t, LOCATION_KEYS, "in location");
+        use keys::location::*;
+        self.unknown_keys(t, &SECTION);
         RawLocation {
             span,
-            lat: self.number(t, "lat", "38.9"),
-            lon: self.number(t, "lon", "-77.4"),
+            lat: self.number(t, &LAT),
+            lon: self.number(t, &LON),
             broken: Vec::new(),
         }
     }
 
     fn lab(&mut self, t: &DeTable<'_>, span: Span) -> RawLab {
-        self.unknown_keys(t, LAB_KEYS, "in [lab]");
+        use keys::lab::*;
+        self.unknown_keys(t, &SECTION);
         let mut lab = RawLab {
             span,
-            mode: self.string(t, "mode", r#""netns""#),
-            matrix: self.string(t, "matrix", r#""lab/rtt.csv""#),
-            loss: self.string(t, "loss", r#""lab/loss.csv""#),
-            jitter_ms: self.number(t, "jitter_ms", "0.5"),
-            port: self.integer(t, "port", "8620"),
-            seed: self.integer(t, "seed", "1"),
-            inflation: self.number(t, "inflation", "1.6"),
-            base_ms: self.number(t, "base_ms", "1.0"),
+            mode: self.string(t, &MODE),
+            matrix: self.string(t, &MATRIX),
+            loss: self.string(t, &LOSS),
+            jitter_ms: self.number(t, &JITTER_MS),
+            port: self.integer(t, &PORT),
+            seed: self.integer(t, &SEED),
+            inflation: self.number(t, &INFLATION),
+            base_ms: self.number(t, &BASE_MS),
             ..RawLab::default()
         };
         if let Some((key, value)) = t.get_key_value("fault") {
@@ -310,14 +296,15 @@ impl Reader<'_> {
     }
 
     fn fault(&mut self, t: &DeTable<'_>, span: Span) -> RawFault {
-        self.unknown_keys(t, FAULT_KEYS, "in [[lab.fault]]");
+        use keys::fault::*;
+        self.unknown_keys(t, &SECTION);
         RawFault {
             span,
-            source: self.string(t, "source", r#""us-west-2""#),
-            target: self.string(t, "target", r#""eu-central-1""#),
-            both_directions: self.boolean(t, "both_directions", "true"),
-            extra_ms: self.number(t, "extra_ms", "120.0"),
-            loss_pct: self.number(t, "loss_pct", "5.0"),
+            source: self.string(t, &SOURCE),
+            target: self.string(t, &TARGET),
+            both_directions: self.boolean(t, &BOTH_DIRECTIONS),
+            extra_ms: self.number(t, &EXTRA_MS),
+            loss_pct: self.number(t, &LOSS_PCT),
             broken: Vec::new(),
         }
     }
@@ -326,7 +313,7 @@ impl Reader<'_> {
     /// `name` is marked failed if the value is not an array of tables.
     fn tables<T>(
         &mut self,
-        key: &Key<'_>,
+        key: &TomlKey<'_>,
         value: &Value<'_>,
         name: &'static str,
         header: &str,
@@ -369,7 +356,8 @@ impl Reader<'_> {
 
     /// Reports keys of `t` not in `allowed`. A key that looks like a misspelling of an
     /// allowed key marks that one failed.
-    fn unknown_keys(&mut self, t: &DeTable<'_>, allowed: &[&'static str], place: &str) {
+    fn unknown_keys(&mut self, t: &DeTable<'_>, section: &Section) {
+        let (allowed, place) = (&section.names()[..], section.place);
         for key in t.keys() {
             let name = key.get_ref().as_ref();
             if allowed.contains(&name) {
@@ -398,7 +386,7 @@ impl Reader<'_> {
 
     fn wrong_type(
         &mut self,
-        key: &Key<'_>,
+        key: &TomlKey<'_>,
         value: &Value<'_>,
         expected: &str,
         example: &str,
@@ -422,87 +410,107 @@ impl Reader<'_> {
         got
     }
 
-    fn string(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<String>> {
-        let (key, value) = t.get_key_value(name)?;
+    fn string(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<String>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let got = match value.get_ref() {
             DeValue::String(s) => Some(at(key, value, s.to_string())),
             other => {
-                self.wrong_type(key, value, "a string", &format!("{name} = {ex}"), other);
+                self.wrong_type(key, value, "a string", &like(k), other);
                 None
             }
         };
-        self.mark(name, got)
+        self.mark(k.name, got)
     }
 
-    /// An integer, saturated to `i128` so that a huge literal fails the range check
-    /// with the range's message.
-    fn integer(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<i128>> {
-        let (key, value) = t.get_key_value(name)?;
+    /// A value in the key's range, or a problem at it (the key is then unusable).
+    fn in_range<T>(
+        &mut self,
+        k: &Key,
+        got: Option<At<T>>,
+        why: impl Fn(&T) -> Option<String>,
+    ) -> Option<At<T>> {
+        let got = got.and_then(|v| match why(&v.value) {
+            None => Some(v),
+            Some(why) => {
+                self.problem(v.span.clone(), format!("{} {why}", k.name));
+                None
+            }
+        });
+        self.mark(k.name, got)
+    }
+
+    /// An integer in the key's range. A huge literal is saturated to `i128`, so that it
+    /// fails the range check with the range's message.
+    fn integer(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<i128>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let got = match value.get_ref() {
             DeValue::Integer(i) => {
-                let digits = i.as_str();
-                let saturated = if digits.starts_with('-') {
-                    i128::MIN
-                } else {
-                    i128::MAX
+                let n = match i64::deserialize(value.clone().into_deserializer()) {
+                    Ok(n) => i128::from(n),
+                    Err(_) if i.as_str().starts_with('-') => i128::MIN,
+                    Err(_) => u64::deserialize(value.clone().into_deserializer())
+                        .map_or(i128::MAX, i128::from),
                 };
-                let n = i128::from_str_radix(digits, i.radix()).unwrap_or(saturated);
                 Some(at(key, value, n))
             }
             DeValue::Float(_) => {
-                let message = format!("{name} must be a whole number; write it like {name} = {ex}");
+                let message = format!(
+                    "{} must be a whole number; write it like {}",
+                    k.name,
+                    like(k)
+                );
                 self.problem(value.span(), message);
                 None
             }
             other => {
-                self.wrong_type(key, value, "an integer", &format!("{name} = {ex}"), other);
+                self.wrong_type(key, value, "an integer", &like(k), other);
                 None
             }
         };
-        self.mark(name, got)
+        self.in_range(k, got, |n| k.range.integer(*n))
     }
 
-    /// A number: an integer or a float. `nan` and `inf` come through (as such) and fail
-    /// the range checks later.
-    fn number(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<f64>> {
-        let (key, value) = t.get_key_value(name)?;
+    /// A number (an integer or a float) in the key's range; `nan` and `inf` are in none.
+    fn number(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<f64>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let got = match value.get_ref() {
-            DeValue::Float(f) => Some(f.as_str().parse::<f64>().unwrap_or(f64::NAN)),
-            DeValue::Integer(i) => Some(
-                i128::from_str_radix(i.as_str(), i.radix()).map_or(f64::INFINITY, |n| n as f64),
-            ),
+            DeValue::Float(_) | DeValue::Integer(_) => {
+                let n =
+                    f64::deserialize(value.clone().into_deserializer()).unwrap_or(f64::INFINITY);
+                Some(at(key, value, n))
+            }
             other => {
-                self.wrong_type(key, value, "a number", &format!("{name} = {ex}"), other);
+                self.wrong_type(key, value, "a number", &like(k), other);
                 None
             }
         };
-        let got = got.map(|n| at(key, value, n));
-        self.mark(name, got)
+        self.in_range(k, got, |n| k.range.number(*n))
     }
 
-    fn boolean(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<bool>> {
-        let (key, value) = t.get_key_value(name)?;
-        let got = match value.get_ref() {
-            DeValue::Boolean(b) => Some(at(key, value, *b)),
-            other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "true or false",
-                    &format!("{name} = {ex}"),
-                    other,
-                );
+    fn boolean(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<bool>> {
+        let (key, value) = t.get_key_value(k.name)?;
+        let got = match bool::deserialize(value.clone().into_deserializer()) {
+            Ok(b) => Some(at(key, value, b)),
+            Err(_) => {
+                self.wrong_type(key, value, "true or false", &like(k), value.get_ref());
                 None
             }
         };
-        self.mark(name, got)
+        self.mark(k.name, got)
     }
 
-    /// A duration's text; it is parsed by `validate`.
-    fn duration(&mut self, t: &DeTable<'_>, name: &'static str) -> Option<At<String>> {
-        let (key, value) = t.get_key_value(name)?;
+    /// A duration (a string with a unit) in the key's range.
+    fn duration(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<Duration>> {
+        let (key, value) = t.get_key_value(k.name)?;
+        let name = k.name;
         let got = match value.get_ref() {
-            DeValue::String(s) => Some(at(key, value, s.to_string())),
+            DeValue::String(s) => match parse_duration(name, s) {
+                Ok(d) => Some(at(key, value, d)),
+                Err(message) => {
+                    self.problem(value.span(), message);
+                    None
+                }
+            },
             DeValue::Integer(_) | DeValue::Float(_) => {
                 let message = format!(
                     "{name} must be a string: durations are strings with a unit, like \"250ms\" or \"1s\""
@@ -511,56 +519,71 @@ impl Reader<'_> {
                 None
             }
             other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "a string",
-                    &format!("{name} = \"250ms\""),
-                    other,
-                );
+                self.wrong_type(key, value, "a string", &like(k), other);
                 None
             }
         };
-        self.mark(name, got)
+        self.in_range(k, got, |d| k.range.duration(*d))
     }
 
-    fn strings(
-        &mut self,
-        t: &DeTable<'_>,
-        name: &'static str,
-        ex: &str,
-    ) -> Option<At<Vec<At<String>>>> {
-        let (key, value) = t.get_key_value(name)?;
+    fn strings(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<Vec<At<String>>>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let DeValue::Array(items) = value.get_ref() else {
-            let example = format!("{name} = {ex}");
-            self.wrong_type(key, value, "a list of strings", &example, value.get_ref());
-            return self.mark(name, None);
+            self.wrong_type(key, value, "a list of strings", &like(k), value.get_ref());
+            return self.mark(k.name, None);
         };
         let mut ok = true;
         let mut list = Vec::new();
         for item in items.iter() {
-            match item.get_ref() {
-                DeValue::String(s) => list.push(At {
-                    value: s.to_string(),
+            match String::deserialize(item.clone().into_deserializer()) {
+                Ok(s) => list.push(At {
+                    value: s,
                     span: item.span(),
                     key: item.span(),
                 }),
-                other => {
+                Err(_) => {
                     ok = false;
                     let message = format!(
-                        "each item of {name} must be a string, not {}; write it like {name} = {ex}",
-                        a(other.type_str())
+                        "each item of {} must be a string, not {}; write it like {}",
+                        k.name,
+                        a(item.get_ref().type_str()),
+                        like(k)
                     );
                     self.problem(item.span(), message);
                 }
             }
         }
         let got = ok.then(|| at(key, value, list));
-        self.mark(name, got)
+        self.mark(k.name, got)
     }
 }
 
-fn at<T>(key: &Key<'_>, value: &Value<'_>, v: T) -> At<T> {
+/// `name = example`, for "write it like ...".
+fn like(k: &Key) -> String {
+    format!("{} = {}", k.name, k.example)
+}
+
+/// Parses a humantime duration, saying in our words what is wrong if it is not one.
+pub(super) fn parse_duration(key: &str, text: &str) -> Result<Duration, String> {
+    let like = "like \"250ms\" or \"1s\"";
+    humantime::parse_duration(text).map_err(|e| match e {
+        DurationError::Empty => format!("{key} is empty; write a duration {like}"),
+        DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("{key} = {text:?} has no unit; write it like \"{value}ms\" or \"{value}s\"")
+        }
+        DurationError::UnknownUnit { unit, .. } => {
+            format!(
+                "{key} = {text:?} has an unknown unit {unit:?}; use ns, us, ms, s, m or h, {like}"
+            )
+        }
+        DurationError::NumberOverflow => {
+            format!("{key} = {text:?} is too large or too precise; write a duration {like}")
+        }
+        _ => format!("{key} = {text:?} is not a duration; write a number and a unit, {like}"),
+    })
+}
+
+fn at<T>(key: &TomlKey<'_>, value: &Value<'_>, v: T) -> At<T> {
     At {
         value: v,
         span: value.span(),
@@ -658,15 +681,24 @@ mod tests {
     }
 
     #[test]
-    fn huge_integers_saturate() {
-        let root = DeTable::parse("[probe]\ncount = 999999999999999999999999999999999999999999")
-            .expect("valid");
-        let mut out = Vec::new();
-        let raw = read(root.get_ref(), &mut out);
-        assert!(out.is_empty());
-        assert_eq!(
-            raw.probe.and_then(|p| p.count).map(|c| c.value),
-            Some(i128::MAX)
-        );
+    fn huge_integers_fail_the_range_check() {
+        for (text, want) in [
+            (
+                "[probe]\ncount = 999999999999999999999999999999999999999999",
+                "count is out of range; use a whole number from 1 to 1000000",
+            ),
+            (
+                "[lab]\nseed = -99999999999999999999999",
+                "seed is out of range; use a whole number >= 0",
+            ),
+            ("[lab]\nseed = 18446744073709551615", ""),
+        ] {
+            let got = problems(text);
+            if want.is_empty() {
+                assert!(got.is_empty(), "{text}: {got:?}");
+            } else {
+                assert_eq!(got, [want], "{text}");
+            }
+        }
     }
 }

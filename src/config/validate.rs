@@ -7,23 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
-use humantime::DurationError;
-
-use super::load::LineIndex;
+use super::diag::LineIndex;
 use super::raw::{At, Problem, RawConfig, RawProbe, RawRegion, Span};
 use super::suggest::{closest, list};
-use super::{Host, Location, ProbeKind, ProbeSettings, Region, Target};
-
-/// Longest region name.
-pub(super) const MAX_NAME_LEN: usize = 63;
-/// Most probes per path per sweep.
-pub const MAX_COUNT: i128 = 1_000_000;
-/// Largest payload, in bytes (fits a 1500-byte MTU with IPv6 and STAMP headers).
-pub const MAX_PAYLOAD: i128 = 1400;
-/// Longest probe timeout: no reply can take longer, so no RTT sample can either.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+use super::{Host, Location, ProbeKind, ProbeSettings, Region, RegionName, Target};
 
 /// A region that passed its own checks, with where its name is.
 #[derive(Debug, Clone)]
@@ -32,69 +20,6 @@ pub(super) struct CheckedRegion {
     pub name_span: Span,
     /// Whether the entry has a `location` key (even an unusable one, reported by itself).
     pub location_key: bool,
-}
-
-/// Characters a region name may not contain: they would break file names
-/// (`REGION.json`), CSV cells or Markdown tables.
-const NAME_FORBIDDEN: &[char] = &['/', '\\', '|', ',', '"'];
-
-/// Longest region name in bytes of UTF-8: the name is a file name on the aggregator
-/// (`REGION.json`, and a temporary file beside it), which Linux limits to 255 bytes.
-const MAX_NAME_BYTES: usize = 200;
-
-/// Characters that reorder the text around them when shown (bidirectional overrides,
-/// embeddings, isolates and marks): a name holding one would read differently from
-/// what it is. Region names may not hold them; outputs escape them.
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
-}
-
-/// Why `name` cannot be a region name, if it cannot. Names are kebab-case by
-/// convention (`eu-west-1`), but any readable name is allowed, so that a published
-/// matrix whose header says `Europe (Ireland)` works as it is. This is the one rule
-/// for region names: the configuration, region reports, runs and the aggregator's
-/// pushes all apply it.
-pub fn region_name_problem(name: &str) -> Option<String> {
-    let allowed = "1 to 63 characters, no control characters and none of / \\ | , \", not starting with '-' or '.' or a space";
-    if name.is_empty() {
-        return Some(format!("a region name is empty; use {allowed}"));
-    }
-    if name.chars().count() > MAX_NAME_LEN {
-        return Some(format!(
-            "region name {} is longer than {MAX_NAME_LEN} characters; shorten it",
-            super::load::quote(name)
-        ));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Some(format!(
-            "region name {name:?} is longer than {MAX_NAME_BYTES} bytes of UTF-8; shorten it"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|&c| c.is_control() || is_bidi_control(c) || NAME_FORBIDDEN.contains(&c))
-    {
-        return Some(format!(
-            "region name {name:?} contains {c:?}; use {allowed}"
-        ));
-    }
-    if name.starts_with(['-', '.'])
-        || name.starts_with(char::is_whitespace)
-        || name.ends_with(char::is_whitespace)
-    {
-        return Some(format!(
-            "region name {name:?} starts or ends with {:?}; use {allowed}",
-            if name.ends_with(char::is_whitespace) {
-                ' '
-            } else {
-                name.chars().next().unwrap_or(' ')
-            }
-        ));
-    }
-    None
 }
 
 /// What a `[lab]` allows of `[probe] kinds`.
@@ -148,35 +73,24 @@ pub(super) fn probe(
             }
         }
     }
-    if let Some(count) = &raw.count
-        && let Some(n) = int_in(count, "count", 1, MAX_COUNT, out)
-    {
-        settings.count = u32::try_from(n).unwrap_or(settings.count);
+    // The values are in their ranges (checked as they were read).
+    if let Some(n) = raw.count.as_ref().and_then(|c| u32::try_from(c.value).ok()) {
+        settings.count = n;
     }
-    if let Some(interval) = &raw.interval {
-        // 0 is allowed: rounds follow each other as fast as `gap` allows.
-        if let Some(d) = duration(interval, "interval", out) {
-            settings.interval = d;
+    // An interval of 0 is allowed: rounds follow each other as fast as `gap` allows.
+    for (v, to) in [
+        (&raw.interval, &mut settings.interval),
+        (&raw.gap, &mut settings.gap),
+        (&raw.timeout, &mut settings.timeout),
+    ] {
+        if let Some(d) = v {
+            *to = d.value;
         }
     }
-    if let Some(d) = raw.gap.as_ref().and_then(|d| duration(d, "gap", out)) {
-        settings.gap = d;
-    }
-    if let Some(timeout) = &raw.timeout {
-        match duration(timeout, "timeout", out) {
-            Some(d) if d.is_zero() || d > MAX_TIMEOUT => out.push(Problem::new(
-                timeout.span.clone(),
-                "timeout is out of range; use a duration above 0 and at most \"60s\"",
-            )),
-            Some(d) => settings.timeout = d,
-            None => {}
-        }
-    }
-    if let Some(payload) = &raw.payload
-        && let Some(n) = int_in(payload, "payload", 0, MAX_PAYLOAD, out)
-    {
-        settings.payload = usize::try_from(n).ok();
-    }
+    settings.payload = raw
+        .payload
+        .as_ref()
+        .and_then(|p| usize::try_from(p.value).ok());
     settings
 }
 
@@ -218,78 +132,6 @@ fn probe_kinds(kinds: &At<Vec<At<String>>>, out: &mut Vec<Problem>) -> Option<Ve
     ok.then_some(parsed)
 }
 
-/// Parses a humantime duration, reporting a problem in our words if it is not one.
-pub(super) fn duration(at: &At<String>, key: &str, out: &mut Vec<Problem>) -> Option<Duration> {
-    let text = at.value.as_str();
-    let like = "like \"250ms\" or \"1s\"";
-    humantime::parse_duration(text)
-        .map_err(|e| {
-            let message = match e {
-                DurationError::Empty => format!("{key} is empty; write a duration {like}"),
-                DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
-                    format!("{key} = {text:?} has no unit; write it like \"{value}ms\" or \"{value}s\"")
-                }
-                DurationError::UnknownUnit { unit, .. } => {
-                    format!("{key} = {text:?} has an unknown unit {unit:?}; use ns, us, ms, s, m or h, {like}")
-                }
-                DurationError::NumberOverflow => {
-                    format!("{key} = {text:?} is too large or too precise; write a duration {like}")
-                }
-                _ => format!("{key} = {text:?} is not a duration; write a number and a unit, {like}"),
-            };
-            out.push(Problem::new(at.span.clone(), message));
-        })
-        .ok()
-}
-
-/// An integer in `lo..=hi`, or a problem.
-pub(super) fn int_in(
-    at: &At<i128>,
-    key: &str,
-    lo: i128,
-    hi: i128,
-    out: &mut Vec<Problem>,
-) -> Option<i128> {
-    if (lo..=hi).contains(&at.value) {
-        return Some(at.value);
-    }
-    // TOML integers are 64-bit: a bound beyond that is no bound.
-    let range = if hi >= i128::from(i64::MAX) {
-        format!("a whole number >= {lo}")
-    } else {
-        format!("a whole number from {lo} to {hi}")
-    };
-    out.push(Problem::new(
-        at.span.clone(),
-        format!("{key} is out of range; use {range}"),
-    ));
-    None
-}
-
-/// A finite number in `lo..=hi` (`hi` may be infinite for "no upper bound"), or a problem.
-pub(super) fn num_in(
-    at: &At<f64>,
-    key: &str,
-    lo: f64,
-    hi: f64,
-    out: &mut Vec<Problem>,
-) -> Option<f64> {
-    let v = at.value;
-    if v.is_finite() && v >= lo && v <= hi {
-        return Some(v);
-    }
-    let range = if hi.is_infinite() {
-        format!("a number >= {lo}")
-    } else {
-        format!("a number from {lo} to {hi}")
-    };
-    out.push(Problem::new(
-        at.span.clone(),
-        format!("{key} is out of range; use {range}"),
-    ));
-    None
-}
-
 /// The `[[region]]` entries: names (valid, unique), locations, targets and sources.
 /// Regions without a usable name are left out (their problem is reported).
 pub(super) fn regions(
@@ -316,7 +158,7 @@ pub(super) fn regions(
                 None
             }
             Some(name) => {
-                if let Some(why) = region_name_problem(&name.value) {
+                if let Some(why) = RegionName::problem(&name.value) {
                     out.push(Problem::new(name.span.clone(), why));
                     None
                 } else if let Some(&first) = first_seen.get(name.value.as_str()) {
@@ -365,14 +207,8 @@ pub(super) fn regions(
 }
 
 fn location(raw: &super::raw::RawLocation, out: &mut Vec<Problem>) -> Option<Location> {
-    let lat = raw
-        .lat
-        .as_ref()
-        .and_then(|v| num_in(v, "lat", *Location::LAT.start(), *Location::LAT.end(), out));
-    let lon = raw
-        .lon
-        .as_ref()
-        .and_then(|v| num_in(v, "lon", *Location::LON.start(), *Location::LON.end(), out));
+    let lat = raw.lat.as_ref().map(|v| v.value);
+    let lon = raw.lon.as_ref().map(|v| v.value);
     let broken = raw.broken.contains(&"lat") || raw.broken.contains(&"lon");
     if (raw.lat.is_none() || raw.lon.is_none()) && !broken {
         out.push(Problem::new(

@@ -3,34 +3,24 @@
 
 use toml::de::{DeTable, DeValue};
 
+use super::super::keys;
 use super::{At, Reader};
 
-pub(in crate::config) const DIFF_KEYS: &[&str] = &[
-    "p50_pct", "p50_ms", "p95_pct", "p95_ms", "p99_pct", "p99_ms", "loss_pp", "alpha",
-];
-pub(in crate::config) const SCHEDULE_KEYS: &[&str] =
-    &["every", "cron", "jitter", "keep", "keep_for"];
-
+/// `[diff]`: every key is a number.
 #[derive(Debug, Default)]
 pub(in crate::config) struct RawDiff {
-    pub p50_pct: Option<At<f64>>,
-    pub p50_ms: Option<At<f64>>,
-    pub p95_pct: Option<At<f64>>,
-    pub p95_ms: Option<At<f64>>,
-    pub p99_pct: Option<At<f64>>,
-    pub p99_ms: Option<At<f64>>,
-    pub loss_pp: Option<At<f64>>,
-    pub alpha: Option<At<f64>>,
+    /// One per key of `keys::diff`, in its order.
+    pub values: Vec<Option<At<f64>>>,
 }
 
 #[derive(Debug, Default)]
 pub(in crate::config) struct RawSchedule {
     pub span: super::Span,
-    pub every: Option<At<String>>,
+    pub every: Option<At<std::time::Duration>>,
     pub cron: Option<At<String>>,
-    pub jitter: Option<At<String>>,
+    pub jitter: Option<At<std::time::Duration>>,
     pub keep: Option<At<i128>>,
-    pub keep_for: Option<At<String>>,
+    pub keep_for: Option<At<std::time::Duration>>,
     /// Whether `every` / `cron` are present at all (even with an unusable value, which
     /// is reported by itself), so that no follow-on "needs every or cron" is reported.
     pub has_every: bool,
@@ -70,16 +60,13 @@ fn table<'a, 'i>(
 
 pub(in crate::config) fn read_diff(root: &DeTable<'_>, r: &mut Reader<'_>) -> Option<RawDiff> {
     let (t, _) = table(root, r, "diff")?;
-    r.unknown_keys(t, DIFF_KEYS, "in [diff]");
+    r.unknown_keys(t, &keys::diff::SECTION);
     Some(RawDiff {
-        p50_pct: r.number(t, "p50_pct", "10"),
-        p50_ms: r.number(t, "p50_ms", "2"),
-        p95_pct: r.number(t, "p95_pct", "20"),
-        p95_ms: r.number(t, "p95_ms", "5"),
-        p99_pct: r.number(t, "p99_pct", "25"),
-        p99_ms: r.number(t, "p99_ms", "10"),
-        loss_pp: r.number(t, "loss_pp", "0.5"),
-        alpha: r.number(t, "alpha", "0.01"),
+        values: keys::diff::SECTION
+            .keys
+            .iter()
+            .map(|k| r.number(t, k))
+            .collect(),
     })
 }
 
@@ -88,14 +75,15 @@ pub(in crate::config) fn read_schedule(
     r: &mut Reader<'_>,
 ) -> Option<RawSchedule> {
     let (t, span) = table(root, r, "schedule")?;
-    r.unknown_keys(t, SCHEDULE_KEYS, "in [schedule]");
+    use keys::schedule::*;
+    r.unknown_keys(t, &SECTION);
     Some(RawSchedule {
         span,
-        every: r.duration(t, "every"),
-        cron: r.string(t, "cron", r#""*/5 * * * *""#),
-        jitter: r.duration(t, "jitter"),
-        keep: r.integer(t, "keep", "100"),
-        keep_for: r.duration(t, "keep_for"),
+        every: r.duration(t, &EVERY),
+        cron: r.string(t, &CRON),
+        jitter: r.duration(t, &JITTER),
+        keep: r.integer(t, &KEEP),
+        keep_for: r.duration(t, &KEEP_FOR),
         has_every: t.contains_key("every"),
         has_cron: t.contains_key("cron"),
     })

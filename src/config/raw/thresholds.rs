@@ -6,52 +6,8 @@
 
 use toml::de::{DeTable, DeValue};
 
+use super::super::keys;
 use super::{At, Reader, Span};
-
-/// The keys a pair rule may override, also allowed in `[thresholds]`.
-pub(in crate::config) const PAIR_LIMIT_KEYS: &[&str] = &[
-    "slo_p95_ms",
-    "loss_warning_pct",
-    "loss_critical_pct",
-    "loss_min_lost",
-    "jitter_warning_ms",
-    "jitter_critical_ms",
-    "skip",
-];
-
-/// The keys of `[thresholds]`.
-pub(in crate::config) const THRESHOLD_KEYS: &[&str] = &[
-    "loss_warning_pct",
-    "loss_critical_pct",
-    "loss_min_lost",
-    "slo_p95_ms",
-    "detour_min_pct",
-    "detour_min_ms",
-    "inflation_factor",
-    "inflation_min_ms",
-    "asymmetry_min_pct",
-    "asymmetry_min_ms",
-    "jitter_warning_ms",
-    "jitter_critical_ms",
-    "region_min_share",
-    "region_min_paths",
-    "skip",
-    "pair",
-];
-
-/// The keys of one `[[thresholds.pair]]`.
-pub(in crate::config) const PAIR_KEYS: &[&str] = &[
-    "source",
-    "target",
-    "both_directions",
-    "slo_p95_ms",
-    "loss_warning_pct",
-    "loss_critical_pct",
-    "loss_min_lost",
-    "jitter_warning_ms",
-    "jitter_critical_ms",
-    "skip",
-];
 
 /// Limits that `[thresholds]` sets and a pair rule may override.
 #[derive(Debug, Default)]
@@ -90,6 +46,11 @@ pub(in crate::config) struct RawThresholds {
     pub asymmetry_min_ms: Option<At<f64>>,
     pub region_min_share: Option<At<f64>>,
     pub region_min_paths: Option<At<i128>>,
+    pub shift_window: Option<At<i128>>,
+    pub shift_min_runs: Option<At<i128>>,
+    pub shift_margin_pct: Option<At<f64>>,
+    pub shift_margin_ms: Option<At<f64>>,
+    pub shift_deviations: Option<At<f64>>,
     pub pairs: Vec<RawPair>,
 }
 
@@ -109,17 +70,23 @@ pub(in crate::config) struct RawPair {
 
 impl Reader<'_> {
     pub(super) fn thresholds(&mut self, t: &DeTable<'_>) -> RawThresholds {
-        self.unknown_keys(t, THRESHOLD_KEYS, "in [thresholds]");
+        use keys::thresholds::*;
+        self.unknown_keys(t, &SECTION);
         let mut raw = RawThresholds {
             limits: self.limits(t),
-            detour_min_pct: self.number(t, "detour_min_pct", "20"),
-            detour_min_ms: self.number(t, "detour_min_ms", "5"),
-            inflation_factor: self.number(t, "inflation_factor", "3.0"),
-            inflation_min_ms: self.number(t, "inflation_min_ms", "5"),
-            asymmetry_min_pct: self.number(t, "asymmetry_min_pct", "25"),
-            asymmetry_min_ms: self.number(t, "asymmetry_min_ms", "5"),
-            region_min_share: self.number(t, "region_min_share", "0.5"),
-            region_min_paths: self.integer(t, "region_min_paths", "3"),
+            detour_min_pct: self.number(t, &DETOUR_MIN_PCT),
+            detour_min_ms: self.number(t, &DETOUR_MIN_MS),
+            inflation_factor: self.number(t, &INFLATION_FACTOR),
+            inflation_min_ms: self.number(t, &INFLATION_MIN_MS),
+            asymmetry_min_pct: self.number(t, &ASYMMETRY_MIN_PCT),
+            asymmetry_min_ms: self.number(t, &ASYMMETRY_MIN_MS),
+            region_min_share: self.number(t, &REGION_MIN_SHARE),
+            region_min_paths: self.integer(t, &REGION_MIN_PATHS),
+            shift_window: self.integer(t, &SHIFT_WINDOW),
+            shift_min_runs: self.integer(t, &SHIFT_MIN_RUNS),
+            shift_margin_pct: self.number(t, &SHIFT_MARGIN_PCT),
+            shift_margin_ms: self.number(t, &SHIFT_MARGIN_MS),
+            shift_deviations: self.number(t, &SHIFT_DEVIATIONS),
             pairs: Vec::new(),
         };
         if let Some((key, value)) = t.get_key_value("pair") {
@@ -133,27 +100,31 @@ impl Reader<'_> {
     }
 
     fn pair(&mut self, t: &DeTable<'_>, span: Span) -> RawPair {
-        self.unknown_keys(t, PAIR_KEYS, "in [[thresholds.pair]]");
+        use keys::pair::*;
+        self.unknown_keys(t, &SECTION);
         RawPair {
             span,
-            source: self.string(t, "source", r#""us-*""#),
-            target: self.string(t, "target", r#""eu-central-1""#),
-            both_directions: self.boolean(t, "both_directions", "true"),
+            source: self.string(t, &SOURCE),
+            target: self.string(t, &TARGET),
+            both_directions: self.boolean(t, &BOTH_DIRECTIONS),
             limits: self.limits(t),
-            unknown_keys: t.keys().any(|k| !PAIR_KEYS.contains(&k.get_ref().as_ref())),
+            unknown_keys: t
+                .keys()
+                .any(|k| !SECTION.names().contains(&k.get_ref().as_ref())),
             broken: Vec::new(),
         }
     }
 
     fn limits(&mut self, t: &DeTable<'_>) -> RawLimits {
+        use keys::limits::*;
         RawLimits {
-            slo_p95_ms: self.number(t, "slo_p95_ms", "150"),
-            loss_warning_pct: self.number(t, "loss_warning_pct", "0.1"),
-            loss_critical_pct: self.number(t, "loss_critical_pct", "1.0"),
-            loss_min_lost: self.integer(t, "loss_min_lost", "2"),
-            jitter_warning_ms: self.number(t, "jitter_warning_ms", "10"),
-            jitter_critical_ms: self.number(t, "jitter_critical_ms", "50"),
-            skip: self.strings(t, "skip", r#"["asymmetry"]"#),
+            slo_p95_ms: self.number(t, &SLO_P95_MS),
+            loss_warning_pct: self.number(t, &LOSS_WARNING_PCT),
+            loss_critical_pct: self.number(t, &LOSS_CRITICAL_PCT),
+            loss_min_lost: self.integer(t, &LOSS_MIN_LOST),
+            jitter_warning_ms: self.number(t, &JITTER_WARNING_MS),
+            jitter_critical_ms: self.number(t, &JITTER_CRITICAL_MS),
+            skip: self.strings(t, &SKIP),
         }
     }
 }

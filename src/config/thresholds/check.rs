@@ -4,9 +4,10 @@
 //! Pure functions from the raw values (`raw`) to [`Thresholds`], pushing every problem
 //! found; no file input.
 
-use super::super::raw::{At, PAIR_LIMIT_KEYS, Problem, RawLimits, RawPair, RawThresholds};
+use super::super::RegionName;
+use super::super::keys;
+use super::super::raw::{At, Problem, RawLimits, RawPair, RawThresholds};
 use super::super::suggest::{closest, list};
-use super::super::validate::{int_in, num_in, region_name_problem};
 use super::{DetectorId, DetectorSet, PairRule, PathLimits, RegionPattern, Thresholds};
 
 /// Checks `[thresholds]`; `names` are the configuration's regions when they are known.
@@ -20,74 +21,47 @@ pub(in crate::config) fn check(
     let Some(raw) = raw else { return Some(t) };
     let before = out.len();
     let defaults = Thresholds::default();
-    let num = |v: &Option<At<f64>>, key: &str, lo: f64, hi: f64, to: &mut f64, out: &mut _| {
-        if let Some(n) = v.as_ref().and_then(|v| num_in(v, key, lo, hi, out)) {
+    // The values are in their ranges (checked as they were read).
+    for (v, to) in [
+        (&raw.detour_min_pct, &mut t.detour_min_pct),
+        (&raw.detour_min_ms, &mut t.detour_min_ms),
+        (&raw.inflation_factor, &mut t.inflation_factor),
+        (&raw.inflation_min_ms, &mut t.inflation_min_ms),
+        (&raw.asymmetry_min_pct, &mut t.asymmetry_min_pct),
+        (&raw.asymmetry_min_ms, &mut t.asymmetry_min_ms),
+        (&raw.region_min_share, &mut t.region_min_share),
+        (&raw.shift_margin_pct, &mut t.shift_margin_pct),
+        (&raw.shift_margin_ms, &mut t.shift_margin_ms),
+        (&raw.shift_deviations, &mut t.shift_deviations),
+    ] {
+        if let Some(v) = v {
+            *to = v.value;
+        }
+    }
+    for (v, to) in [
+        (&raw.region_min_paths, &mut t.region_min_paths),
+        (&raw.shift_window, &mut t.shift_window),
+        (&raw.shift_min_runs, &mut t.shift_min_runs),
+    ] {
+        if let Some(n) = v.as_ref().and_then(|v| usize::try_from(v.value).ok()) {
             *to = n;
         }
-    };
-    let inf = f64::INFINITY;
-    num(
-        &raw.detour_min_pct,
-        "detour_min_pct",
-        0.0,
-        100.0,
-        &mut t.detour_min_pct,
-        out,
-    );
-    num(
-        &raw.detour_min_ms,
-        "detour_min_ms",
-        0.0,
-        inf,
-        &mut t.detour_min_ms,
-        out,
-    );
-    num(
-        &raw.inflation_factor,
-        "inflation_factor",
-        1.0,
-        inf,
-        &mut t.inflation_factor,
-        out,
-    );
-    num(
-        &raw.inflation_min_ms,
-        "inflation_min_ms",
-        0.0,
-        inf,
-        &mut t.inflation_min_ms,
-        out,
-    );
-    num(
-        &raw.asymmetry_min_pct,
-        "asymmetry_min_pct",
-        0.0,
-        inf,
-        &mut t.asymmetry_min_pct,
-        out,
-    );
-    num(
-        &raw.asymmetry_min_ms,
-        "asymmetry_min_ms",
-        0.0,
-        inf,
-        &mut t.asymmetry_min_ms,
-        out,
-    );
-    num(
-        &raw.region_min_share,
-        "region_min_share",
-        0.0,
-        1.0,
-        &mut t.region_min_share,
-        out,
-    );
-    if let Some(n) = raw
-        .region_min_paths
-        .as_ref()
-        .and_then(|v| int_in(v, "region_min_paths", 1, i128::from(u32::MAX), out))
-    {
-        t.region_min_paths = usize::try_from(n).unwrap_or(defaults.region_min_paths);
+    }
+    if t.shift_min_runs > t.shift_window {
+        let at = raw.shift_min_runs.as_ref().or(raw.shift_window.as_ref());
+        if let Some(at) = at {
+            let (w, m) = (t.shift_window, t.shift_min_runs);
+            let default = |raw: &Option<At<i128>>| if raw.is_some() { "" } else { ", the default" };
+            out.push(Problem::new(
+                at.span.clone(),
+                format!(
+                    "shift_min_runs ({m}{}) is above shift_window ({w}{}): a path could never be judged; \
+                     make shift_min_runs at most shift_window",
+                    default(&raw.shift_min_runs),
+                    default(&raw.shift_window)
+                ),
+            ));
+        }
     }
     let base = limits(&raw.limits, true, out);
     t.limits = base.apply_to(defaults.limits);
@@ -127,33 +101,19 @@ impl Overrides {
 }
 
 fn limits(raw: &RawLimits, fleet: bool, out: &mut Vec<Problem>) -> Overrides {
-    let inf = f64::INFINITY;
-    let num = |v: &Option<At<f64>>, key: &str, lo: f64, hi: f64, out: &mut Vec<Problem>| {
-        v.as_ref().and_then(|v| num_in(v, key, lo, hi, out))
-    };
-    let slo_p95_ms = raw.slo_p95_ms.as_ref().and_then(|v| {
-        if v.value.is_finite() && v.value > 0.0 {
-            Some(v.value)
-        } else {
-            out.push(Problem::new(
-                v.span.clone(),
-                "slo_p95_ms is out of range; use a number of milliseconds above 0",
-            ));
-            None
-        }
-    });
+    let num = |v: &Option<At<f64>>| v.as_ref().map(|v| v.value);
+    let slo_p95_ms = num(&raw.slo_p95_ms);
     let loss_min_lost = raw
         .loss_min_lost
         .as_ref()
-        .and_then(|v| int_in(v, "loss_min_lost", 1, i128::from(u32::MAX), out))
-        .and_then(|n| u64::try_from(n).ok());
+        .and_then(|n| u64::try_from(n.value).ok());
     Overrides {
         slo_p95_ms,
-        loss_warning_pct: num(&raw.loss_warning_pct, "loss_warning_pct", 0.0, 100.0, out),
-        loss_critical_pct: num(&raw.loss_critical_pct, "loss_critical_pct", 0.0, 100.0, out),
+        loss_warning_pct: num(&raw.loss_warning_pct),
+        loss_critical_pct: num(&raw.loss_critical_pct),
         loss_min_lost,
-        jitter_warning_ms: num(&raw.jitter_warning_ms, "jitter_warning_ms", 0.0, inf, out),
-        jitter_critical_ms: num(&raw.jitter_critical_ms, "jitter_critical_ms", 0.0, inf, out),
+        jitter_warning_ms: num(&raw.jitter_warning_ms),
+        jitter_critical_ms: num(&raw.jitter_critical_ms),
         skip: raw
             .skip
             .as_ref()
@@ -251,7 +211,7 @@ fn pair_rule(raw: &RawPair, names: Option<&[&str]>, out: &mut Vec<Problem>) -> O
              for every pair, set the key in [thresholds] itself",
         ));
     }
-    let any_limit = raw.limits.any() || PAIR_LIMIT_KEYS.iter().any(|k| broken(k));
+    let any_limit = raw.limits.any() || keys::limits::ALL.iter().any(|k| broken(k.name));
     if !any_limit && !raw.unknown_keys {
         out.push(Problem::new(
             raw.span.clone(),
@@ -297,7 +257,7 @@ fn pattern(
         ));
         return None;
     }
-    if let Some(why) = region_name_problem(&plain) {
+    if let Some(why) = RegionName::problem(&plain) {
         out.push(Problem::new(
             raw.span.clone(),
             format!(
