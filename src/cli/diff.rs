@@ -108,10 +108,8 @@ fn thresholds(config: &super::ConfigArg, args: &Args) -> anyhow::Result<DiffThre
         args.loss_pp,
         args.alpha,
     ];
-    Ok(
-        crate::config::settings::diff(config.optional()?.map(|c| c.diff), flags)
-            .map_err(anyhow::Error::msg)?,
-    )
+    crate::config::settings::diff(config.optional()?.map(|c| c.diff), flags)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The run files a BASE argument names: the file itself; a folder's run.json; and every
