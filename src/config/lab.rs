@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::keys::Key;
-use super::keys::lab::{BASE_MS, INFLATION, JITTER_MS, PORT, SEED};
+use super::keys::fault;
+use super::keys::lab::{BASE_MS, INFLATION, JITTER_MS, LOSS, MATRIX, MODE, PORT, SEED};
 use super::matrix::NamedMatrix;
-use super::raw::{At, Problem, RawConfig, RawFault, RawLab, Span};
+use super::raw::{At, Problem, RawConfig, Span, Table};
 use super::suggest::closest;
 use super::thresholds;
 use super::validate::{self, CheckedRegion, LabKinds};
@@ -80,7 +80,7 @@ pub(super) fn assemble(
     let names: Option<Vec<&str>> = regions
         .as_ref()
         .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
-    let thresholds = thresholds::check(raw.thresholds.as_ref(), names.as_deref(), out);
+    let thresholds = thresholds::check(raw.thresholds.as_ref(), &raw.pairs, names.as_deref(), out);
     let diff = super::ops::check_diff(raw.diff.as_ref());
     let schedule = super::ops::check_schedule(raw.schedule.as_ref(), out);
     let lab = match lab {
@@ -130,7 +130,7 @@ fn enough_regions(
         [] if in_lab => {}
         [] => out.push(Problem::new(0..0, format!("no regions; add at least two [[region]] tables, each with {what}"))),
         [only] => out.push(Problem::new(
-            only.span.clone(),
+            only.table.span.clone(),
             format!("only one region; latmap measures paths between regions: add at least one more [[region]] with {what}"),
         )),
         _ => {}
@@ -138,11 +138,11 @@ fn enough_regions(
 }
 
 /// `[lab] mode`: `None` if unusable (reported).
-fn lab_mode(lab: &RawLab, out: &mut Vec<Problem>) -> Option<LabMode> {
-    let Some(mode) = &lab.mode else {
-        return (!lab.broken.contains(&"mode")).then_some(LabMode::Loopback);
+fn lab_mode(lab: &Table, out: &mut Vec<Problem>) -> Option<LabMode> {
+    let Some(mode) = lab.text(&MODE) else {
+        return (!lab.is_broken(&MODE)).then_some(LabMode::Loopback);
     };
-    match mode.value.as_str() {
+    match mode.value {
         "loopback" => Some(LabMode::Loopback),
         "netns" => Some(LabMode::Netns),
         other => {
@@ -163,7 +163,7 @@ fn lab_mode(lab: &RawLab, out: &mut Vec<Problem>) -> Option<LabMode> {
 }
 
 fn lab(
-    lab: &RawLab,
+    lab: &Table,
     mode: Option<LabMode>,
     raw: &RawConfig,
     checked: Vec<CheckedRegion>,
@@ -171,28 +171,22 @@ fn lab(
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSettings>) {
     // The values are in their ranges (checked as they were read); a broken one is None.
-    let usable = |key: &Key| (!lab.broken.contains(&key.name)).then_some(());
-    let jitter_ms = usable(&JITTER_MS).map(|_| {
-        lab.jitter_ms
-            .as_ref()
-            .map_or(JITTER_MS.number(), |v| v.value)
-    });
-    let port = usable(&PORT)
-        .and_then(|_| u16::try_from(lab.port.as_ref().map_or(PORT.integer(), |v| v.value)).ok());
-    let seed = usable(&SEED)
-        .and_then(|_| u64::try_from(lab.seed.as_ref().map_or(SEED.integer(), |v| v.value)).ok());
+    let jitter_ms = lab.number_or_default(&JITTER_MS);
+    let port = lab
+        .integer_or_default(&PORT)
+        .and_then(|p| u16::try_from(p).ok());
+    let seed = lab
+        .integer_or_default(&SEED)
+        .and_then(|s| u64::try_from(s).ok());
 
-    let (regions, source) = match &lab.matrix {
-        Some(matrix_key) => matrix_lab(lab, raw, matrix_key, checked, input, out),
+    let (regions, source) = match lab.text(&MATRIX) {
+        Some(matrix_key) => matrix_lab(lab, raw, &matrix_key, checked, input, out),
         None => geo_lab(lab, raw, checked, out),
     };
     if let (Some(LabMode::Netns), Some(regions)) = (mode, &regions)
         && regions.len() > NETNS_MAX_REGIONS
     {
-        let at = lab
-            .mode
-            .as_ref()
-            .map_or(lab.span.clone(), |m| m.span.clone());
+        let at = lab.text(&MODE).map_or(lab.span.clone(), |m| m.span.clone());
         out.push(Problem::new(
             at,
             format!(
@@ -205,7 +199,7 @@ fn lab(
     let names: Option<Vec<&str>> = regions
         .as_ref()
         .map(|r| r.iter().map(|r| r.name.as_str()).collect());
-    let faults: Vec<Option<LabFault>> = lab
+    let faults: Vec<Option<LabFault>> = raw
         .faults
         .iter()
         .map(|f| fault(f, names.as_deref(), out))
@@ -226,15 +220,16 @@ fn lab(
 
 /// A lab whose RTTs come from `matrix` (and loss from `loss`).
 fn matrix_lab(
-    lab: &RawLab,
+    lab: &Table,
     raw: &RawConfig,
-    matrix_key: &At<String>,
+    matrix_key: &At<&str>,
     checked: Vec<CheckedRegion>,
     input: LabInput,
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSource>) {
-    for (value, key) in [(&lab.inflation, "inflation"), (&lab.base_ms, "base_ms")] {
-        if let Some(v) = value {
+    for key in [&INFLATION, &BASE_MS] {
+        if let Some(v) = lab.number(key) {
+            let key = key.name;
             out.push(Problem::new(
                 v.key.clone(),
                 format!("{key} only applies to a lab without a matrix (RTTs from locations); remove it, or remove matrix"),
@@ -280,10 +275,17 @@ fn matrix_lab(
     };
 
     // The loss file must name the same regions as the RTT file.
-    let loss = match (&lab.loss, input.loss) {
+    let loss = match (lab.text(&LOSS), input.loss) {
         (Some(key), Some(Some(loss))) => {
             if let (Some(rtt_names), Some(loss_names)) = (&rtt.header, &loss.header) {
-                same_names(key, &rtt.display, rtt_names, &loss.display, loss_names, out);
+                same_names(
+                    &key,
+                    &rtt.display,
+                    rtt_names,
+                    &loss.display,
+                    loss_names,
+                    out,
+                );
             }
             Some(loss)
         }
@@ -324,7 +326,7 @@ fn not_in_matrix(name: &str, span: &Span, file: &str, names: &[String]) -> Probl
 }
 
 fn same_names(
-    key: &At<String>,
+    key: &At<&str>,
     rtt: &str,
     rtt_names: &[String],
     loss: &str,
@@ -394,27 +396,21 @@ fn zeros(n: usize) -> SquareMatrix {
 
 /// A lab whose RTTs come from the regions' locations.
 fn geo_lab(
-    lab: &RawLab,
+    lab: &Table,
     raw: &RawConfig,
     checked: Vec<CheckedRegion>,
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSource>) {
-    if let Some(loss) = &lab.loss {
+    if let Some(loss) = lab.text(&LOSS) {
         out.push(Problem::new(
             loss.key.clone(),
             "loss needs a matrix: a loss file goes with an RTT file; set matrix = \"...\" too, or remove loss",
         ));
     }
-    let usable = |key: &Key| (!lab.broken.contains(&key.name)).then_some(());
-    let inflation = usable(&INFLATION).map(|_| {
-        lab.inflation
-            .as_ref()
-            .map_or(INFLATION.number(), |v| v.value)
-    });
-    let base_ms =
-        usable(&BASE_MS).map(|_| lab.base_ms.as_ref().map_or(BASE_MS.number(), |v| v.value));
+    let inflation = lab.number_or_default(&INFLATION);
+    let base_ms = lab.number_or_default(&BASE_MS);
     // A misspelt or broken `matrix` key: the lab's mode is unknown.
-    let mode_unsure = lab.broken.contains(&"matrix");
+    let mode_unsure = lab.is_broken(&MATRIX);
     if raw.regions.is_empty() {
         if !mode_unsure && !raw.broken.contains(&"region") {
             out.push(Problem::new(
@@ -451,14 +447,15 @@ fn geo_lab(
 }
 
 /// One `[[lab.fault]]`; `names` are the lab's regions when known.
-fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<LabFault> {
+fn fault(raw: &Table, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<LabFault> {
     let mut ok = true;
-    for end in [&raw.source, &raw.target].into_iter().flatten() {
+    let (source, target) = (raw.text(&fault::SOURCE), raw.text(&fault::TARGET));
+    for end in [&source, &target].into_iter().flatten() {
         if let Some(names) = names
-            && !names.contains(&end.value.as_str())
+            && !names.contains(&end.value)
         {
             ok = false;
-            let hint = match closest(&end.value, names) {
+            let hint = match closest(end.value, names) {
                 Some(best) => format!("did you mean {best:?}?"),
                 None => format!("use one of {}", quoted(names)),
             };
@@ -469,7 +466,7 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         }
     }
     let broken = |key| raw.broken.contains(&key);
-    match (&raw.source, &raw.target) {
+    match (&source, &target) {
         (None, None) if !broken("source") && !broken("target") => {
             ok = false;
             out.push(Problem::new(
@@ -492,8 +489,8 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
     if broken("extra_ms") || broken("loss_pct") {
         return None; // Reported as such.
     }
-    let extra_ms = raw.extra_ms.as_ref().map_or(0.0, |v| v.value);
-    let loss_pct = raw.loss_pct.as_ref().map_or(0.0, |v| v.value);
+    let extra_ms = raw.number(&fault::EXTRA_MS).map_or(0.0, |v| v.value);
+    let loss_pct = raw.number(&fault::LOSS_PCT).map_or(0.0, |v| v.value);
     if extra_ms == 0.0 && loss_pct == 0.0 && !broken("extra_ms") && !broken("loss_pct") {
         out.push(Problem::new(
             raw.span.clone(),
@@ -502,9 +499,9 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         return None;
     }
     ok.then(|| LabFault {
-        source: raw.source.as_ref().map(|s| s.value.clone()),
-        target: raw.target.as_ref().map(|t| t.value.clone()),
-        both_directions: raw.both_directions.as_ref().is_some_and(|b| b.value),
+        source: source.map(|s| s.value.to_string()),
+        target: target.map(|t| t.value.to_string()),
+        both_directions: raw.flag(&fault::BOTH_DIRECTIONS).is_some_and(|b| b.value),
         extra_ms,
         loss_pct,
     })

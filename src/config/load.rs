@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use toml::de::DeTable;
 
-use super::Config;
 use super::diag::{ConfigError, Diagnostic, LineIndex, line_col, shorten};
 use super::lab::{self, LabInput, MatrixInput};
 use super::matrix::{self, Unit};
 use super::raw::{self, Problem, Span};
+use super::{Config, keys};
 
 /// Syntax errors beyond this many are summarised in one line.
 const MAX_SYNTAX_ERRORS: usize = 10;
@@ -57,10 +57,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let matrices = raw
         .lab
         .as_ref()
-        .and_then(|l| l.matrix.as_ref())
+        .and_then(|l| l.text(&keys::lab::MATRIX))
         .map(|rtt_key| {
             let dir = path.parent().unwrap_or(Path::new(""));
-            let mut read = |key: &raw::At<String>, unit: Unit| {
+            let mut read = |key: &raw::At<&str>, unit: Unit| {
                 read_matrix(
                     dir,
                     &file,
@@ -71,12 +71,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     &mut files,
                 )
             };
-            let rtt = read(rtt_key, Unit::RttMs);
+            let rtt = read(&rtt_key, Unit::RttMs);
             let loss = raw
                 .lab
                 .as_ref()
-                .and_then(|l| l.loss.as_ref())
-                .map(|k| read(k, Unit::LossPct));
+                .and_then(|l| l.text(&keys::lab::LOSS))
+                .map(|k| read(&k, Unit::LossPct));
             LabInput { rtt, loss }
         });
 
@@ -109,13 +109,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 fn read_matrix(
     dir: &Path,
     config_file: &str,
-    key: &raw::At<String>,
+    key: &raw::At<&str>,
     unit: Unit,
     problems: &mut Vec<Problem>,
     csv_diagnostics: &mut Vec<Diagnostic>,
     files: &mut FileOrder,
 ) -> Option<MatrixInput> {
-    let written = key.value.as_str();
+    let written = key.value;
     if written.trim().is_empty() {
         problems.push(Problem::new(
             key.span.clone(),

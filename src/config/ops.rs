@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::raw::{Problem, RawDiff, RawSchedule};
+use super::keys::{Key, diff, schedule};
+use super::raw::{Problem, Table};
 
 /// `[diff]`: how large and how sure a change must be for `latmap diff` to call it a
 /// regression (or an improvement).
@@ -87,56 +88,60 @@ pub struct ScheduleSettings {
 }
 
 /// `[diff]`: its values are in their ranges (checked as they were read).
-pub(super) fn check_diff(raw: Option<&RawDiff>) -> DiffThresholds {
+pub(super) fn check_diff(raw: Option<&Table>) -> DiffThresholds {
     let mut t = DiffThresholds::default();
-    for (v, slot) in raw.iter().flat_map(|r| &r.values).zip(t.slots()) {
-        if let Some(v) = v {
-            *slot = v.value;
+    if let Some(raw) = raw {
+        for (k, slot) in diff::SECTION.keys.iter().zip(t.slots()) {
+            if let Some(v) = raw.number(k) {
+                *slot = v.value;
+            }
         }
     }
     t
 }
 
 pub(super) fn check_schedule(
-    raw: Option<&RawSchedule>,
+    raw: Option<&Table>,
     out: &mut Vec<Problem>,
 ) -> Option<ScheduleSettings> {
+    use schedule::*;
     let raw = raw?;
     let mut s = ScheduleSettings {
-        every: raw.every.as_ref().map(|d| d.value),
-        ..ScheduleSettings::default()
+        every: raw.duration(&EVERY).map(|d| d.value),
+        jitter: JITTER.duration(),
+        keep: raw
+            .integer(&KEEP)
+            .and_then(|k| usize::try_from(k.value).ok()),
+        keep_for: raw.duration(&KEEP_FOR).map(|d| d.value),
+        cron: None,
     };
-    if let Some(cron) = &raw.cron {
-        match croner::Cron::from_str(&cron.value) {
-            Ok(_) => s.cron = Some(cron.value.clone()),
+    let present = |k: &Key| raw.has(k) || raw.is_broken(k);
+    if let Some(cron) = raw.text(&CRON) {
+        match croner::Cron::from_str(cron.value) {
+            Ok(_) => s.cron = Some(cron.value.to_string()),
             Err(e) => out.push(Problem::new(
                 cron.span.clone(),
                 format!("cron {:?} is not a cron expression ({e}); write five fields like \"*/5 * * * *\" (minute hour day month weekday, UTC)", cron.value),
             )),
         }
-    }
-    match (&raw.every, &raw.cron) {
-        (_, Some(cron)) if raw.has_every => out.push(Problem::new(
-            cron.key.clone(),
-            "[schedule] has both every and cron; keep one of them",
-        )),
-        (None, None) if !raw.has_every && !raw.has_cron => out.push(Problem::new(
+        if present(&EVERY) {
+            out.push(Problem::new(
+                cron.key.clone(),
+                "[schedule] has both every and cron; keep one of them",
+            ));
+        }
+    } else if !present(&EVERY) && !present(&CRON) {
+        out.push(Problem::new(
             raw.span.start..raw.span.start,
             "[schedule] needs every = \"5m\" or cron = \"*/5 * * * *\"",
-        )),
-        _ => {}
+        ));
     }
-    if let Some(jitter) = &raw.jitter {
+    if let Some(jitter) = raw.duration(&JITTER) {
         match schedule_problem(s.every, jitter.value) {
             Some(why) => out.push(Problem::new(jitter.span.clone(), format!("jitter {why}"))),
             None => s.jitter = jitter.value,
         }
     }
-    s.keep = raw
-        .keep
-        .as_ref()
-        .and_then(|k| usize::try_from(k.value).ok());
-    s.keep_for = raw.keep_for.as_ref().map(|d| d.value);
     Some(s)
 }
 

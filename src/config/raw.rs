@@ -1,14 +1,12 @@
 //! The raw shape of `regions.toml`: tables, keys and TOML types, with their spans.
 //!
-//! This module walks the spanned tree that `toml` parses and copies out every known key
-//! with its type checked (string, integer, number, boolean, array of strings), keeping
-//! the byte spans of keys and values for diagnostics. It reports unknown keys (with a
-//! "did you mean" when one is close) and wrong types, every one of them, and carries on.
-//! It gives values no meaning: ranges, durations, targets and cross-references are
-//! checked by `validate` and `lab`.
-//!
-//! The walk is done by hand rather than with serde so that one run reports every
-//! unknown key and every wrong type in a table, not only the first.
+//! This module walks the spanned tree that `toml` parses and reads every key that
+//! `keys` declares for the table it is in: its type checked by deserializing the value
+//! alone (serde, one key at a time, so that one run reports every wrong type and not
+//! only the first), its range checked, and the byte spans of key and value kept for
+//! diagnostics. It reports unknown keys (with a "did you mean" when one is close) and
+//! carries on. It gives values no meaning beyond their ranges: targets, names and
+//! cross-references are checked by `validate` and `lab`.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -20,14 +18,8 @@ use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::keys::{self, Key, Section};
+use super::keys::{self, Key, Kind, Section};
 use super::suggest::{closest, list};
-
-mod ops;
-mod thresholds;
-
-pub(super) use ops::{RawDiff, RawSchedule};
-pub(super) use thresholds::{RawLimits, RawPair, RawThresholds};
 
 /// A byte range in the configuration text.
 pub(super) type Span = Range<usize>;
@@ -40,6 +32,16 @@ pub(super) struct At<T> {
     pub span: Span,
     /// The key's span (for an array element: the element's span).
     pub key: Span,
+}
+
+impl<T> At<T> {
+    fn map<U>(&self, f: impl FnOnce(&T) -> Option<U>) -> Option<At<U>> {
+        Some(At {
+            value: f(&self.value)?,
+            span: self.span.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 /// A problem at a span of the configuration text.
@@ -58,86 +60,142 @@ impl Problem {
     }
 }
 
+/// A value of the type its key declares, in the key's range.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Number(f64),
+    Integer(i128),
+    Bool(bool),
+    Text(String),
+    Texts(Vec<At<String>>),
+    Duration(Duration),
+}
+
+/// One table of the file: the usable values of its keys, by key.
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    /// The table's header (or inline table).
+    pub span: Span,
+    values: Vec<(&'static str, At<Value>)>,
+    /// Keys present but unusable (wrong type or shape, out of range), or meant by a
+    /// misspelt key: "missing" is not reported on top of that.
+    pub broken: Vec<&'static str>,
+    /// Whether the table has a key that is not allowed (reported by itself).
+    pub unknown_keys: bool,
+}
+
+impl Table {
+    fn get(&self, k: &Key) -> Option<&At<Value>> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == k.name)
+            .map(|(_, v)| v)
+    }
+
+    /// Where the key's usable value is.
+    pub fn get_span(&self, k: &Key) -> Option<Span> {
+        self.get(k).map(|v| v.span.clone())
+    }
+
+    /// Whether the key has a usable value.
+    pub fn has(&self, k: &Key) -> bool {
+        self.get(k).is_some()
+    }
+
+    /// Whether the key is present but unusable (reported), or meant by a misspelt key.
+    pub fn is_broken(&self, k: &Key) -> bool {
+        self.broken.contains(&k.name)
+    }
+
+    /// The key's number, else its default; `None` when it is broken (reported).
+    pub fn number_or_default(&self, k: &Key) -> Option<f64> {
+        (!self.is_broken(k)).then(|| self.number(k).map_or(k.number(), |v| v.value))
+    }
+
+    /// The key's whole number, else its default; `None` when it is broken (reported).
+    pub fn integer_or_default(&self, k: &Key) -> Option<i128> {
+        (!self.is_broken(k)).then(|| self.integer(k).map_or(k.integer(), |v| v.value))
+    }
+
+    pub fn number(&self, k: &Key) -> Option<At<f64>> {
+        self.get(k)?.map(|v| match v {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    pub fn integer(&self, k: &Key) -> Option<At<i128>> {
+        self.get(k)?.map(|v| match v {
+            Value::Integer(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    pub fn flag(&self, k: &Key) -> Option<At<bool>> {
+        self.get(k)?.map(|v| match v {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    pub fn text(&self, k: &Key) -> Option<At<&str>> {
+        let at = self.get(k)?;
+        match &at.value {
+            Value::Text(s) => Some(At {
+                value: s.as_str(),
+                span: at.span.clone(),
+                key: at.key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn texts(&self, k: &Key) -> Option<At<&[At<String>]>> {
+        let at = self.get(k)?;
+        match &at.value {
+            Value::Texts(v) => Some(At {
+                value: v.as_slice(),
+                span: at.span.clone(),
+                key: at.key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn duration(&self, k: &Key) -> Option<At<Duration>> {
+        self.get(k)?.map(|v| match v {
+            Value::Duration(d) => Some(*d),
+            _ => None,
+        })
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Default)]
 pub(super) struct RawConfig {
-    pub probe: Option<RawProbe>,
+    pub probe: Option<Table>,
     pub regions: Vec<RawRegion>,
-    pub lab: Option<RawLab>,
-    pub thresholds: Option<RawThresholds>,
-    pub diff: Option<RawDiff>,
-    pub schedule: Option<RawSchedule>,
+    pub lab: Option<Table>,
+    /// `[[lab.fault]]`.
+    pub faults: Vec<Table>,
+    pub thresholds: Option<Table>,
+    /// `[[thresholds.pair]]`.
+    pub pairs: Vec<Table>,
+    pub diff: Option<Table>,
+    pub schedule: Option<Table>,
     /// Top-level keys present but unusable, or meant by a misspelt key.
     pub broken: Vec<&'static str>,
 }
 
-/// `[probe]`.
-#[derive(Debug, Default)]
-pub(super) struct RawProbe {
-    pub kinds: Option<At<Vec<At<String>>>>,
-    pub count: Option<At<i128>>,
-    pub interval: Option<At<Duration>>,
-    pub gap: Option<At<Duration>>,
-    pub timeout: Option<At<Duration>>,
-    pub payload: Option<At<i128>>,
-}
-
-/// One `[[region]]`.
+/// One `[[region]]`, with its `location`.
 #[derive(Debug, Default)]
 pub(super) struct RawRegion {
-    /// The `[[region]]` header (or the inline table).
-    pub span: Span,
-    pub name: Option<At<String>>,
-    pub location: Option<RawLocation>,
-    pub targets: Option<At<Vec<At<String>>>>,
-    pub source: Option<At<String>>,
-    /// Keys present but unusable, or meant by a misspelt key: "missing" is not
-    /// reported on top of that.
-    pub broken: Vec<&'static str>,
-}
-
-/// `location = { lat = ..., lon = ... }`.
-#[derive(Debug, Default)]
-pub(super) struct RawLocation {
-    pub span: Span,
-    pub lat: Option<At<f64>>,
-    pub lon: Option<At<f64>>,
-    /// As [`RawRegion::broken`].
-    pub broken: Vec<&'static str>,
-}
-
-/// `[lab]`.
-#[derive(Debug, Default)]
-pub(super) struct RawLab {
-    pub span: Span,
-    pub mode: Option<At<String>>,
-    pub matrix: Option<At<String>>,
-    pub loss: Option<At<String>>,
-    pub jitter_ms: Option<At<f64>>,
-    pub port: Option<At<i128>>,
-    pub seed: Option<At<i128>>,
-    pub inflation: Option<At<f64>>,
-    pub base_ms: Option<At<f64>>,
-    pub faults: Vec<RawFault>,
-    /// As [`RawRegion::broken`].
-    pub broken: Vec<&'static str>,
-}
-
-/// One `[[lab.fault]]`.
-#[derive(Debug, Default)]
-pub(super) struct RawFault {
-    pub span: Span,
-    pub source: Option<At<String>>,
-    pub target: Option<At<String>>,
-    pub both_directions: Option<At<bool>>,
-    pub extra_ms: Option<At<f64>>,
-    pub loss_pct: Option<At<f64>>,
-    /// As [`RawRegion::broken`].
-    pub broken: Vec<&'static str>,
+    pub table: Table,
+    pub location: Option<Table>,
 }
 
 type TomlKey<'i> = Spanned<Cow<'i, str>>;
-type Value<'i> = Spanned<DeValue<'i>>;
+type TomlValue<'i> = Spanned<DeValue<'i>>;
 
 /// Reads the parsed document. Every problem found is pushed to `out`.
 pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
@@ -146,49 +204,66 @@ pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
         failed: Vec::new(),
     };
     r.unknown_keys(root, &keys::top::SECTION);
-    let mut raw = RawConfig::default();
-    if let Some((key, value)) = root.get_key_value("probe") {
-        match value.get_ref() {
-            DeValue::Table(t) => raw.probe = Some(r.scoped(|r| r.probe(t)).0),
-            DeValue::Array(_) => r.fail(
-                "probe",
-                key.span(),
-                "probe must be one table; write [probe], not [[probe]]",
-            ),
-            other => {
-                r.wrong_type(key, value, "a table", "[probe] on a line of its own", other);
-                r.failed.push("probe");
-            }
-        }
-    }
+    let mut raw = RawConfig {
+        probe: r.one(root, &keys::probe::SECTION),
+        diff: r.one(root, &keys::diff::SECTION),
+        schedule: r.one(root, &keys::schedule::SECTION),
+        ..RawConfig::default()
+    };
     if let Some((key, value)) = root.get_key_value("region") {
         raw.regions = r.tables(key, value, "region", "[[region]]", |r, t, span| {
-            let (mut region, broken) = r.scoped(|r| r.region(t, span));
-            region.broken = broken;
+            let mut region = RawRegion {
+                table: r.table(t, span, &keys::region::SECTION),
+                location: None,
+            };
+            if let Some((key, value)) = t.get_key_value(keys::region::LOCATION.name) {
+                match value.get_ref() {
+                    DeValue::Table(l) => {
+                        region.location = Some(r.table(l, value.span(), &keys::location::SECTION))
+                    }
+                    other => {
+                        let example = "location = { lat = 38.9, lon = -77.4 }";
+                        r.wrong_type(key, value, "a table", example, other);
+                        region.table.broken.push(keys::region::LOCATION.name);
+                    }
+                }
+            }
             region
         });
     }
-    if let Some((key, value)) = root.get_key_value("lab") {
-        match value.get_ref() {
-            DeValue::Table(t) => {
-                let (mut lab, broken) = r.scoped(|r| r.lab(t, value.span()));
-                lab.broken = broken;
-                raw.lab = Some(lab);
-            }
-            DeValue::Array(_) => r.fail(
-                "lab",
-                key.span(),
-                "lab must be one table; write [lab], not [[lab]]",
-            ),
-            other => {
-                r.wrong_type(key, value, "a table", "[lab] on a line of its own", other);
-                r.failed.push("lab");
-            }
+    let nested = [
+        (
+            &keys::lab::SECTION,
+            &keys::lab::FAULT,
+            &keys::fault::SECTION,
+        ),
+        (
+            &keys::thresholds::SECTION,
+            &keys::thresholds::PAIR,
+            &keys::pair::SECTION,
+        ),
+    ];
+    for (section, key, each) in nested {
+        let Some(t) = r.de_table(root, section) else {
+            continue;
+        };
+        let mut table = r.table(t.0, t.1, section);
+        let mut list = Vec::new();
+        if let Some((k, value)) = t.0.get_key_value(key.name) {
+            let failed = std::mem::take(&mut r.failed);
+            list = r.tables(k, value, key.name, each.header, |r, t, span| {
+                r.table(t, span, each)
+            });
+            table
+                .broken
+                .extend(std::mem::replace(&mut r.failed, failed));
+        }
+        if section.header == "[lab]" {
+            (raw.lab, raw.faults) = (Some(table), list);
+        } else {
+            (raw.thresholds, raw.pairs) = (Some(table), list);
         }
     }
-    raw.thresholds = thresholds::read(root, &mut r);
-    raw.diff = ops::read_diff(root, &mut r);
-    raw.schedule = ops::read_schedule(root, &mut r);
     raw.broken = std::mem::take(&mut r.failed);
     raw
 }
@@ -211,101 +286,84 @@ impl Reader<'_> {
         self.problem(span, message);
     }
 
-    /// Runs `read` on a nested table, returning what it read and the keys that failed
-    /// in it (the enclosing table's list is kept apart).
-    fn scoped<T>(&mut self, read: impl FnOnce(&mut Self) -> T) -> (T, Vec<&'static str>) {
-        let outer = std::mem::take(&mut self.failed);
-        let value = read(self);
-        (value, std::mem::replace(&mut self.failed, outer))
-    }
-
-    fn probe(&mut self, t: &DeTable<'_>) -> RawProbe {
-        use keys::probe::*;
-        self.unknown_keys(t, &SECTION);
-        RawProbe {
-            kinds: self.strings(t, &KINDS),
-            count: self.integer(t, &COUNT),
-            interval: self.duration(t, &INTERVAL),
-            gap: self.duration(t, &GAP),
-            timeout: self.duration(t, &TIMEOUT),
-            payload: self.integer(t, &PAYLOAD),
-        }
-    }
-
-    fn region(&mut self, t: &DeTable<'_>, span: Span) -> RawRegion {
-        use keys::region::*;
-        self.unknown_keys(t, &SECTION);
-        let mut region = RawRegion {
-            span,
-            name: self.string(t, &NAME),
-            targets: self.strings(t, &TARGETS),
-            source: self.string(t, &SOURCE),
-            ..RawRegion::default()
-        };
-        if let Some((key, value)) = t.get_key_value("location") {
-            match value.get_ref() {
-                DeValue::Table(l) => {
-                    let (mut location, broken) = self.scoped(|r| r.location(l, value.span()));
-                    location.broken = broken;
-                    region.location = Some(location);
+    /// The top-level table `[name]` as written, or a problem saying how to write it.
+    fn de_table<'a, 'i>(
+        &mut self,
+        root: &'a DeTable<'i>,
+        section: &Section,
+    ) -> Option<(&'a DeTable<'i>, Span)> {
+        let name = section.header.trim_matches(['[', ']']);
+        let (key, value) = root.get_key_value(name)?;
+        match value.get_ref() {
+            DeValue::Table(t) => Some((t, value.span())),
+            DeValue::Array(_) => {
+                let name = keys::top::SECTION
+                    .keys
+                    .iter()
+                    .find(|k| k.name == name)?
+                    .name;
+                self.fail(
+                    name,
+                    key.span(),
+                    format!("{name} must be one table; write [{name}], not [[{name}]]"),
+                );
+                None
+            }
+            other => {
+                let example = format!("[{name}] on a line of its own");
+                self.wrong_type(key, value, "a table", &example, other);
+                if let Some(k) = keys::top::SECTION.keys.iter().find(|k| k.name == name) {
+                    self.failed.push(k.name);
                 }
-                other => {
-                    let example = "location = { lat = 38.9, lon = -77.4 }";
-                    self.wrong_type(key, value, "a table", example, other);
-                    self.failed.push("location");
-                }
+                None
             }
         }
-        region
     }
 
-    fn location(&mut self, t: &DeTable<'_>, span: Span) -> RawLocation {
-        use keys::location::*;
-        self.unknown_keys(t, &SECTION);
-        RawLocation {
-            span,
-            lat: self.number(t, &LAT),
-            lon: self.number(t, &LON),
-            broken: Vec::new(),
+    /// A top-level table without nested tables.
+    fn one(&mut self, root: &DeTable<'_>, section: &Section) -> Option<Table> {
+        let (t, span) = self.de_table(root, section)?;
+        Some(self.table(t, span, section))
+    }
+
+    /// Every key of `section` in `t`, each read as its kind, and the unknown ones
+    /// reported. Nested tables are left to the caller.
+    fn table(&mut self, t: &DeTable<'_>, span: Span, section: &Section) -> Table {
+        let outer = std::mem::take(&mut self.failed);
+        self.unknown_keys(t, section);
+        let mut values = Vec::new();
+        for k in section.keys {
+            let value = match k.kind {
+                Kind::Number => self
+                    .number(t, k)
+                    .and_then(|v| v.map(|n| Some(Value::Number(*n)))),
+                Kind::Integer => self
+                    .integer(t, k)
+                    .and_then(|v| v.map(|n| Some(Value::Integer(*n)))),
+                Kind::Bool => self
+                    .boolean(t, k)
+                    .and_then(|v| v.map(|b| Some(Value::Bool(*b)))),
+                Kind::Text => self
+                    .string(t, k)
+                    .and_then(|v| v.map(|s| Some(Value::Text(s.clone())))),
+                Kind::Texts => self
+                    .strings(t, k)
+                    .and_then(|v| v.map(|l| Some(Value::Texts(l.clone())))),
+                Kind::Duration => self
+                    .duration(t, k)
+                    .and_then(|v| v.map(|d| Some(Value::Duration(*d)))),
+                Kind::Table | Kind::Tables => None,
+            };
+            if let Some(v) = value {
+                values.push((k.name, v));
+            }
         }
-    }
-
-    fn lab(&mut self, t: &DeTable<'_>, span: Span) -> RawLab {
-        use keys::lab::*;
-        self.unknown_keys(t, &SECTION);
-        let mut lab = RawLab {
+        let names = section.names();
+        Table {
             span,
-            mode: self.string(t, &MODE),
-            matrix: self.string(t, &MATRIX),
-            loss: self.string(t, &LOSS),
-            jitter_ms: self.number(t, &JITTER_MS),
-            port: self.integer(t, &PORT),
-            seed: self.integer(t, &SEED),
-            inflation: self.number(t, &INFLATION),
-            base_ms: self.number(t, &BASE_MS),
-            ..RawLab::default()
-        };
-        if let Some((key, value)) = t.get_key_value("fault") {
-            lab.faults = self.tables(key, value, "fault", "[[lab.fault]]", |r, t, span| {
-                let (mut fault, broken) = r.scoped(|r| r.fault(t, span));
-                fault.broken = broken;
-                fault
-            });
-        }
-        lab
-    }
-
-    fn fault(&mut self, t: &DeTable<'_>, span: Span) -> RawFault {
-        use keys::fault::*;
-        self.unknown_keys(t, &SECTION);
-        RawFault {
-            span,
-            source: self.string(t, &SOURCE),
-            target: self.string(t, &TARGET),
-            both_directions: self.boolean(t, &BOTH_DIRECTIONS),
-            extra_ms: self.number(t, &EXTRA_MS),
-            loss_pct: self.number(t, &LOSS_PCT),
-            broken: Vec::new(),
+            values,
+            broken: std::mem::replace(&mut self.failed, outer),
+            unknown_keys: t.keys().any(|k| !names.contains(&k.get_ref().as_ref())),
         }
     }
 
@@ -314,7 +372,7 @@ impl Reader<'_> {
     fn tables<T>(
         &mut self,
         key: &TomlKey<'_>,
-        value: &Value<'_>,
+        value: &TomlValue<'_>,
         name: &'static str,
         header: &str,
         mut each: impl FnMut(&mut Self, &DeTable<'_>, Span) -> T,
@@ -387,7 +445,7 @@ impl Reader<'_> {
     fn wrong_type(
         &mut self,
         key: &TomlKey<'_>,
-        value: &Value<'_>,
+        value: &TomlValue<'_>,
         expected: &str,
         example: &str,
         found: &DeValue<'_>,
@@ -583,7 +641,7 @@ pub(super) fn parse_duration(key: &str, text: &str) -> Result<Duration, String> 
     })
 }
 
-fn at<T>(key: &TomlKey<'_>, value: &Value<'_>, v: T) -> At<T> {
+fn at<T>(key: &TomlKey<'_>, value: &TomlValue<'_>, v: T) -> At<T> {
     At {
         value: v,
         span: value.span(),

@@ -1010,11 +1010,11 @@ fn diff_and_schedule_rules() {
         ("[thresholds]\nshift_margin_pct = -1", Some("shift_margin_pct is out of range; use a number >= 0")),
         (
             "[thresholds]\nshift_window = 8",
-            Some("t.toml:2:16: shift_min_runs (12, the default) is above shift_window (8): a path could never be judged"),
+            Some("t.toml:2:16: shift_window (8) is below shift_min_runs (12, the default); make shift_window at least shift_min_runs"),
         ),
         (
             "[thresholds]\nshift_min_runs = 30",
-            Some("shift_min_runs (30) is above shift_window (24, the default)"),
+            Some("t.toml:2:18: shift_min_runs (30) is above shift_window (24, the default); make shift_min_runs at most shift_window"),
         ),
         (
             "[schedule]\nevery = \"1m\"\njitter = \"2m\"",

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::diag::LineIndex;
-use super::raw::{At, Problem, RawConfig, RawProbe, RawRegion, Span};
+use super::keys::{location as loc, probe as keys, region as reg};
+use super::raw::{At, Problem, RawConfig, RawRegion, Span, Table};
 use super::suggest::{closest, list};
 use super::{Host, Location, ProbeKind, ProbeSettings, Region, RegionName, Target};
 
@@ -37,18 +38,14 @@ pub(super) enum LabKinds {
 
 /// `[probe]`, with defaults. In a lab the kinds default to `udp`, and the loopback lab
 /// allows nothing else.
-pub(super) fn probe(
-    raw: Option<&RawProbe>,
-    lab: LabKinds,
-    out: &mut Vec<Problem>,
-) -> ProbeSettings {
+pub(super) fn probe(raw: Option<&Table>, lab: LabKinds, out: &mut Vec<Problem>) -> ProbeSettings {
     let mut settings = ProbeSettings::default();
     if lab != LabKinds::NoLab {
         settings.kinds = vec![ProbeKind::Udp];
     }
     let Some(raw) = raw else { return settings };
-    if let Some(kinds) = &raw.kinds {
-        let parsed = probe_kinds(kinds, out);
+    if let Some(kinds) = raw.texts(&keys::KINDS) {
+        let parsed = probe_kinds(&kinds, out);
         match lab {
             LabKinds::UdpOnly => {
                 // Unknown kinds, duplicates and empty lists are reported by `probe_kinds`.
@@ -74,28 +71,30 @@ pub(super) fn probe(
         }
     }
     // The values are in their ranges (checked as they were read).
-    if let Some(n) = raw.count.as_ref().and_then(|c| u32::try_from(c.value).ok()) {
+    if let Some(n) = raw
+        .integer(&keys::COUNT)
+        .and_then(|c| u32::try_from(c.value).ok())
+    {
         settings.count = n;
     }
     // An interval of 0 is allowed: rounds follow each other as fast as `gap` allows.
-    for (v, to) in [
-        (&raw.interval, &mut settings.interval),
-        (&raw.gap, &mut settings.gap),
-        (&raw.timeout, &mut settings.timeout),
+    for (k, to) in [
+        (&keys::INTERVAL, &mut settings.interval),
+        (&keys::GAP, &mut settings.gap),
+        (&keys::TIMEOUT, &mut settings.timeout),
     ] {
-        if let Some(d) = v {
+        if let Some(d) = raw.duration(k) {
             *to = d.value;
         }
     }
     settings.payload = raw
-        .payload
-        .as_ref()
+        .integer(&keys::PAYLOAD)
         .and_then(|p| usize::try_from(p.value).ok());
     settings
 }
 
 /// The kinds listed, or `None` if any is wrong (each problem reported).
-fn probe_kinds(kinds: &At<Vec<At<String>>>, out: &mut Vec<Problem>) -> Option<Vec<ProbeKind>> {
+fn probe_kinds(kinds: &At<&[At<String>]>, out: &mut Vec<Problem>) -> Option<Vec<ProbeKind>> {
     if kinds.value.is_empty() {
         out.push(Problem::new(
             kinds.span.clone(),
@@ -106,7 +105,7 @@ fn probe_kinds(kinds: &At<Vec<At<String>>>, out: &mut Vec<Problem>) -> Option<Ve
     let names: Vec<&str> = ProbeKind::ALL.iter().map(|k| k.as_str()).collect();
     let mut parsed = Vec::new();
     let mut ok = true;
-    for item in &kinds.value {
+    for item in kinds.value {
         match item.value.parse::<ProbeKind>() {
             Ok(kind) if parsed.contains(&kind) => {
                 ok = false;
@@ -147,21 +146,22 @@ pub(super) fn regions(
     let mut lines: Option<LineIndex<'_>> = None;
     let mut checked = Vec::new();
     for r in &raw.regions {
-        let name = match &r.name {
+        let t = &r.table;
+        let name = match t.text(&reg::NAME) {
             None => {
-                if !r.broken.contains(&"name") {
+                if !t.is_broken(&reg::NAME) {
                     out.push(Problem::new(
-                        r.span.clone(),
+                        t.span.clone(),
                         "this region has no name; add name = \"...\"",
                     ));
                 }
                 None
             }
             Some(name) => {
-                if let Some(why) = RegionName::problem(&name.value) {
+                if let Some(why) = RegionName::problem(name.value) {
                     out.push(Problem::new(name.span.clone(), why));
                     None
-                } else if let Some(&first) = first_seen.get(name.value.as_str()) {
+                } else if let Some(&first) = first_seen.get(name.value) {
                     let (line, _) = lines
                         .get_or_insert_with(|| LineIndex::new(text))
                         .line_col(first);
@@ -174,12 +174,12 @@ pub(super) fn regions(
                     ));
                     None
                 } else {
-                    first_seen.insert(&name.value, name.span.start);
+                    first_seen.insert(name.value, name.span.start);
                     Some(name)
                 }
             }
         };
-        let label = r.name.as_ref().map_or_else(
+        let label = t.text(&reg::NAME).map_or_else(
             || "this region".to_string(),
             |n| format!("region {:?}", n.value),
         );
@@ -193,24 +193,24 @@ pub(super) fn regions(
         if let Some(name) = name {
             checked.push(CheckedRegion {
                 region: Region {
-                    name: name.value.clone(),
+                    name: name.value.to_string(),
                     location,
                     targets,
                     source,
                 },
                 name_span: name.span.clone(),
-                location_key: r.location.is_some() || r.broken.contains(&"location"),
+                location_key: r.location.is_some() || t.is_broken(&reg::LOCATION),
             });
         }
     }
     checked
 }
 
-fn location(raw: &super::raw::RawLocation, out: &mut Vec<Problem>) -> Option<Location> {
-    let lat = raw.lat.as_ref().map(|v| v.value);
-    let lon = raw.lon.as_ref().map(|v| v.value);
-    let broken = raw.broken.contains(&"lat") || raw.broken.contains(&"lon");
-    if (raw.lat.is_none() || raw.lon.is_none()) && !broken {
+fn location(raw: &Table, out: &mut Vec<Problem>) -> Option<Location> {
+    let lat = raw.number(&loc::LAT).map(|v| v.value);
+    let lon = raw.number(&loc::LON).map(|v| v.value);
+    let broken = raw.is_broken(&loc::LAT) || raw.is_broken(&loc::LON);
+    if (lat.is_none() || lon.is_none()) && !broken {
         out.push(Problem::new(
             raw.span.clone(),
             "location needs both lat and lon; write it like location = { lat = 38.9, lon = -77.4 }",
@@ -224,13 +224,13 @@ fn location(raw: &super::raw::RawLocation, out: &mut Vec<Problem>) -> Option<Loc
 
 /// In a lab, a region has no targets or source of its own.
 fn lab_region(r: &RawRegion, out: &mut Vec<Problem>) {
-    if let Some(t) = &r.targets {
+    if let Some(t) = r.table.texts(&reg::TARGETS) {
         out.push(Problem::new(
             t.key.clone(),
             "targets in a lab region: the lab gives each region its own 127.0.N.1 address; remove it",
         ));
     }
-    if let Some(s) = &r.source {
+    if let Some(s) = r.table.text(&reg::SOURCE) {
         out.push(Problem::new(
             s.key.clone(),
             "source in a lab region: the lab gives each region its own 127.0.N.1 address; remove it",
@@ -245,12 +245,12 @@ fn targets(
     lab_unsure: bool,
     out: &mut Vec<Problem>,
 ) -> Vec<Target> {
-    let Some(raw) = &r.targets else {
-        if !r.broken.contains(&"targets") && !lab_unsure {
-            let span = r
-                .name
-                .as_ref()
-                .map_or_else(|| r.span.clone(), |n| n.span.clone());
+    let t = &r.table;
+    let Some(raw) = t.texts(&reg::TARGETS) else {
+        if !t.is_broken(&reg::TARGETS) && !lab_unsure {
+            let span = t
+                .text(&reg::NAME)
+                .map_or_else(|| t.span.clone(), |n| n.span.clone());
             out.push(Problem::new(
                 span,
                 format!(
@@ -269,7 +269,7 @@ fn targets(
     }
     let needs_port = kinds.contains(&ProbeKind::Tcp);
     let mut parsed: Vec<Target> = Vec::new();
-    for item in &raw.value {
+    for item in raw.value {
         match Target::parse(&item.value) {
             Err(why) => out.push(Problem::new(
                 item.span.clone(),
@@ -307,7 +307,7 @@ fn targets(
 }
 
 fn source(r: &RawRegion, out: &mut Vec<Problem>) -> Option<IpAddr> {
-    let s = r.source.as_ref()?;
+    let s = r.table.text(&reg::SOURCE)?;
     match s.value.trim().parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {

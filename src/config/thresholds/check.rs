@@ -1,72 +1,63 @@
-//! Checking `[thresholds]`: ranges, detector ids in `skip`, warning below critical, and
-//! the region patterns of `[[thresholds.pair]]` rules against the configured regions.
+//! Checking `[thresholds]`: detector ids in `skip`, warning below critical, the shift
+//! window, and the region patterns of `[[thresholds.pair]]` rules against the
+//! configured regions (the ranges were checked as the values were read).
 //!
 //! Pure functions from the raw values (`raw`) to [`Thresholds`], pushing every problem
 //! found; no file input.
 
 use super::super::RegionName;
-use super::super::keys;
-use super::super::raw::{At, Problem, RawLimits, RawPair, RawThresholds};
+use super::super::keys::{Key, limits as lim, pair as keys, thresholds as fleet};
+use super::super::raw::{At, Problem, Table};
 use super::super::suggest::{closest, list};
 use super::{DetectorId, DetectorSet, PairRule, PathLimits, RegionPattern, Thresholds};
 
-/// Checks `[thresholds]`; `names` are the configuration's regions when they are known.
-/// `None` when a value is unusable (every problem is in `out`).
+/// Checks `[thresholds]` and its pair rules; `names` are the configuration's regions
+/// when they are known. `None` when a value is unusable (every problem is in `out`).
 pub(in crate::config) fn check(
-    raw: Option<&RawThresholds>,
+    raw: Option<&Table>,
+    pairs: &[Table],
     names: Option<&[&str]>,
     out: &mut Vec<Problem>,
 ) -> Option<Thresholds> {
     let mut t = Thresholds::default();
     let Some(raw) = raw else { return Some(t) };
     let before = out.len();
-    let defaults = Thresholds::default();
-    // The values are in their ranges (checked as they were read).
-    for (v, to) in [
-        (&raw.detour_min_pct, &mut t.detour_min_pct),
-        (&raw.detour_min_ms, &mut t.detour_min_ms),
-        (&raw.inflation_factor, &mut t.inflation_factor),
-        (&raw.inflation_min_ms, &mut t.inflation_min_ms),
-        (&raw.asymmetry_min_pct, &mut t.asymmetry_min_pct),
-        (&raw.asymmetry_min_ms, &mut t.asymmetry_min_ms),
-        (&raw.region_min_share, &mut t.region_min_share),
-        (&raw.shift_margin_pct, &mut t.shift_margin_pct),
-        (&raw.shift_margin_ms, &mut t.shift_margin_ms),
-        (&raw.shift_deviations, &mut t.shift_deviations),
+    for (k, to) in [
+        (&fleet::DETOUR_MIN_PCT, &mut t.detour_min_pct),
+        (&fleet::DETOUR_MIN_MS, &mut t.detour_min_ms),
+        (&fleet::INFLATION_FACTOR, &mut t.inflation_factor),
+        (&fleet::INFLATION_MIN_MS, &mut t.inflation_min_ms),
+        (&fleet::ASYMMETRY_MIN_PCT, &mut t.asymmetry_min_pct),
+        (&fleet::ASYMMETRY_MIN_MS, &mut t.asymmetry_min_ms),
+        (&fleet::REGION_MIN_SHARE, &mut t.region_min_share),
+        (&fleet::SHIFT_MARGIN_PCT, &mut t.shift_margin_pct),
+        (&fleet::SHIFT_MARGIN_MS, &mut t.shift_margin_ms),
+        (&fleet::SHIFT_DEVIATIONS, &mut t.shift_deviations),
     ] {
-        if let Some(v) = v {
+        if let Some(v) = raw.number(k) {
             *to = v.value;
         }
     }
-    for (v, to) in [
-        (&raw.region_min_paths, &mut t.region_min_paths),
-        (&raw.shift_window, &mut t.shift_window),
-        (&raw.shift_min_runs, &mut t.shift_min_runs),
+    for (k, to) in [
+        (&fleet::REGION_MIN_PATHS, &mut t.region_min_paths),
+        (&fleet::SHIFT_WINDOW, &mut t.shift_window),
+        (&fleet::SHIFT_MIN_RUNS, &mut t.shift_min_runs),
     ] {
-        if let Some(n) = v.as_ref().and_then(|v| usize::try_from(v.value).ok()) {
+        if let Some(n) = raw.integer(k).and_then(|v| usize::try_from(v.value).ok()) {
             *to = n;
         }
     }
-    if t.shift_min_runs > t.shift_window {
-        let at = raw.shift_min_runs.as_ref().or(raw.shift_window.as_ref());
-        if let Some(at) = at {
-            let (w, m) = (t.shift_window, t.shift_min_runs);
-            let default = |raw: &Option<At<i128>>| if raw.is_some() { "" } else { ", the default" };
-            out.push(Problem::new(
-                at.span.clone(),
-                format!(
-                    "shift_min_runs ({m}{}) is above shift_window ({w}{}): a path could never be judged; \
-                     make shift_min_runs at most shift_window",
-                    default(&raw.shift_min_runs),
-                    default(&raw.shift_window)
-                ),
-            ));
-        }
-    }
-    let base = limits(&raw.limits, true, out);
-    t.limits = base.apply_to(defaults.limits);
-    ordered_pair(&raw.limits, &t.limits, true, out);
-    for pair in &raw.pairs {
+    ordered(
+        raw,
+        (&fleet::SHIFT_MIN_RUNS, t.shift_min_runs as f64),
+        (&fleet::SHIFT_WINDOW, t.shift_window as f64),
+        true,
+        out,
+    );
+    let base = limits(raw, true, out);
+    base.apply(&mut t.limits);
+    ordered_limits(raw, &t.limits, true, out);
+    for pair in pairs {
         if let Some(rule) = pair_rule(pair, names, out) {
             t.pairs.push(rule);
         }
@@ -74,107 +65,81 @@ pub(in crate::config) fn check(
     (out.len() == before).then_some(t)
 }
 
-/// What a `limits` table set, checked.
-struct Overrides {
-    slo_p95_ms: Option<f64>,
-    loss_warning_pct: Option<f64>,
-    loss_critical_pct: Option<f64>,
-    loss_min_lost: Option<u64>,
-    jitter_warning_ms: Option<f64>,
-    jitter_critical_ms: Option<f64>,
-    skip: DetectorSet,
-}
-
-impl Overrides {
-    fn apply_to(&self, mut limits: PathLimits) -> PathLimits {
-        if self.slo_p95_ms.is_some() {
-            limits.slo_p95_ms = self.slo_p95_ms;
-        }
-        limits.loss_warning_pct = self.loss_warning_pct.unwrap_or(limits.loss_warning_pct);
-        limits.loss_critical_pct = self.loss_critical_pct.unwrap_or(limits.loss_critical_pct);
-        limits.loss_min_lost = self.loss_min_lost.unwrap_or(limits.loss_min_lost);
-        limits.jitter_warning_ms = self.jitter_warning_ms.unwrap_or(limits.jitter_warning_ms);
-        limits.jitter_critical_ms = self.jitter_critical_ms.unwrap_or(limits.jitter_critical_ms);
-        limits.skip = limits.skip.union(self.skip);
-        limits
-    }
-}
-
-fn limits(raw: &RawLimits, fleet: bool, out: &mut Vec<Problem>) -> Overrides {
-    let num = |v: &Option<At<f64>>| v.as_ref().map(|v| v.value);
-    let slo_p95_ms = num(&raw.slo_p95_ms);
-    let loss_min_lost = raw
-        .loss_min_lost
-        .as_ref()
-        .and_then(|n| u64::try_from(n.value).ok());
-    Overrides {
-        slo_p95_ms,
-        loss_warning_pct: num(&raw.loss_warning_pct),
-        loss_critical_pct: num(&raw.loss_critical_pct),
-        loss_min_lost,
-        jitter_warning_ms: num(&raw.jitter_warning_ms),
-        jitter_critical_ms: num(&raw.jitter_critical_ms),
+/// The limits a table sets, as a rule for every pair.
+fn limits(raw: &Table, fleet: bool, out: &mut Vec<Problem>) -> PairRule {
+    let num = |k: &Key| raw.number(k).map(|v| v.value);
+    PairRule {
+        slo_p95_ms: num(&lim::SLO_P95_MS),
+        loss_warning_pct: num(&lim::LOSS_WARNING_PCT),
+        loss_critical_pct: num(&lim::LOSS_CRITICAL_PCT),
+        loss_min_lost: raw
+            .integer(&lim::LOSS_MIN_LOST)
+            .and_then(|n| u64::try_from(n.value).ok()),
+        jitter_warning_ms: num(&lim::JITTER_WARNING_MS),
+        jitter_critical_ms: num(&lim::JITTER_CRITICAL_MS),
         skip: raw
-            .skip
-            .as_ref()
-            .map(|s| skip_list(s, fleet, out))
+            .texts(&lim::SKIP)
+            .map(|s| skip_list(&s, fleet, out))
             .unwrap_or_default(),
+        ..PairRule::new(RegionPattern::any(), RegionPattern::any())
     }
 }
 
 /// A warning limit above its critical limit in the same table is a mistake.
-fn ordered_pair(raw: &RawLimits, effective: &PathLimits, fleet: bool, out: &mut Vec<Problem>) {
-    let pairs = [
-        (
-            "loss_warning_pct",
-            &raw.loss_warning_pct,
-            effective.loss_warning_pct,
-            "loss_critical_pct",
-            &raw.loss_critical_pct,
-            effective.loss_critical_pct,
-        ),
-        (
-            "jitter_warning_ms",
-            &raw.jitter_warning_ms,
-            effective.jitter_warning_ms,
-            "jitter_critical_ms",
-            &raw.jitter_critical_ms,
-            effective.jitter_critical_ms,
-        ),
-    ];
-    for (wkey, wraw, w, ckey, craw, c) in pairs {
-        // In a pair rule, only a rule that sets both is checked here.
-        if !fleet && (wraw.is_none() || craw.is_none()) {
-            continue;
-        }
-        if w <= c || !(w.is_finite() && c.is_finite()) {
-            continue;
-        }
-        let default = |raw: &Option<At<f64>>| if raw.is_some() { "" } else { ", the default" };
-        match (wraw, craw) {
-            (_, Some(cat)) => out.push(Problem::new(
-                cat.span.clone(),
-                format!(
-                    "{ckey} ({c}) is below {wkey} ({w}{}); make {ckey} at least {wkey}",
-                    default(wraw)
-                ),
-            )),
-            (Some(wat), None) => out.push(Problem::new(
-                wat.span.clone(),
-                format!(
-                    "{wkey} ({w}) is above {ckey} ({c}{}); make {wkey} at most {ckey}",
-                    default(craw)
-                ),
-            )),
-            (None, None) => {}
-        }
+fn ordered_limits(raw: &Table, effective: &PathLimits, fleet: bool, out: &mut Vec<Problem>) {
+    let loss = (&lim::LOSS_WARNING_PCT, effective.loss_warning_pct);
+    ordered(
+        raw,
+        loss,
+        (&lim::LOSS_CRITICAL_PCT, effective.loss_critical_pct),
+        fleet,
+        out,
+    );
+    let jitter = (&lim::JITTER_WARNING_MS, effective.jitter_warning_ms);
+    ordered(
+        raw,
+        jitter,
+        (&lim::JITTER_CRITICAL_MS, effective.jitter_critical_ms),
+        fleet,
+        out,
+    );
+}
+
+/// `low` must not be above `high` (each with its value in effect, the file's or the
+/// default): reported at the key the table sets, the higher one first. In a pair rule,
+/// only a rule that sets both is checked.
+fn ordered(raw: &Table, low: (&Key, f64), high: (&Key, f64), fleet: bool, out: &mut Vec<Problem>) {
+    let ((lk, l), (hk, h)) = (low, high);
+    let (lat, hat) = (raw.get_span(lk), raw.get_span(hk));
+    if (!fleet && (lat.is_none() || hat.is_none())) || l <= h || !(l.is_finite() && h.is_finite()) {
+        return;
+    }
+    let default =
+        |at: &Option<std::ops::Range<usize>>| if at.is_some() { "" } else { ", the default" };
+    let (lkey, hkey) = (lk.name, hk.name);
+    match (&lat, &hat) {
+        (_, Some(at)) => out.push(Problem::new(
+            at.clone(),
+            format!(
+                "{hkey} ({h}) is below {lkey} ({l}{}); make {hkey} at least {lkey}",
+                default(&lat)
+            ),
+        )),
+        (Some(at), None) => out.push(Problem::new(
+            at.clone(),
+            format!(
+                "{lkey} ({l}) is above {hkey} ({h}{}); make {lkey} at most {hkey}",
+                default(&hat)
+            ),
+        )),
+        (None, None) => {}
     }
 }
 
-fn skip_list(raw: &At<Vec<At<String>>>, fleet: bool, out: &mut Vec<Problem>) -> DetectorSet {
+fn skip_list(raw: &At<&[At<String>]>, fleet: bool, out: &mut Vec<Problem>) -> DetectorSet {
     let names: Vec<&str> = DetectorId::ALL.iter().map(|d| d.as_str()).collect();
     let mut set = DetectorSet::default();
-    for item in &raw.value {
+    for item in raw.value {
         match item.value.parse::<DetectorId>() {
             Ok(d) if set.contains(d) => out.push(Problem::new(
                 item.span.clone(),
@@ -201,54 +166,49 @@ fn skip_list(raw: &At<Vec<At<String>>>, fleet: bool, out: &mut Vec<Problem>) -> 
     set
 }
 
-fn pair_rule(raw: &RawPair, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<PairRule> {
+fn pair_rule(raw: &Table, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<PairRule> {
     let before = out.len();
-    let broken = |key| raw.broken.contains(&key);
-    if raw.source.is_none() && raw.target.is_none() && !broken("source") && !broken("target") {
+    let (source, target) = (raw.text(&keys::SOURCE), raw.text(&keys::TARGET));
+    let unset = |k: &Key| !raw.has(k) && !raw.is_broken(k);
+    if unset(&keys::SOURCE) && unset(&keys::TARGET) {
         out.push(Problem::new(
             raw.span.clone(),
             "a pair rule needs source, target or both (names or patterns like \"us-*\"); \
              for every pair, set the key in [thresholds] itself",
         ));
     }
-    let any_limit = raw.limits.any() || keys::limits::ALL.iter().any(|k| broken(k.name));
-    if !any_limit && !raw.unknown_keys {
+    if lim::ALL.iter().all(unset) && !raw.unknown_keys {
         out.push(Problem::new(
             raw.span.clone(),
             "this pair rule changes nothing; set slo_p95_ms, a loss_ or jitter_ key, or skip",
         ));
     }
-    let source = raw.source.as_ref().map_or(Some(RegionPattern::any()), |p| {
-        pattern(p, "source", names, out)
+    let source = source.map_or(Some(RegionPattern::any()), |p| {
+        pattern(&p, "source", names, out)
     });
-    let target = raw.target.as_ref().map_or(Some(RegionPattern::any()), |p| {
-        pattern(p, "target", names, out)
+    let target = target.map_or(Some(RegionPattern::any()), |p| {
+        pattern(&p, "target", names, out)
     });
-    let o = limits(&raw.limits, false, out);
-    let effective = o.apply_to(PathLimits::default());
-    ordered_pair(&raw.limits, &effective, false, out);
+    let rule = limits(raw, false, out);
+    let mut effective = PathLimits::default();
+    rule.apply(&mut effective);
+    ordered_limits(raw, &effective, false, out);
     let rule = PairRule {
         source: source?,
         target: target?,
-        both_directions: raw.both_directions.as_ref().is_some_and(|b| b.value),
-        slo_p95_ms: o.slo_p95_ms,
-        loss_warning_pct: o.loss_warning_pct,
-        loss_critical_pct: o.loss_critical_pct,
-        loss_min_lost: o.loss_min_lost,
-        jitter_warning_ms: o.jitter_warning_ms,
-        jitter_critical_ms: o.jitter_critical_ms,
-        skip: o.skip,
+        both_directions: raw.flag(&keys::BOTH_DIRECTIONS).is_some_and(|b| b.value),
+        ..rule
     };
     (out.len() == before).then_some(rule)
 }
 
 fn pattern(
-    raw: &At<String>,
+    raw: &At<&str>,
     key: &str,
     names: Option<&[&str]>,
     out: &mut Vec<Problem>,
 ) -> Option<RegionPattern> {
-    let text = raw.value.as_str();
+    let text = raw.value;
     let plain = text.replace(['*', '?'], "a");
     if text.is_empty() {
         out.push(Problem::new(
