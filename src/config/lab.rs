@@ -1,20 +1,16 @@
-//! Meaning of `[lab]` and the assembly of the final [`Config`].
-//!
-//! This module decides the region list (the `[[region]]` entries, or a matrix's names),
-//! matches regions against the lab's matrices, checks the geo mode's locations and the
-//! faults' region names, and builds the [`Config`] when the pieces are there. Matrices
-//! arrive already parsed (`matrix`); no file input here.
+//! Meaning of `[lab]`: the region list (the `[[region]]` entries, or a matrix's names),
+//! the regions matched against the lab's matrices, the geo mode's locations and the
+//! faults' region names. Matrices arrive already parsed (`matrix`); no file input here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::keys::fault;
 use super::keys::lab::{BASE_MS, INFLATION, JITTER_MS, LOSS, MATRIX, MODE, PORT, SEED};
 use super::matrix::NamedMatrix;
 use super::raw::{At, Problem, RawConfig, Span, Table};
 use super::suggest::closest;
-use super::thresholds;
-use super::validate::{self, CheckedRegion, LabKinds};
-use super::{Config, LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
+use super::validate::CheckedRegion;
+use super::{LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
 
 /// Most regions of a netns lab: region N (1-based) has 198.18.N.0/24 and 198.19.N.2.
 pub const NETNS_MAX_REGIONS: usize = 255;
@@ -41,65 +37,8 @@ pub(super) struct LabInput {
     pub loss: Option<Option<MatrixInput>>,
 }
 
-/// Checks everything and builds the [`Config`]. Returns `None` when a part could not be
-/// built; every problem found is in `out` (the caller must treat any problem as failure,
-/// even when a `Config` comes back).
-pub(super) fn assemble(
-    raw: &RawConfig,
-    text: &str,
-    path: &Path,
-    matrices: Option<LabInput>,
-    out: &mut Vec<Problem>,
-) -> Option<Config> {
-    let mode = raw.lab.as_ref().map(|l| lab_mode(l, out));
-    let kinds = match mode {
-        None => LabKinds::NoLab,
-        Some(Some(LabMode::Loopback)) => LabKinds::UdpOnly,
-        Some(Some(LabMode::Netns)) => LabKinds::Any,
-        Some(None) => LabKinds::Unknown,
-    };
-    let probe = validate::probe(raw.probe.as_ref(), kinds, out);
-    let checked = validate::regions(raw, &probe.kinds, text, out);
-    let (regions, lab) = match &raw.lab {
-        None => {
-            enough_regions(raw, None, out);
-            (Some(checked.into_iter().map(|c| c.region).collect()), None)
-        }
-        Some(lab) => {
-            let (regions, settings) = self::lab(
-                lab,
-                mode.flatten(),
-                raw,
-                checked,
-                matrices.unwrap_or_default(),
-                out,
-            );
-            (regions, Some(settings))
-        }
-    };
-    let names: Option<Vec<&str>> = regions
-        .as_ref()
-        .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
-    let thresholds = thresholds::check(raw.thresholds.as_ref(), &raw.pairs, names.as_deref(), out);
-    let diff = super::ops::check_diff(raw.diff.as_ref());
-    let schedule = super::ops::check_schedule(raw.schedule.as_ref(), out);
-    let lab = match lab {
-        Some(settings) => Some(settings?),
-        None => None,
-    };
-    Some(Config {
-        path: path.to_path_buf(),
-        regions: regions?,
-        probe,
-        lab,
-        thresholds: thresholds?,
-        diff,
-        schedule,
-    })
-}
-
 /// At least two regions (given as `[[region]]` entries, or by a matrix's header).
-fn enough_regions(
+pub(super) fn enough_regions(
     raw: &RawConfig,
     from_matrix: Option<(&Span, &MatrixInput, usize)>,
     out: &mut Vec<Problem>,
@@ -138,7 +77,7 @@ fn enough_regions(
 }
 
 /// `[lab] mode`: `None` if unusable (reported).
-fn lab_mode(lab: &Table, out: &mut Vec<Problem>) -> Option<LabMode> {
+pub(super) fn lab_mode(lab: &Table, out: &mut Vec<Problem>) -> Option<LabMode> {
     let Some(mode) = lab.text(&MODE) else {
         return (!lab.is_broken(&MODE)).then_some(LabMode::Loopback);
     };
@@ -162,7 +101,7 @@ fn lab_mode(lab: &Table, out: &mut Vec<Problem>) -> Option<LabMode> {
     }
 }
 
-fn lab(
+pub(super) fn lab(
     lab: &Table,
     mode: Option<LabMode>,
     raw: &RawConfig,

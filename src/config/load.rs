@@ -1,10 +1,12 @@
 //! Loading `regions.toml` into a [`Config`], with located diagnostics.
 //!
-//! This module owns the public entry points ([`load`], [`parse`]), the diagnostic types
-//! and the reading of files (the configuration and the lab's CSV matrices). It turns
-//! byte spans into `LINE:COL` and sorts what the other steps found. The steps
-//! themselves live beside it: `raw` reads the TOML's shape, `matrix` parses CSV text,
-//! `validate` and `lab` give the values their meaning. It must not panic on any input.
+//! This module owns the public entry points ([`load`], [`parse`]) and is the one
+//! orchestrator: it reads the files (the configuration and the lab's CSV matrices),
+//! runs the steps in order (`raw` reads the TOML's shape, types and ranges; `matrix`
+//! parses CSV text; `validate`, `lab`, `thresholds` and `ops` give each part its
+//! meaning), makes the one pass that checks what the parts name against the regions,
+//! and turns spans into sorted `FILE:LINE:COL` diagnostics. It must not panic on any
+//! input.
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +15,9 @@ use toml::de::DeTable;
 use super::diag::{ConfigError, Diagnostic, LineIndex, line_col, shorten};
 use super::lab::{self, LabInput, MatrixInput};
 use super::matrix::{self, Unit};
-use super::raw::{self, Problem, Span};
-use super::{Config, keys};
+use super::raw::{self, Problem, RawConfig, Span};
+use super::validate::{self, LabKinds};
+use super::{Config, LabMode, Region, keys, thresholds};
 
 /// Syntax errors beyond this many are summarised in one line.
 const MAX_SYNTAX_ERRORS: usize = 10;
@@ -80,7 +83,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             LabInput { rtt, loss }
         });
 
-    let config = lab::assemble(&raw, text, path, matrices, &mut problems);
+    let config = assemble(&raw, text, path, matrices, &mut problems);
 
     let lines = LineIndex::new(text);
     let mut diagnostics: Vec<Diagnostic> = problems
@@ -102,6 +105,64 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Err(ConfigError { diagnostics })
         }
     }
+}
+
+/// Checks everything and builds the [`Config`]. Returns `None` when a part could not be
+/// built; every problem found is in `out` (the caller must treat any problem as failure,
+/// even when a `Config` comes back).
+fn assemble(
+    raw: &RawConfig,
+    text: &str,
+    path: &Path,
+    matrices: Option<LabInput>,
+    out: &mut Vec<Problem>,
+) -> Option<Config> {
+    let mode = raw.lab.as_ref().map(|l| lab::lab_mode(l, out));
+    let kinds = match mode {
+        None => LabKinds::NoLab,
+        Some(Some(LabMode::Loopback)) => LabKinds::UdpOnly,
+        Some(Some(LabMode::Netns)) => LabKinds::Any,
+        Some(None) => LabKinds::Unknown,
+    };
+    let probe = validate::probe(raw.probe.as_ref(), kinds, out);
+    let checked = validate::regions(raw, &probe.kinds, text, out);
+    let (regions, lab) = match &raw.lab {
+        None => {
+            lab::enough_regions(raw, None, out);
+            (Some(checked.into_iter().map(|c| c.region).collect()), None)
+        }
+        Some(lab) => {
+            let (regions, settings) = lab::lab(
+                lab,
+                mode.flatten(),
+                raw,
+                checked,
+                matrices.unwrap_or_default(),
+                out,
+            );
+            (regions, Some(settings))
+        }
+    };
+    let names: Option<Vec<&str>> = regions
+        .as_ref()
+        .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
+    // The one cross-reference pass: the region names every part may refer to.
+    let thresholds = thresholds::check(raw.thresholds.as_ref(), &raw.pairs, names.as_deref(), out);
+    let diff = super::ops::check_diff(raw.diff.as_ref());
+    let schedule = super::ops::check_schedule(raw.schedule.as_ref(), out);
+    let lab = match lab {
+        Some(settings) => Some(settings?),
+        None => None,
+    };
+    Some(Config {
+        path: path.to_path_buf(),
+        regions: regions?,
+        probe,
+        lab,
+        thresholds: thresholds?,
+        diff,
+        schedule,
+    })
 }
 
 /// Reads and parses one CSV matrix named by `key` (a path relative to `dir`). A file that
