@@ -27,18 +27,18 @@ pub struct Args {
     /// mode 600).
     #[arg(long, env = "LATMAP_TOKEN_FILE")]
     pub token_file: PathBuf,
-    /// Sweep every DURATION, at whole multiples of it since 1970 (UTC), so every
-    /// region's agent sweeps at the same epochs: "5m", "30s" [default: [schedule] of the
-    /// configuration].
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "cron")]
+    /// Sweep every DURATION (whole seconds: "30s", "5m"), at whole multiples of it since
+    /// 1970 (UTC), so every region's agent sweeps at the same epochs [default: [schedule]
+    /// of the configuration].
+    #[arg(long, env = "LATMAP_EVERY", value_parser = humantime::parse_duration, conflicts_with = "cron")]
     pub every: Option<Duration>,
     /// Sweep at the times of a cron expression, in UTC: "*/5 * * * *" [default:
     /// [schedule] of the configuration].
-    #[arg(long)]
+    #[arg(long, env = "LATMAP_CRON")]
     pub cron: Option<String>,
     /// Wait a random time in [0, DURATION) before each sweep, to spread the fleet's
     /// probes; the report keeps its epoch [default: [schedule] jitter, else 0].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LATMAP_JITTER", value_parser = humantime::parse_duration)]
     pub jitter: Option<Duration>,
     /// Stop after N sweeps, once their reports are delivered [default: run until
     /// stopped].

@@ -36,8 +36,8 @@ pub struct Args {
     pub region: Vec<String>,
     #[command(flatten)]
     pub fail: FailOn,
-    /// Sweep again and again, every DURATION ("5m"), at whole multiples of it on the
-    /// clock (:00, :05, ...).
+    /// Sweep again and again, every DURATION (whole seconds: "30s", "5m"), at whole
+    /// multiples of it on the clock (:00, :05, ...).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with_all = ["cron", "schedule"])]
     pub every: Option<Duration>,
     /// Sweep at the times of a cron expression ("*/5 * * * *", UTC).

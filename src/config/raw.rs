@@ -116,58 +116,30 @@ impl Table {
     pub fn integer_or_default(&self, k: &Key) -> Option<i128> {
         (!self.is_broken(k)).then(|| self.integer(k).map_or(k.integer(), |v| v.value))
     }
+}
 
-    pub fn number(&self, k: &Key) -> Option<At<f64>> {
-        self.get(k)?.map(|v| match v {
-            Value::Number(n) => Some(*n),
-            _ => None,
-        })
-    }
-
-    pub fn integer(&self, k: &Key) -> Option<At<i128>> {
-        self.get(k)?.map(|v| match v {
-            Value::Integer(n) => Some(*n),
-            _ => None,
-        })
-    }
-
-    pub fn flag(&self, k: &Key) -> Option<At<bool>> {
-        self.get(k)?.map(|v| match v {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        })
-    }
-
-    pub fn text(&self, k: &Key) -> Option<At<&str>> {
-        let at = self.get(k)?;
-        match &at.value {
-            Value::Text(s) => Some(At {
-                value: s.as_str(),
-                span: at.span.clone(),
-                key: at.key.clone(),
-            }),
-            _ => None,
+/// The typed accessors of [`Table`]: the key's usable value, with its spans.
+macro_rules! accessors {
+    ($($name:ident -> $t:ty = $variant:ident($v:ident) => $out:expr;)*) => {
+        impl Table {
+            $(pub fn $name(&self, k: &Key) -> Option<At<$t>> {
+                let at = self.get(k)?;
+                match &at.value {
+                    Value::$variant($v) => Some(At { value: $out, span: at.span.clone(), key: at.key.clone() }),
+                    _ => None,
+                }
+            })*
         }
-    }
+    };
+}
 
-    pub fn texts(&self, k: &Key) -> Option<At<&[At<String>]>> {
-        let at = self.get(k)?;
-        match &at.value {
-            Value::Texts(v) => Some(At {
-                value: v.as_slice(),
-                span: at.span.clone(),
-                key: at.key.clone(),
-            }),
-            _ => None,
-        }
-    }
-
-    pub fn duration(&self, k: &Key) -> Option<At<Duration>> {
-        self.get(k)?.map(|v| match v {
-            Value::Duration(d) => Some(*d),
-            _ => None,
-        })
-    }
+accessors! {
+    number -> f64 = Number(n) => *n;
+    integer -> i128 = Integer(n) => *n;
+    flag -> bool = Bool(b) => *b;
+    text -> &str = Text(s) => s.as_str();
+    texts -> &[At<String>] = Texts(v) => v.as_slice();
+    duration -> Duration = Duration(d) => *d;
 }
 
 /// The whole file.

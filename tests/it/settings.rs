@@ -67,6 +67,11 @@ fn a_sub_second_schedule_is_refused_by_every_command_alike() {
         assert_eq!(out.status, Some(2), "{args:?}: {}", out.stderr);
         assert_eq!(line_with(&out.stderr, "--every"), want, "{args:?}");
     }
+    // The environment variable stands for the flag, and is held to the same rule.
+    let env = [("LATMAP_EVERY", std::ffi::OsStr::new("1500ms"))];
+    let out = crate::harness::latmap_env(dir.path(), &env, &AGENT);
+    assert_eq!(out.status, Some(2), "{}", out.stderr);
+    assert_eq!(line_with(&out.stderr, "--every"), want);
     // And what check accepts, the agent takes: it starts sweeping (and is stopped).
     dir.write(
         "regions.toml",
