@@ -5,16 +5,24 @@
 //! `FILE:LINE:COL: what is wrong; what to do` ([`ConfigError`]). It never probes,
 //! never touches the network and never panics on any input.
 //!
-//! Loading goes `load` (files, locations) → `raw` (TOML shape and types) → `validate`
-//! (`[probe]`, `[[region]]`), `lab` (`[lab]`, with CSV matrices parsed by `matrix`) and
-//! `thresholds` (`[thresholds]`, the analysis stage's limits).
+//! Every key is declared once in [`keys`]: its name, type, default, range and doc line.
+//! Loading goes `load` (files, the orchestrator) → `raw` (TOML shape, types and ranges,
+//! from `keys`) → `validate` (`[probe]`, `[[region]]`), `lab` (`[lab]`, with CSV matrices
+//! parsed by `matrix`, and the cross-references between the parts), `thresholds` and
+//! `ops` (`[diff]`, `[schedule]`); `diag` turns spans into `FILE:LINE:COL` and imports
+//! none of them. [`settings`] merges a command's flags with the file the same way for
+//! every command, and [`RegionName`] is the one rule for region names.
 //! The file format is described in `docs/config.md`.
 
+mod diag;
+pub mod keys;
 mod lab;
 mod load;
 mod matrix;
 mod ops;
 mod raw;
+mod region_name;
+pub mod settings;
 mod suggest;
 mod thresholds;
 mod validate;
@@ -25,13 +33,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use diag::{ConfigError, Diagnostic, quote};
+pub use keys::{MAX_COUNT, MAX_PAYLOAD, MAX_TIMEOUT};
 pub use lab::NETNS_MAX_REGIONS;
-pub use load::{ConfigError, Diagnostic, load, parse, quote};
+pub use load::{load, parse};
+pub use ops::schedule_problem;
 pub use ops::{DiffThresholds, ScheduleSettings};
+pub use region_name::{MAX_NAME_LEN, RegionName, is_bidi_control};
 pub use thresholds::{
     DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
 };
-pub use validate::{MAX_COUNT, MAX_PAYLOAD, MAX_TIMEOUT, is_bidi_control, region_name_problem};
 
 /// The UDP port of a STAMP session-reflector (RFC 8762, section 4.1).
 pub const STAMP_PORT: u16 = 862;
@@ -282,12 +293,13 @@ pub struct ProbeSettings {
 
 impl Default for ProbeSettings {
     fn default() -> Self {
+        use keys::probe::*;
         ProbeSettings {
             kinds: vec![ProbeKind::Icmp],
-            count: 20,
-            interval: Duration::from_millis(100),
-            gap: Duration::from_millis(1),
-            timeout: Duration::from_secs(1),
+            count: u32::try_from(COUNT.integer()).unwrap_or(1),
+            interval: INTERVAL.duration(),
+            gap: GAP.duration(),
+            timeout: TIMEOUT.duration(),
             payload: None,
         }
     }

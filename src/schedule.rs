@@ -26,8 +26,9 @@ pub enum Schedule {
 /// A schedule that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("the period must be at least one second, got {0:?}")]
-    TooShort(Duration),
+    /// The period breaks the rule of `[schedule] every` (whole seconds, at least one).
+    #[error("the period {0}")]
+    Period(String),
     #[error(
         "invalid cron expression {expression:?}: {reason}; write five fields like \"*/5 * * * *\" (minute hour day month weekday)"
     )]
@@ -38,10 +39,22 @@ pub enum ScheduleError {
 
 impl Schedule {
     pub fn every(period: Duration) -> Result<Schedule, ScheduleError> {
-        if period < Duration::from_secs(1) {
-            return Err(ScheduleError::TooShort(period));
+        if let Some(why) = crate::config::keys::schedule::EVERY.range.duration(period) {
+            return Err(ScheduleError::Period(why));
         }
         Ok(Schedule::Every(period))
+    }
+
+    /// The schedule of merged settings (`config::settings::schedule`): its period, else
+    /// its cron expression.
+    pub fn of(settings: &crate::config::ScheduleSettings) -> Result<Schedule, ScheduleError> {
+        match (settings.every, &settings.cron) {
+            (Some(period), _) => Schedule::every(period),
+            (None, Some(cron)) => Schedule::cron(cron),
+            (None, None) => Err(ScheduleError::Period(
+                "is missing: set every or cron".into(),
+            )),
+        }
     }
 
     pub fn cron(expression: &str) -> Result<Schedule, ScheduleError> {

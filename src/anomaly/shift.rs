@@ -3,9 +3,10 @@
 //! Fixed thresholds cannot see a 100 ms path that became 113 ms: it breaks no SLO and
 //! no bound. What a person sees on its chart is the step. For a run of a series, each
 //! path's reference is its recent history: the median of its p50 over the last
-//! `window` runs (24) and the spread of those p50s (1.4826 × their median absolute
+//! `shift_window` runs (24) and the spread of those p50s (1.4826 × their median absolute
 //! deviation, a robust standard deviation). Its band is that median plus the larger of
-//! 5 robust deviations, `margin_pct` (8%) of it and `margin_ms` (1 ms): a step a person
+//! `shift_deviations` (5) robust deviations, `shift_margin_pct` (8%) of it and `shift_margin_ms`
+//! (1 ms): a step a person
 //! sees on the path's chart, above the drift of an unchanged route. The run is out
 //! of band when even the lower end of its median's 95% interval (the order statistic
 //! of rank n/2 − 0.98√n of its samples) lies above the band: so a few noisy samples
@@ -13,7 +14,7 @@
 //! (Fontugne et al., 2017: a median's confidence interval against a robust reference),
 //! with one run's samples instead of a bin's traceroutes.
 //!
-//! - It judges a path only once its history holds `min_runs` (12) earlier runs with a
+//! - It judges a path only once its history holds `shift_min_runs` (12) earlier runs with a
 //!   median (lagged runs do not count).
 //! - One run out of band is a warning; two in a row (the previous run had a `shift`
 //!   finding on the path) are critical.
@@ -23,30 +24,20 @@
 //!   from the runs that were in band, so the step does not widen it meanwhile.
 //! - Only slower counts: a path that got faster has no problem to fix.
 //!
+//! The numbers are `[thresholds]` keys (defaults in brackets).
 //! Without history (a single run, `aggregate`) it finds nothing.
 
 use super::{Context, Detector, ms};
-use crate::config::DetectorId;
+use crate::config::{DetectorId, Thresholds};
 use crate::history::PathKey;
 use crate::run::{Anomaly, Severity, Unit};
 
 pub struct Shift;
 
-/// Earlier runs the reference is built from.
-pub const WINDOW: usize = 24;
-/// Earlier runs (with a median) a path needs before it is judged.
-pub const MIN_RUNS: usize = 12;
-/// The band reaches at least this share of the reference above it, in percent ...
-pub const MARGIN_PCT: f64 = 8.0;
-/// ... and at least this many milliseconds ...
-pub const MARGIN_MS: f64 = 1.0;
-/// ... and at least this many robust standard deviations of the reference.
-pub const DEVIATIONS: f64 = 5.0;
-
 /// How many earlier runs a run of a series is judged against: what to read from the
-/// history.
-pub fn window(_thresholds: &crate::config::Thresholds) -> usize {
-    WINDOW
+/// history (`[thresholds] shift_window`).
+pub fn window(thresholds: &Thresholds) -> usize {
+    thresholds.shift_window
 }
 
 /// A path's normal: the median of its recent p50s and how far above it a run's median
@@ -70,27 +61,27 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// The reference of a path from its earlier runs, oldest first: each run's p50 (µs) and
 /// whether it was out of band itself (a `shift` finding); `None` with fewer than
-/// [`MIN_RUNS`]. The median is over all of the window, so a step that settles becomes
+/// `shift_min_runs`. The median is over all of the window, so a step that settles becomes
 /// the new normal once it fills half of it; the spread is over the runs that were in
 /// band, so the step does not widen the band while it is being reported.
-pub fn reference(runs: &[(f64, bool)]) -> Option<Reference> {
-    let recent = &runs[runs.len().saturating_sub(WINDOW)..];
-    if recent.len() < MIN_RUNS {
+pub fn reference(runs: &[(f64, bool)], t: &Thresholds) -> Option<Reference> {
+    let recent = &runs[runs.len().saturating_sub(t.shift_window)..];
+    if recent.len() < t.shift_min_runs.max(1) {
         return None;
     }
     let mut v: Vec<f64> = recent.iter().map(|r| r.0).collect();
     let m = median(&mut v);
     let normal: Vec<f64> = recent.iter().filter(|r| !r.1).map(|r| r.0).collect();
-    let spread_of = if normal.len() >= MIN_RUNS / 2 {
+    let spread_of = if normal.len() >= t.shift_min_runs / 2 {
         normal
     } else {
         v
     };
     let mut dev: Vec<f64> = spread_of.iter().map(|x| (x - m).abs()).collect();
     let sigma = 1.4826 * median(&mut dev);
-    let band = (DEVIATIONS * sigma)
-        .max(m * MARGIN_PCT / 100.0)
-        .max(MARGIN_MS * 1000.0);
+    let band = (t.shift_deviations * sigma)
+        .max(m * t.shift_margin_pct / 100.0)
+        .max(t.shift_margin_ms * 1000.0);
     Some(Reference {
         median_us: m,
         band_us: band,
@@ -124,7 +115,9 @@ impl Detector for Shift {
                 .filter(|pt| !pt.lagged)
                 .filter_map(|pt| Some((f64::from(pt.p50_us()?), pt.has(DetectorId::Shift))))
                 .collect();
-            let Some(r) = reference(&runs) else { continue };
+            let Some(r) = reference(&runs, ctx.thresholds) else {
+                continue;
+            };
             let Some(low) = p.median_low_us() else {
                 continue;
             };
@@ -177,6 +170,9 @@ mod tests {
 
     use super::*;
 
+    const WINDOW: usize = 24;
+    const MIN_RUNS: usize = 12;
+
     /// A path's p50 run after run: `base_ms` with run-to-run noise (normal, of `sd_ms`
     /// plus 1% of the path), and one run in 20 off by 3% more (a busy minute).
     fn history(rng: &mut StdRng, base_ms: f64, sd_ms: f64, runs: usize) -> Vec<f64> {
@@ -209,7 +205,11 @@ mod tests {
 
     /// Judges `run` against `hist` (p50s, each with whether it was out of band).
     fn judge(hist: &[(f64, bool)], run: &[u64]) -> Option<bool> {
-        let r = reference(hist)?;
+        judge_with(hist, run, &Thresholds::default())
+    }
+
+    fn judge_with(hist: &[(f64, bool)], run: &[u64], t: &Thresholds) -> Option<bool> {
+        let r = reference(hist, t)?;
         Some(median_lower_bound(run)? as f64 > r.median_us + r.band_us)
     }
 
@@ -270,6 +270,45 @@ mod tests {
         );
         assert!(flagged[first_normal..].iter().all(|f| !f), "{flagged:?}");
         assert!(flagged[..first_normal].iter().all(|f| *f), "{flagged:?}");
+    }
+
+    #[test]
+    fn the_limits_come_from_the_thresholds() {
+        let defaults = Thresholds::default();
+        assert_eq!(
+            (defaults.shift_window, defaults.shift_min_runs),
+            (WINDOW, MIN_RUNS)
+        );
+        let mut rng = StdRng::seed_from_u64(7);
+        let hist: Vec<(f64, bool)> = history(&mut rng, 100.0, 0.3, 24)
+            .into_iter()
+            .map(|v| (v, false))
+            .collect();
+        let run = samples(&mut rng, 106.0);
+        // 6% above a quiet 100 ms path: inside the default band (8%), out of a 3% one.
+        assert_eq!(judge(&hist, &run), Some(false));
+        let tight = Thresholds {
+            shift_margin_pct: 3.0,
+            ..Thresholds::default()
+        };
+        assert_eq!(judge_with(&hist, &run, &tight), Some(true));
+        // A shorter history suffices with a smaller shift_min_runs.
+        let few = &hist[..6];
+        assert_eq!(judge(few, &run), None);
+        let eager = Thresholds {
+            shift_min_runs: 6,
+            shift_margin_pct: 3.0,
+            shift_deviations: 1.0,
+            ..Thresholds::default()
+        };
+        assert_eq!(judge_with(few, &run, &eager), Some(true));
+        // The window bounds the runs the reference is built from.
+        let narrow = Thresholds {
+            shift_window: 4,
+            shift_min_runs: 4,
+            ..Thresholds::default()
+        };
+        assert_eq!(reference(&hist, &narrow).map(|r| r.runs), Some(4));
     }
 
     #[test]

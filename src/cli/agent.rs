@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
+use crate::config::settings::{self, ScheduleFlags};
 use crate::remote::Token;
 use crate::remote::agent::{self, Cadence, Delivery};
 use crate::remote::spool::Spool;
@@ -26,18 +27,18 @@ pub struct Args {
     /// mode 600).
     #[arg(long, env = "LATMAP_TOKEN_FILE")]
     pub token_file: PathBuf,
-    /// Sweep every DURATION, at whole multiples of it since 1970 (UTC), so every
-    /// region's agent sweeps at the same epochs: "5m", "30s" [default: [schedule] of the
-    /// configuration].
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "cron")]
+    /// Sweep every DURATION (whole seconds: "30s", "5m"), at whole multiples of it since
+    /// 1970 (UTC), so every region's agent sweeps at the same epochs [default: [schedule]
+    /// of the configuration].
+    #[arg(long, env = "LATMAP_EVERY", value_parser = humantime::parse_duration, conflicts_with = "cron")]
     pub every: Option<Duration>,
     /// Sweep at the times of a cron expression, in UTC: "*/5 * * * *" [default:
     /// [schedule] of the configuration].
-    #[arg(long)]
+    #[arg(long, env = "LATMAP_CRON")]
     pub cron: Option<String>,
     /// Wait a random time in [0, DURATION) before each sweep, to spread the fleet's
     /// probes; the report keeps its epoch [default: [schedule] jitter, else 0].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LATMAP_JITTER", value_parser = humantime::parse_duration)]
     pub jitter: Option<Duration>,
     /// Stop after N sweeps, once their reports are delivered [default: run until
     /// stopped].
@@ -59,34 +60,19 @@ pub fn run(config_path: &std::path::Path, args: Args) -> anyhow::Result<ExitCode
     let config = super::load_config(config_path)?;
     let index = region_index(&config, &args.region)?;
     let token = Token::read(&args.token_file)?;
-    // Flags first, then the configuration's [schedule].
-    let from_config = config.schedule.clone().unwrap_or_default();
-    let every = args.every.or(if args.cron.is_none() {
-        from_config.every
-    } else {
-        None
-    });
-    let cron = args.cron.clone().or(if args.every.is_none() {
-        from_config.cron.clone()
-    } else {
-        None
-    });
-    let schedule = match (every, &cron) {
-        (Some(every), _) => {
-            if every.subsec_nanos() != 0 {
-                bail!("--every must be whole seconds, got {every:?}");
-            }
-            Schedule::every(every)?
-        }
-        (None, Some(cron)) => Schedule::cron(cron)?,
-        (None, None) => bail!(
-            "the agent needs a schedule: pass --every DURATION or --cron EXPR, or add a [schedule] table to {}",
-            config.path.display()
-        ),
+    let flags = ScheduleFlags {
+        every: args.every,
+        cron: args.cron.clone(),
+        use_file: true,
+        jitter: args.jitter,
+        ..ScheduleFlags::default()
     };
+    let s = settings::schedule(config.schedule.as_ref(), &config.path, &flags)
+        .map_err(anyhow::Error::msg)?
+        .context("the agent needs a schedule")?;
     let cadence = Cadence {
-        schedule,
-        jitter: args.jitter.unwrap_or(from_config.jitter),
+        schedule: Schedule::of(&s)?,
+        jitter: s.jitter,
         sweeps: args.sweeps,
     };
     let spool_dir = args

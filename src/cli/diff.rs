@@ -95,33 +95,21 @@ to detect a change of the configured size, and what count would.
 Exit status: 0 no regression (with --fail-on any: no change), 1 regression, 2 error.
 See docs/ci.md.";
 
-/// The thresholds: `[diff]` of the configuration when there is one; flags override it.
+/// The thresholds: flags, else `[diff]` of the configuration when there is one, else
+/// the defaults (one settings layer: `config::settings`).
 fn thresholds(config: &super::ConfigArg, args: &Args) -> anyhow::Result<DiffThresholds> {
-    let mut t = config
-        .optional()?
-        .map(|c| c.diff)
-        .unwrap_or_else(DiffThresholds::default);
-    for (flag, name, slot) in [
-        (args.p50_pct, "--p50-pct", &mut t.p50_pct),
-        (args.p50_ms, "--p50-ms", &mut t.p50_ms),
-        (args.p95_pct, "--p95-pct", &mut t.p95_pct),
-        (args.p95_ms, "--p95-ms", &mut t.p95_ms),
-        (args.p99_pct, "--p99-pct", &mut t.p99_pct),
-        (args.p99_ms, "--p99-ms", &mut t.p99_ms),
-        (args.loss_pp, "--loss-pp", &mut t.loss_pp),
-        (args.alpha, "--alpha", &mut t.alpha),
-    ] {
-        if let Some(v) = flag {
-            if !(v.is_finite() && v >= 0.0) {
-                bail!("{name} takes a number of 0 or more, got {v}");
-            }
-            *slot = v;
-        }
-    }
-    if !(t.alpha > 0.0 && t.alpha < 1.0) {
-        bail!("--alpha must be between 0 and 1, got {}", t.alpha);
-    }
-    Ok(t)
+    let flags = [
+        args.p50_pct,
+        args.p50_ms,
+        args.p95_pct,
+        args.p95_ms,
+        args.p99_pct,
+        args.p99_ms,
+        args.loss_pp,
+        args.alpha,
+    ];
+    crate::config::settings::diff(config.optional()?.map(|c| c.diff), flags)
+        .map_err(anyhow::Error::msg)
 }
 
 /// The run files a BASE argument names: the file itself; a folder's run.json; and every

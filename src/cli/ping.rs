@@ -77,12 +77,9 @@ pub struct Args {
     pub format: String,
 }
 
+/// `[probe] timeout`'s rule, for the flag.
 fn timeout_arg(s: &str) -> Result<Duration, String> {
-    let d = super::duration_arg(s)?;
-    if d.is_zero() || d > config::MAX_TIMEOUT {
-        return Err("use a duration above 0 and at most 60s".into());
-    }
-    Ok(d)
+    config::keys::probe::TIMEOUT.check_duration(super::duration_arg(s)?)
 }
 
 fn kind_arg(s: &str) -> Result<ProbeKind, String> {

@@ -15,6 +15,7 @@ use rand::RngExt;
 
 use crate::anomaly;
 use crate::config::Config;
+use crate::config::settings::{self, ScheduleFlags};
 use crate::history::{History, Series};
 use crate::render::report::{Format, render};
 use crate::run::Run;
@@ -35,8 +36,8 @@ pub struct Args {
     pub region: Vec<String>,
     #[command(flatten)]
     pub fail: FailOn,
-    /// Sweep again and again, every DURATION ("5m"), at whole multiples of it on the
-    /// clock (:00, :05, ...).
+    /// Sweep again and again, every DURATION (whole seconds: "30s", "5m"), at whole
+    /// multiples of it on the clock (:00, :05, ...).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with_all = ["cron", "schedule"])]
     pub every: Option<Duration>,
     /// Sweep at the times of a cron expression ("*/5 * * * *", UTC).
@@ -124,48 +125,26 @@ struct Plan {
 }
 
 fn plan(config: &Config, args: &Args) -> anyhow::Result<Option<Plan>> {
-    let from_config = config.schedule.clone().unwrap_or_default();
-    let schedule = if let Some(every) = args.every {
-        Schedule::every(every)?
-    } else if let Some(cron) = &args.cron {
-        Schedule::cron(cron)?
-    } else if args.schedule {
-        match (&config.schedule, from_config.every, &from_config.cron) {
-            (None, _, _) => bail!(
-                "--schedule needs a [schedule] table in {} (see docs/config.md)",
-                config.path.display()
-            ),
-            (_, Some(every), _) => Schedule::every(every)?,
-            (_, None, Some(cron)) => Schedule::cron(cron)?,
-            _ => bail!(
-                "[schedule] in {} has neither every nor cron",
-                config.path.display()
-            ),
-        }
-    } else {
+    let flags = ScheduleFlags {
+        every: args.every,
+        cron: args.cron.clone(),
+        use_file: args.schedule,
+        jitter: args.jitter,
+        keep: args.keep,
+        keep_for: args.keep_for,
+    };
+    let Some(s) = settings::schedule(config.schedule.as_ref(), &config.path, &flags)
+        .map_err(anyhow::Error::msg)?
+    else {
         return Ok(None);
     };
-    let jitter = args.jitter.unwrap_or(from_config.jitter);
-    if let Schedule::Every(period) = schedule
-        && jitter >= period
-    {
-        bail!(
-            "the jitter ({}) must be shorter than the period ({})",
-            humantime::format_duration(jitter),
-            humantime::format_duration(period)
-        );
-    }
-    let retention = Retention {
-        keep: args.keep.or(from_config.keep),
-        max_age: args.keep_for.or(from_config.keep_for),
-    };
-    if retention.keep == Some(0) {
-        bail!("--keep 0 would delete every run; keep at least 1");
-    }
     Ok(Some(Plan {
-        schedule,
-        jitter,
-        retention,
+        schedule: Schedule::of(&s)?,
+        jitter: s.jitter,
+        retention: Retention {
+            keep: s.keep,
+            max_age: s.keep_for,
+        },
     }))
 }
 

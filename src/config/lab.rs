@@ -1,27 +1,17 @@
-//! Meaning of `[lab]` and the assembly of the final [`Config`].
-//!
-//! This module decides the region list (the `[[region]]` entries, or a matrix's names),
-//! matches regions against the lab's matrices, checks the geo mode's locations and the
-//! faults' region names, and builds the [`Config`] when the pieces are there. Matrices
-//! arrive already parsed (`matrix`); no file input here.
+//! Meaning of `[lab]`: the region list (the `[[region]]` entries, or a matrix's names),
+//! the regions matched against the lab's matrices, the geo mode's locations and the
+//! faults' region names. Matrices arrive already parsed (`matrix`); no file input here.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use super::keys::fault;
+use super::keys::lab::{BASE_MS, INFLATION, JITTER_MS, LOSS, MATRIX, MODE, PORT, SEED};
 use super::matrix::NamedMatrix;
-use super::raw::{At, Problem, RawConfig, RawFault, RawLab, Span};
+use super::raw::{At, Problem, RawConfig, Span, Table};
 use super::suggest::closest;
-use super::thresholds;
-use super::validate::{self, CheckedRegion, LabKinds, int_in, num_in};
-use super::{Config, LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
+use super::validate::CheckedRegion;
+use super::{LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
 
-/// Default UDP port of the lab's reflectors.
-pub(super) const DEFAULT_PORT: u16 = 8620;
-/// Default fiber-path inflation of a geo lab.
-pub(super) const DEFAULT_INFLATION: f64 = 1.6;
-/// Default fixed RTT of a geo lab, in milliseconds.
-pub(super) const DEFAULT_BASE_MS: f64 = 1.0;
-/// Default seed of the lab's randomness.
-pub(super) const DEFAULT_SEED: u64 = 1;
 /// Most regions of a netns lab: region N (1-based) has 198.18.N.0/24 and 198.19.N.2.
 pub const NETNS_MAX_REGIONS: usize = 255;
 
@@ -47,65 +37,8 @@ pub(super) struct LabInput {
     pub loss: Option<Option<MatrixInput>>,
 }
 
-/// Checks everything and builds the [`Config`]. Returns `None` when a part could not be
-/// built; every problem found is in `out` (the caller must treat any problem as failure,
-/// even when a `Config` comes back).
-pub(super) fn assemble(
-    raw: &RawConfig,
-    text: &str,
-    path: &Path,
-    matrices: Option<LabInput>,
-    out: &mut Vec<Problem>,
-) -> Option<Config> {
-    let mode = raw.lab.as_ref().map(|l| lab_mode(l, out));
-    let kinds = match mode {
-        None => LabKinds::NoLab,
-        Some(Some(LabMode::Loopback)) => LabKinds::UdpOnly,
-        Some(Some(LabMode::Netns)) => LabKinds::Any,
-        Some(None) => LabKinds::Unknown,
-    };
-    let probe = validate::probe(raw.probe.as_ref(), kinds, out);
-    let checked = validate::regions(raw, &probe.kinds, text, out);
-    let (regions, lab) = match &raw.lab {
-        None => {
-            enough_regions(raw, None, out);
-            (Some(checked.into_iter().map(|c| c.region).collect()), None)
-        }
-        Some(lab) => {
-            let (regions, settings) = self::lab(
-                lab,
-                mode.flatten(),
-                raw,
-                checked,
-                matrices.unwrap_or_default(),
-                out,
-            );
-            (regions, Some(settings))
-        }
-    };
-    let names: Option<Vec<&str>> = regions
-        .as_ref()
-        .map(|r: &Vec<Region>| r.iter().map(|r| r.name.as_str()).collect());
-    let thresholds = thresholds::check(raw.thresholds.as_ref(), names.as_deref(), out);
-    let diff = super::ops::check_diff(raw.diff.as_ref(), out);
-    let schedule = super::ops::check_schedule(raw.schedule.as_ref(), out);
-    let lab = match lab {
-        Some(settings) => Some(settings?),
-        None => None,
-    };
-    Some(Config {
-        path: path.to_path_buf(),
-        regions: regions?,
-        probe,
-        lab,
-        thresholds: thresholds?,
-        diff,
-        schedule,
-    })
-}
-
 /// At least two regions (given as `[[region]]` entries, or by a matrix's header).
-fn enough_regions(
+pub(super) fn enough_regions(
     raw: &RawConfig,
     from_matrix: Option<(&Span, &MatrixInput, usize)>,
     out: &mut Vec<Problem>,
@@ -136,7 +69,7 @@ fn enough_regions(
         [] if in_lab => {}
         [] => out.push(Problem::new(0..0, format!("no regions; add at least two [[region]] tables, each with {what}"))),
         [only] => out.push(Problem::new(
-            only.span.clone(),
+            only.table.span.clone(),
             format!("only one region; latmap measures paths between regions: add at least one more [[region]] with {what}"),
         )),
         _ => {}
@@ -144,11 +77,11 @@ fn enough_regions(
 }
 
 /// `[lab] mode`: `None` if unusable (reported).
-fn lab_mode(lab: &RawLab, out: &mut Vec<Problem>) -> Option<LabMode> {
-    let Some(mode) = &lab.mode else {
-        return (!lab.broken.contains(&"mode")).then_some(LabMode::Loopback);
+pub(super) fn lab_mode(lab: &Table, out: &mut Vec<Problem>) -> Option<LabMode> {
+    let Some(mode) = lab.text(&MODE) else {
+        return (!lab.is_broken(&MODE)).then_some(LabMode::Loopback);
     };
-    match mode.value.as_str() {
+    match mode.value {
         "loopback" => Some(LabMode::Loopback),
         "netns" => Some(LabMode::Netns),
         other => {
@@ -168,35 +101,31 @@ fn lab_mode(lab: &RawLab, out: &mut Vec<Problem>) -> Option<LabMode> {
     }
 }
 
-fn lab(
-    lab: &RawLab,
+pub(super) fn lab(
+    lab: &Table,
     mode: Option<LabMode>,
     raw: &RawConfig,
     checked: Vec<CheckedRegion>,
     input: LabInput,
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSettings>) {
-    let jitter_ms = lab.jitter_ms.as_ref().map_or(Some(0.0), |j| {
-        num_in(j, "jitter_ms", 0.0, f64::INFINITY, out)
-    });
-    let port = lab.port.as_ref().map_or(Some(DEFAULT_PORT), |p| {
-        int_in(p, "port", 0, i128::from(u16::MAX), out).and_then(|p| u16::try_from(p).ok())
-    });
-    let seed = lab.seed.as_ref().map_or(Some(DEFAULT_SEED), |s| {
-        int_in(s, "seed", 0, i128::from(u64::MAX), out).and_then(|s| u64::try_from(s).ok())
-    });
+    // The values are in their ranges (checked as they were read); a broken one is None.
+    let jitter_ms = lab.number_or_default(&JITTER_MS);
+    let port = lab
+        .integer_or_default(&PORT)
+        .and_then(|p| u16::try_from(p).ok());
+    let seed = lab
+        .integer_or_default(&SEED)
+        .and_then(|s| u64::try_from(s).ok());
 
-    let (regions, source) = match &lab.matrix {
-        Some(matrix_key) => matrix_lab(lab, raw, matrix_key, checked, input, out),
+    let (regions, source) = match lab.text(&MATRIX) {
+        Some(matrix_key) => matrix_lab(lab, raw, &matrix_key, checked, input, out),
         None => geo_lab(lab, raw, checked, out),
     };
     if let (Some(LabMode::Netns), Some(regions)) = (mode, &regions)
         && regions.len() > NETNS_MAX_REGIONS
     {
-        let at = lab
-            .mode
-            .as_ref()
-            .map_or(lab.span.clone(), |m| m.span.clone());
+        let at = lab.text(&MODE).map_or(lab.span.clone(), |m| m.span.clone());
         out.push(Problem::new(
             at,
             format!(
@@ -209,7 +138,7 @@ fn lab(
     let names: Option<Vec<&str>> = regions
         .as_ref()
         .map(|r| r.iter().map(|r| r.name.as_str()).collect());
-    let faults: Vec<Option<LabFault>> = lab
+    let faults: Vec<Option<LabFault>> = raw
         .faults
         .iter()
         .map(|f| fault(f, names.as_deref(), out))
@@ -230,15 +159,16 @@ fn lab(
 
 /// A lab whose RTTs come from `matrix` (and loss from `loss`).
 fn matrix_lab(
-    lab: &RawLab,
+    lab: &Table,
     raw: &RawConfig,
-    matrix_key: &At<String>,
+    matrix_key: &At<&str>,
     checked: Vec<CheckedRegion>,
     input: LabInput,
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSource>) {
-    for (value, key) in [(&lab.inflation, "inflation"), (&lab.base_ms, "base_ms")] {
-        if let Some(v) = value {
+    for key in [&INFLATION, &BASE_MS] {
+        if let Some(v) = lab.number(key) {
+            let key = key.name;
             out.push(Problem::new(
                 v.key.clone(),
                 format!("{key} only applies to a lab without a matrix (RTTs from locations); remove it, or remove matrix"),
@@ -284,10 +214,17 @@ fn matrix_lab(
     };
 
     // The loss file must name the same regions as the RTT file.
-    let loss = match (&lab.loss, input.loss) {
+    let loss = match (lab.text(&LOSS), input.loss) {
         (Some(key), Some(Some(loss))) => {
             if let (Some(rtt_names), Some(loss_names)) = (&rtt.header, &loss.header) {
-                same_names(key, &rtt.display, rtt_names, &loss.display, loss_names, out);
+                same_names(
+                    &key,
+                    &rtt.display,
+                    rtt_names,
+                    &loss.display,
+                    loss_names,
+                    out,
+                );
             }
             Some(loss)
         }
@@ -328,7 +265,7 @@ fn not_in_matrix(name: &str, span: &Span, file: &str, names: &[String]) -> Probl
 }
 
 fn same_names(
-    key: &At<String>,
+    key: &At<&str>,
     rtt: &str,
     rtt_names: &[String],
     loss: &str,
@@ -398,25 +335,21 @@ fn zeros(n: usize) -> SquareMatrix {
 
 /// A lab whose RTTs come from the regions' locations.
 fn geo_lab(
-    lab: &RawLab,
+    lab: &Table,
     raw: &RawConfig,
     checked: Vec<CheckedRegion>,
     out: &mut Vec<Problem>,
 ) -> (Option<Vec<Region>>, Option<LabSource>) {
-    if let Some(loss) = &lab.loss {
+    if let Some(loss) = lab.text(&LOSS) {
         out.push(Problem::new(
             loss.key.clone(),
             "loss needs a matrix: a loss file goes with an RTT file; set matrix = \"...\" too, or remove loss",
         ));
     }
-    let inflation = lab.inflation.as_ref().map_or(Some(DEFAULT_INFLATION), |v| {
-        num_in(v, "inflation", 1.0, f64::INFINITY, out)
-    });
-    let base_ms = lab.base_ms.as_ref().map_or(Some(DEFAULT_BASE_MS), |v| {
-        num_in(v, "base_ms", 0.0, f64::INFINITY, out)
-    });
+    let inflation = lab.number_or_default(&INFLATION);
+    let base_ms = lab.number_or_default(&BASE_MS);
     // A misspelt or broken `matrix` key: the lab's mode is unknown.
-    let mode_unsure = lab.broken.contains(&"matrix");
+    let mode_unsure = lab.is_broken(&MATRIX);
     if raw.regions.is_empty() {
         if !mode_unsure && !raw.broken.contains(&"region") {
             out.push(Problem::new(
@@ -453,14 +386,15 @@ fn geo_lab(
 }
 
 /// One `[[lab.fault]]`; `names` are the lab's regions when known.
-fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<LabFault> {
+fn fault(raw: &Table, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<LabFault> {
     let mut ok = true;
-    for end in [&raw.source, &raw.target].into_iter().flatten() {
+    let (source, target) = (raw.text(&fault::SOURCE), raw.text(&fault::TARGET));
+    for end in [&source, &target].into_iter().flatten() {
         if let Some(names) = names
-            && !names.contains(&end.value.as_str())
+            && !names.contains(&end.value)
         {
             ok = false;
-            let hint = match closest(&end.value, names) {
+            let hint = match closest(end.value, names) {
                 Some(best) => format!("did you mean {best:?}?"),
                 None => format!("use one of {}", quoted(names)),
             };
@@ -471,7 +405,7 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         }
     }
     let broken = |key| raw.broken.contains(&key);
-    match (&raw.source, &raw.target) {
+    match (&source, &target) {
         (None, None) if !broken("source") && !broken("target") => {
             ok = false;
             out.push(Problem::new(
@@ -491,14 +425,11 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         }
         _ => {}
     }
-    let extra_ms = raw.extra_ms.as_ref().map_or(Some(0.0), |v| {
-        num_in(v, "extra_ms", 0.0, f64::INFINITY, out)
-    });
-    let loss_pct = raw
-        .loss_pct
-        .as_ref()
-        .map_or(Some(0.0), |v| num_in(v, "loss_pct", 0.0, 100.0, out));
-    let (extra_ms, loss_pct) = (extra_ms?, loss_pct?);
+    if broken("extra_ms") || broken("loss_pct") {
+        return None; // Reported as such.
+    }
+    let extra_ms = raw.number(&fault::EXTRA_MS).map_or(0.0, |v| v.value);
+    let loss_pct = raw.number(&fault::LOSS_PCT).map_or(0.0, |v| v.value);
     if extra_ms == 0.0 && loss_pct == 0.0 && !broken("extra_ms") && !broken("loss_pct") {
         out.push(Problem::new(
             raw.span.clone(),
@@ -507,9 +438,9 @@ fn fault(raw: &RawFault, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Opti
         return None;
     }
     ok.then(|| LabFault {
-        source: raw.source.as_ref().map(|s| s.value.clone()),
-        target: raw.target.as_ref().map(|t| t.value.clone()),
-        both_directions: raw.both_directions.as_ref().is_some_and(|b| b.value),
+        source: source.map(|s| s.value.to_string()),
+        target: target.map(|t| t.value.to_string()),
+        both_directions: raw.flag(&fault::BOTH_DIRECTIONS).is_some_and(|b| b.value),
         extra_ms,
         loss_pct,
     })

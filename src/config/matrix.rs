@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 
-use super::load::{Diagnostic, LineIndex, shorten};
-use super::validate::region_name_problem;
+use super::RegionName;
+use super::diag::{Diagnostic, LineIndex, shorten};
 
 /// What a matrix holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,7 @@ impl Parser<'_> {
         for (i, cell) in record.cells.iter().enumerate().skip(1) {
             let name = cell.trim().to_string();
             let offset = record.starts.get(i).copied().unwrap_or(record.start);
-            if let Some(why) = region_name_problem(&name) {
+            if let Some(why) = RegionName::problem(&name) {
                 self.at(offset, format!("header: {why}"));
                 ok = false;
             } else if let Some(&first) = first.get(&name) {

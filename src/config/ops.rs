@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::raw::{At, Problem, RawDiff, RawSchedule};
-use super::validate::{duration, int_in, num_in};
+use super::keys::{Key, diff, schedule};
+use super::raw::{Problem, Table};
 
 /// `[diff]`: how large and how sure a change must be for `latmap diff` to call it a
 /// regression (or an improvement).
@@ -42,16 +42,33 @@ fn default_p99_ms() -> f64 {
 
 impl Default for DiffThresholds {
     fn default() -> Self {
+        use super::keys::diff::*;
         DiffThresholds {
-            p50_pct: 10.0,
-            p50_ms: 2.0,
-            p95_pct: 20.0,
-            p95_ms: 5.0,
-            p99_pct: 25.0,
-            p99_ms: 10.0,
-            loss_pp: 0.5,
-            alpha: 0.01,
+            p50_pct: P50_PCT.number(),
+            p50_ms: P50_MS.number(),
+            p95_pct: P95_PCT.number(),
+            p95_ms: P95_MS.number(),
+            p99_pct: P99_PCT.number(),
+            p99_ms: P99_MS.number(),
+            loss_pp: LOSS_PP.number(),
+            alpha: ALPHA.number(),
         }
+    }
+}
+
+impl DiffThresholds {
+    /// The setting of each key of `[diff]`, in the order of `keys::diff`.
+    pub fn slots(&mut self) -> [&mut f64; 8] {
+        [
+            &mut self.p50_pct,
+            &mut self.p50_ms,
+            &mut self.p95_pct,
+            &mut self.p95_ms,
+            &mut self.p99_pct,
+            &mut self.p99_ms,
+            &mut self.loss_pp,
+            &mut self.alpha,
+        ]
     }
 }
 
@@ -70,103 +87,68 @@ pub struct ScheduleSettings {
     pub keep_for: Option<Duration>,
 }
 
-pub(super) fn check_diff(raw: Option<&RawDiff>, out: &mut Vec<Problem>) -> DiffThresholds {
+/// `[diff]`: its values are in their ranges (checked as they were read).
+pub(super) fn check_diff(raw: Option<&Table>) -> DiffThresholds {
     let mut t = DiffThresholds::default();
-    let Some(raw) = raw else { return t };
-    let inf = f64::INFINITY;
-    for (v, key, lo, hi, to) in [
-        (&raw.p50_pct, "p50_pct", 0.0, inf, &mut t.p50_pct),
-        (&raw.p50_ms, "p50_ms", 0.0, inf, &mut t.p50_ms),
-        (&raw.p95_pct, "p95_pct", 0.0, inf, &mut t.p95_pct),
-        (&raw.p95_ms, "p95_ms", 0.0, inf, &mut t.p95_ms),
-        (&raw.p99_pct, "p99_pct", 0.0, inf, &mut t.p99_pct),
-        (&raw.p99_ms, "p99_ms", 0.0, inf, &mut t.p99_ms),
-        (&raw.loss_pp, "loss_pp", 0.0, 100.0, &mut t.loss_pp),
-    ] {
-        if let Some(n) = v.as_ref().and_then(|v| num_in(v, key, lo, hi, out)) {
-            *to = n;
-        }
-    }
-    if let Some(a) = &raw.alpha {
-        if a.value > 0.0 && a.value < 0.5 {
-            t.alpha = a.value;
-        } else {
-            out.push(Problem::new(
-                a.span.clone(),
-                "alpha is out of range; use a number above 0 and below 0.5, like 0.01",
-            ));
+    if let Some(raw) = raw {
+        for (k, slot) in diff::SECTION.keys.iter().zip(t.slots()) {
+            if let Some(v) = raw.number(k) {
+                *slot = v.value;
+            }
         }
     }
     t
 }
 
 pub(super) fn check_schedule(
-    raw: Option<&RawSchedule>,
+    raw: Option<&Table>,
     out: &mut Vec<Problem>,
 ) -> Option<ScheduleSettings> {
+    use schedule::*;
     let raw = raw?;
-    let mut s = ScheduleSettings::default();
-    let positive = |at: &At<String>, key: &str, out: &mut Vec<Problem>| {
-        let d = duration(at, key, out)?;
-        if d.is_zero() {
-            out.push(Problem::new(
-                at.span.clone(),
-                format!("{key} must be above 0"),
-            ));
-            return None;
-        }
-        Some(d)
+    let mut s = ScheduleSettings {
+        every: raw.duration(&EVERY).map(|d| d.value),
+        jitter: JITTER.duration(),
+        keep: raw
+            .integer(&KEEP)
+            .and_then(|k| usize::try_from(k.value).ok()),
+        keep_for: raw.duration(&KEEP_FOR).map(|d| d.value),
+        cron: None,
     };
-    if let Some(every) = &raw.every
-        && let Some(d) = positive(every, "every", out)
-    {
-        if d < Duration::from_secs(1) {
-            out.push(Problem::new(
-                every.span.clone(),
-                "every must be at least 1s; latmap sweeps are seconds long",
-            ));
-        } else {
-            s.every = Some(d);
-        }
-    }
-    if let Some(cron) = &raw.cron {
-        match croner::Cron::from_str(&cron.value) {
-            Ok(_) => s.cron = Some(cron.value.clone()),
+    let present = |k: &Key| raw.has(k) || raw.is_broken(k);
+    if let Some(cron) = raw.text(&CRON) {
+        match croner::Cron::from_str(cron.value) {
+            Ok(_) => s.cron = Some(cron.value.to_string()),
             Err(e) => out.push(Problem::new(
                 cron.span.clone(),
                 format!("cron {:?} is not a cron expression ({e}); write five fields like \"*/5 * * * *\" (minute hour day month weekday, UTC)", cron.value),
             )),
         }
-    }
-    match (&raw.every, &raw.cron) {
-        (Some(_), Some(cron)) => out.push(Problem::new(
-            cron.key.clone(),
-            "[schedule] has both every and cron; keep one of them",
-        )),
-        (None, None) if !raw.has_every && !raw.has_cron => out.push(Problem::new(
+        if present(&EVERY) {
+            out.push(Problem::new(
+                cron.key.clone(),
+                "[schedule] has both every and cron; keep one of them",
+            ));
+        }
+    } else if !present(&EVERY) && !present(&CRON) {
+        out.push(Problem::new(
             raw.span.start..raw.span.start,
             "[schedule] needs every = \"5m\" or cron = \"*/5 * * * *\"",
-        )),
-        _ => {}
+        ));
     }
-    if let Some(jitter) = &raw.jitter
-        && let Some(d) = duration(jitter, "jitter", out)
-    {
-        if s.every.is_some_and(|p| d >= p) {
-            out.push(Problem::new(jitter.span.clone(), "jitter must be shorter than the period (every), or sweeps would run into each other"));
-        } else {
-            s.jitter = d;
+    if let Some(jitter) = raw.duration(&JITTER) {
+        match schedule_problem(s.every, jitter.value) {
+            Some(why) => out.push(Problem::new(jitter.span.clone(), format!("jitter {why}"))),
+            None => s.jitter = jitter.value,
         }
     }
-    if let Some(keep) = raw
-        .keep
-        .as_ref()
-        .and_then(|k| int_in(k, "keep", 1, 1_000_000, out))
-    {
-        s.keep = usize::try_from(keep).ok();
-    }
-    if let Some(keep_for) = &raw.keep_for {
-        s.keep_for = positive(keep_for, "keep_for", out);
-    }
     Some(s)
+}
+
+/// What is wrong with a jitter for a period, as the words after the jitter's name:
+/// it must be shorter than the period, or sweeps would run into each other.
+pub fn schedule_problem(every: Option<Duration>, jitter: Duration) -> Option<String> {
+    every.filter(|p| jitter >= *p).map(|_| {
+        "must be shorter than the period (every), or sweeps would run into each other".to_string()
+    })
 }

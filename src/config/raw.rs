@@ -1,28 +1,25 @@
 //! The raw shape of `regions.toml`: tables, keys and TOML types, with their spans.
 //!
-//! This module walks the spanned tree that `toml` parses and copies out every known key
-//! with its type checked (string, integer, number, boolean, array of strings), keeping
-//! the byte spans of keys and values for diagnostics. It reports unknown keys (with a
-//! "did you mean" when one is close) and wrong types, every one of them, and carries on.
-//! It gives values no meaning: ranges, durations, targets and cross-references are
-//! checked by `validate` and `lab`.
-//!
-//! The walk is done by hand rather than with serde so that one run reports every
-//! unknown key and every wrong type in a table, not only the first.
+//! This module walks the spanned tree that `toml` parses and reads every key that
+//! `keys` declares for the table it is in: its type checked by deserializing the value
+//! alone (serde, one key at a time, so that one run reports every wrong type and not
+//! only the first), its range checked, and the byte spans of key and value kept for
+//! diagnostics. It reports unknown keys (with a "did you mean" when one is close) and
+//! carries on. It gives values no meaning beyond their ranges: targets, names and
+//! cross-references are checked by `validate` and `lab`.
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::time::Duration;
 
+use humantime::DurationError;
+use serde::Deserialize;
+use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::keys::{self, Key, Kind, Section};
 use super::suggest::{closest, list};
-
-mod ops;
-mod thresholds;
-
-pub(super) use ops::{RawDiff, RawSchedule};
-pub(super) use thresholds::{PAIR_LIMIT_KEYS, RawLimits, RawPair, RawThresholds};
 
 /// A byte range in the configuration text.
 pub(super) type Span = Range<usize>;
@@ -35,6 +32,16 @@ pub(super) struct At<T> {
     pub span: Span,
     /// The key's span (for an array element: the element's span).
     pub key: Span,
+}
+
+impl<T> At<T> {
+    fn map<U>(&self, f: impl FnOnce(&T) -> Option<U>) -> Option<At<U>> {
+        Some(At {
+            value: f(&self.value)?,
+            span: self.span.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 /// A problem at a span of the configuration text.
@@ -53,109 +60,114 @@ impl Problem {
     }
 }
 
+/// A value of the type its key declares, in the key's range.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Number(f64),
+    Integer(i128),
+    Bool(bool),
+    Text(String),
+    Texts(Vec<At<String>>),
+    Duration(Duration),
+}
+
+/// One table of the file: the usable values of its keys, by key.
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    /// The table's header (or inline table).
+    pub span: Span,
+    values: Vec<(&'static str, At<Value>)>,
+    /// Keys present but unusable (wrong type or shape, out of range), or meant by a
+    /// misspelt key: "missing" is not reported on top of that.
+    pub broken: Vec<&'static str>,
+    /// Whether the table has a key that is not allowed (reported by itself).
+    pub unknown_keys: bool,
+}
+
+impl Table {
+    fn get(&self, k: &Key) -> Option<&At<Value>> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == k.name)
+            .map(|(_, v)| v)
+    }
+
+    /// Where the key's usable value is.
+    pub fn get_span(&self, k: &Key) -> Option<Span> {
+        self.get(k).map(|v| v.span.clone())
+    }
+
+    /// Whether the key has a usable value.
+    pub fn has(&self, k: &Key) -> bool {
+        self.get(k).is_some()
+    }
+
+    /// Whether the key is present but unusable (reported), or meant by a misspelt key.
+    pub fn is_broken(&self, k: &Key) -> bool {
+        self.broken.contains(&k.name)
+    }
+
+    /// The key's number, else its default; `None` when it is broken (reported).
+    pub fn number_or_default(&self, k: &Key) -> Option<f64> {
+        (!self.is_broken(k)).then(|| self.number(k).map_or(k.number(), |v| v.value))
+    }
+
+    /// The key's whole number, else its default; `None` when it is broken (reported).
+    pub fn integer_or_default(&self, k: &Key) -> Option<i128> {
+        (!self.is_broken(k)).then(|| self.integer(k).map_or(k.integer(), |v| v.value))
+    }
+}
+
+/// The typed accessors of [`Table`]: the key's usable value, with its spans.
+macro_rules! accessors {
+    ($($name:ident -> $t:ty = $variant:ident($v:ident) => $out:expr;)*) => {
+        impl Table {
+            $(pub fn $name(&self, k: &Key) -> Option<At<$t>> {
+                let at = self.get(k)?;
+                match &at.value {
+                    Value::$variant($v) => Some(At { value: $out, span: at.span.clone(), key: at.key.clone() }),
+                    _ => None,
+                }
+            })*
+        }
+    };
+}
+
+accessors! {
+    number -> f64 = Number(n) => *n;
+    integer -> i128 = Integer(n) => *n;
+    flag -> bool = Bool(b) => *b;
+    text -> &str = Text(s) => s.as_str();
+    texts -> &[At<String>] = Texts(v) => v.as_slice();
+    duration -> Duration = Duration(d) => *d;
+}
+
 /// The whole file.
 #[derive(Debug, Default)]
 pub(super) struct RawConfig {
-    pub probe: Option<RawProbe>,
+    pub probe: Option<Table>,
     pub regions: Vec<RawRegion>,
-    pub lab: Option<RawLab>,
-    pub thresholds: Option<RawThresholds>,
-    pub diff: Option<RawDiff>,
-    pub schedule: Option<RawSchedule>,
+    pub lab: Option<Table>,
+    /// `[[lab.fault]]`.
+    pub faults: Vec<Table>,
+    pub thresholds: Option<Table>,
+    /// `[[thresholds.pair]]`.
+    pub pairs: Vec<Table>,
+    pub diff: Option<Table>,
+    pub schedule: Option<Table>,
     /// Top-level keys present but unusable, or meant by a misspelt key.
     pub broken: Vec<&'static str>,
 }
 
-/// `[probe]`.
-#[derive(Debug, Default)]
-pub(super) struct RawProbe {
-    pub kinds: Option<At<Vec<At<String>>>>,
-    pub count: Option<At<i128>>,
-    pub interval: Option<At<String>>,
-    pub gap: Option<At<String>>,
-    pub timeout: Option<At<String>>,
-    pub payload: Option<At<i128>>,
-}
-
-/// One `[[region]]`.
+/// One `[[region]]`, with its `location`.
 #[derive(Debug, Default)]
 pub(super) struct RawRegion {
-    /// The `[[region]]` header (or the inline table).
-    pub span: Span,
-    pub name: Option<At<String>>,
-    pub location: Option<RawLocation>,
-    pub targets: Option<At<Vec<At<String>>>>,
-    pub source: Option<At<String>>,
-    /// Keys present but unusable, or meant by a misspelt key: "missing" is not
-    /// reported on top of that.
-    pub broken: Vec<&'static str>,
+    pub table: Table,
+    pub location: Option<Table>,
 }
 
-/// `location = { lat = ..., lon = ... }`.
-#[derive(Debug, Default)]
-pub(super) struct RawLocation {
-    pub span: Span,
-    pub lat: Option<At<f64>>,
-    pub lon: Option<At<f64>>,
-    /// As [`RawRegion::broken`].
-    pub broken: Vec<&'static str>,
-}
-
-/// `[lab]`.
-#[derive(Debug, Default)]
-pub(super) struct RawLab {
-    pub span: Span,
-    pub mode: Option<At<String>>,
-    pub matrix: Option<At<String>>,
-    pub loss: Option<At<String>>,
-    pub jitter_ms: Option<At<f64>>,
-    pub port: Option<At<i128>>,
-    pub seed: Option<At<i128>>,
-    pub inflation: Option<At<f64>>,
-    pub base_ms: Option<At<f64>>,
-    pub faults: Vec<RawFault>,
-    /// As [`RawRegion::broken`].
-    pub broken: Vec<&'static str>,
-}
-
-/// One `[[lab.fault]]`.
-#[derive(Debug, Default)]
-pub(super) struct RawFault {
-    pub span: Span,
-    pub source: Option<At<String>>,
-    pub target: Option<At<String>>,
-    pub both_directions: Option<At<bool>>,
-    pub extra_ms: Option<At<f64>>,
-    pub loss_pct: Option<At<f64>>,
-    /// As [`RawRegion::broken`].
-    pub broken: Vec<&'static str>,
-}
-
-pub(super) const TOP_KEYS: &[&str] = &["probe", "region", "lab", "thresholds", "diff", "schedule"];
-pub(super) const PROBE_KEYS: &[&str] = &["kinds", "count", "interval", "gap", "timeout", "payload"];
-pub(super) const REGION_KEYS: &[&str] = &["name", "location", "targets", "source"];
-pub(super) const LOCATION_KEYS: &[&str] = &["lat", "lon"];
-pub(super) const LAB_KEYS: &[&str] = &[
-    "mode",
-    "matrix",
-    "loss",
-    "jitter_ms",
-    "port",
-    "seed",
-    "inflation",
-    "base_ms",
-    "fault",
-];
-pub(super) const FAULT_KEYS: &[&str] = &[
-    "source",
-    "target",
-    "both_directions",
-    "extra_ms",
-    "loss_pct",
-];
-
-type Key<'i> = Spanned<Cow<'i, str>>;
-type Value<'i> = Spanned<DeValue<'i>>;
+type TomlKey<'i> = Spanned<Cow<'i, str>>;
+type TomlValue<'i> = Spanned<DeValue<'i>>;
 
 /// Reads the parsed document. Every problem found is pushed to `out`.
 pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
@@ -163,50 +175,67 @@ pub(super) fn read(root: &DeTable<'_>, out: &mut Vec<Problem>) -> RawConfig {
         out,
         failed: Vec::new(),
     };
-    r.unknown_keys(root, TOP_KEYS, "at the top level");
-    let mut raw = RawConfig::default();
-    if let Some((key, value)) = root.get_key_value("probe") {
-        match value.get_ref() {
-            DeValue::Table(t) => raw.probe = Some(r.scoped(|r| r.probe(t)).0),
-            DeValue::Array(_) => r.fail(
-                "probe",
-                key.span(),
-                "probe must be one table; write [probe], not [[probe]]",
-            ),
-            other => {
-                r.wrong_type(key, value, "a table", "[probe] on a line of its own", other);
-                r.failed.push("probe");
-            }
-        }
-    }
+    r.unknown_keys(root, &keys::top::SECTION);
+    let mut raw = RawConfig {
+        probe: r.one(root, &keys::probe::SECTION),
+        diff: r.one(root, &keys::diff::SECTION),
+        schedule: r.one(root, &keys::schedule::SECTION),
+        ..RawConfig::default()
+    };
     if let Some((key, value)) = root.get_key_value("region") {
         raw.regions = r.tables(key, value, "region", "[[region]]", |r, t, span| {
-            let (mut region, broken) = r.scoped(|r| r.region(t, span));
-            region.broken = broken;
+            let mut region = RawRegion {
+                table: r.table(t, span, &keys::region::SECTION),
+                location: None,
+            };
+            if let Some((key, value)) = t.get_key_value(keys::region::LOCATION.name) {
+                match value.get_ref() {
+                    DeValue::Table(l) => {
+                        region.location = Some(r.table(l, value.span(), &keys::location::SECTION))
+                    }
+                    other => {
+                        let example = "location = { lat = 38.9, lon = -77.4 }";
+                        r.wrong_type(key, value, "a table", example, other);
+                        region.table.broken.push(keys::region::LOCATION.name);
+                    }
+                }
+            }
             region
         });
     }
-    if let Some((key, value)) = root.get_key_value("lab") {
-        match value.get_ref() {
-            DeValue::Table(t) => {
-                let (mut lab, broken) = r.scoped(|r| r.lab(t, value.span()));
-                lab.broken = broken;
-                raw.lab = Some(lab);
-            }
-            DeValue::Array(_) => r.fail(
-                "lab",
-                key.span(),
-                "lab must be one table; write [lab], not [[lab]]",
-            ),
-            other => {
-                r.wrong_type(key, value, "a table", "[lab] on a line of its own", other);
-                r.failed.push("lab");
-            }
+    let nested = [
+        (
+            &keys::lab::SECTION,
+            &keys::lab::FAULT,
+            &keys::fault::SECTION,
+        ),
+        (
+            &keys::thresholds::SECTION,
+            &keys::thresholds::PAIR,
+            &keys::pair::SECTION,
+        ),
+    ];
+    for (section, key, each) in nested {
+        let Some(t) = r.de_table(root, section) else {
+            continue;
+        };
+        let mut table = r.table(t.0, t.1, section);
+        let mut list = Vec::new();
+        if let Some((k, value)) = t.0.get_key_value(key.name) {
+            let failed = std::mem::take(&mut r.failed);
+            list = r.tables(k, value, key.name, each.header, |r, t, span| {
+                r.table(t, span, each)
+            });
+            table
+                .broken
+                .extend(std::mem::replace(&mut r.failed, failed));
+        }
+        if section.header == "[lab]" {
+            (raw.lab, raw.faults) = (Some(table), list);
+        } else {
+            (raw.thresholds, raw.pairs) = (Some(table), list);
         }
     }
-    raw.thresholds = thresholds::read(root, &mut r);
-    raw.diff = ops::read_diff(root, &mut r);
-    raw.schedule = ops::read_schedule(root, &mut r);
     raw.broken = std::mem::take(&mut r.failed);
     raw
 }
@@ -229,96 +258,84 @@ impl Reader<'_> {
         self.problem(span, message);
     }
 
-    /// Runs `read` on a nested table, returning what it read and the keys that failed
-    /// in it (the enclosing table's list is kept apart).
-    fn scoped<T>(&mut self, read: impl FnOnce(&mut Self) -> T) -> (T, Vec<&'static str>) {
-        let outer = std::mem::take(&mut self.failed);
-        let value = read(self);
-        (value, std::mem::replace(&mut self.failed, outer))
-    }
-
-    fn probe(&mut self, t: &DeTable<'_>) -> RawProbe {
-        self.unknown_keys(t, PROBE_KEYS, "in [probe]");
-        RawProbe {
-            kinds: self.strings(t, "kinds", r#"["icmp", "udp"]"#),
-            count: self.integer(t, "count", "20"),
-            interval: self.duration(t, "interval"),
-            gap: self.duration(t, "gap"),
-            timeout: self.duration(t, "timeout"),
-            payload: self.integer(t, "payload", "56"),
-        }
-    }
-
-    fn region(&mut self, t: &DeTable<'_>, span: Span) -> RawRegion {
-        self.unknown_keys(t, REGION_KEYS, "in [[region]]");
-        let mut region = RawRegion {
-            span,
-            name: self.string(t, "name", r#""us-east-1""#),
-            targets: self.strings(t, "targets", r#"["10.0.0.1", "probe.example.com:443"]"#),
-            source: self.string(t, "source", r#""10.0.0.5""#),
-            ..RawRegion::default()
-        };
-        if let Some((key, value)) = t.get_key_value("location") {
-            match value.get_ref() {
-                DeValue::Table(l) => {
-                    let (mut location, broken) = self.scoped(|r| r.location(l, value.span()));
-                    location.broken = broken;
-                    region.location = Some(location);
+    /// The top-level table `[name]` as written, or a problem saying how to write it.
+    fn de_table<'a, 'i>(
+        &mut self,
+        root: &'a DeTable<'i>,
+        section: &Section,
+    ) -> Option<(&'a DeTable<'i>, Span)> {
+        let name = section.header.trim_matches(['[', ']']);
+        let (key, value) = root.get_key_value(name)?;
+        match value.get_ref() {
+            DeValue::Table(t) => Some((t, value.span())),
+            DeValue::Array(_) => {
+                let name = keys::top::SECTION
+                    .keys
+                    .iter()
+                    .find(|k| k.name == name)?
+                    .name;
+                self.fail(
+                    name,
+                    key.span(),
+                    format!("{name} must be one table; write [{name}], not [[{name}]]"),
+                );
+                None
+            }
+            other => {
+                let example = format!("[{name}] on a line of its own");
+                self.wrong_type(key, value, "a table", &example, other);
+                if let Some(k) = keys::top::SECTION.keys.iter().find(|k| k.name == name) {
+                    self.failed.push(k.name);
                 }
-                other => {
-                    let example = "location = { lat = 38.9, lon = -77.4 }";
-                    self.wrong_type(key, value, "a table", example, other);
-                    self.failed.push("location");
-                }
+                None
             }
         }
-        region
     }
 
-    fn location(&mut self, t: &DeTable<'_>, span: Span) -> RawLocation {
-        self.unknown_keys(t, LOCATION_KEYS, "in location");
-        RawLocation {
-            span,
-            lat: self.number(t, "lat", "38.9"),
-            lon: self.number(t, "lon", "-77.4"),
-            broken: Vec::new(),
+    /// A top-level table without nested tables.
+    fn one(&mut self, root: &DeTable<'_>, section: &Section) -> Option<Table> {
+        let (t, span) = self.de_table(root, section)?;
+        Some(self.table(t, span, section))
+    }
+
+    /// Every key of `section` in `t`, each read as its kind, and the unknown ones
+    /// reported. Nested tables are left to the caller.
+    fn table(&mut self, t: &DeTable<'_>, span: Span, section: &Section) -> Table {
+        let outer = std::mem::take(&mut self.failed);
+        self.unknown_keys(t, section);
+        let mut values = Vec::new();
+        for k in section.keys {
+            let value = match k.kind {
+                Kind::Number => self
+                    .number(t, k)
+                    .and_then(|v| v.map(|n| Some(Value::Number(*n)))),
+                Kind::Integer => self
+                    .integer(t, k)
+                    .and_then(|v| v.map(|n| Some(Value::Integer(*n)))),
+                Kind::Bool => self
+                    .boolean(t, k)
+                    .and_then(|v| v.map(|b| Some(Value::Bool(*b)))),
+                Kind::Text => self
+                    .string(t, k)
+                    .and_then(|v| v.map(|s| Some(Value::Text(s.clone())))),
+                Kind::Texts => self
+                    .strings(t, k)
+                    .and_then(|v| v.map(|l| Some(Value::Texts(l.clone())))),
+                Kind::Duration => self
+                    .duration(t, k)
+                    .and_then(|v| v.map(|d| Some(Value::Duration(*d)))),
+                Kind::Table | Kind::Tables => None,
+            };
+            if let Some(v) = value {
+                values.push((k.name, v));
+            }
         }
-    }
-
-    fn lab(&mut self, t: &DeTable<'_>, span: Span) -> RawLab {
-        self.unknown_keys(t, LAB_KEYS, "in [lab]");
-        let mut lab = RawLab {
+        let names = section.names();
+        Table {
             span,
-            mode: self.string(t, "mode", r#""netns""#),
-            matrix: self.string(t, "matrix", r#""lab/rtt.csv""#),
-            loss: self.string(t, "loss", r#""lab/loss.csv""#),
-            jitter_ms: self.number(t, "jitter_ms", "0.5"),
-            port: self.integer(t, "port", "8620"),
-            seed: self.integer(t, "seed", "1"),
-            inflation: self.number(t, "inflation", "1.6"),
-            base_ms: self.number(t, "base_ms", "1.0"),
-            ..RawLab::default()
-        };
-        if let Some((key, value)) = t.get_key_value("fault") {
-            lab.faults = self.tables(key, value, "fault", "[[lab.fault]]", |r, t, span| {
-                let (mut fault, broken) = r.scoped(|r| r.fault(t, span));
-                fault.broken = broken;
-                fault
-            });
-        }
-        lab
-    }
-
-    fn fault(&mut self, t: &DeTable<'_>, span: Span) -> RawFault {
-        self.unknown_keys(t, FAULT_KEYS, "in [[lab.fault]]");
-        RawFault {
-            span,
-            source: self.string(t, "source", r#""us-west-2""#),
-            target: self.string(t, "target", r#""eu-central-1""#),
-            both_directions: self.boolean(t, "both_directions", "true"),
-            extra_ms: self.number(t, "extra_ms", "120.0"),
-            loss_pct: self.number(t, "loss_pct", "5.0"),
-            broken: Vec::new(),
+            values,
+            broken: std::mem::replace(&mut self.failed, outer),
+            unknown_keys: t.keys().any(|k| !names.contains(&k.get_ref().as_ref())),
         }
     }
 
@@ -326,8 +343,8 @@ impl Reader<'_> {
     /// `name` is marked failed if the value is not an array of tables.
     fn tables<T>(
         &mut self,
-        key: &Key<'_>,
-        value: &Value<'_>,
+        key: &TomlKey<'_>,
+        value: &TomlValue<'_>,
         name: &'static str,
         header: &str,
         mut each: impl FnMut(&mut Self, &DeTable<'_>, Span) -> T,
@@ -369,7 +386,8 @@ impl Reader<'_> {
 
     /// Reports keys of `t` not in `allowed`. A key that looks like a misspelling of an
     /// allowed key marks that one failed.
-    fn unknown_keys(&mut self, t: &DeTable<'_>, allowed: &[&'static str], place: &str) {
+    fn unknown_keys(&mut self, t: &DeTable<'_>, section: &Section) {
+        let (allowed, place) = (&section.names()[..], section.place);
         for key in t.keys() {
             let name = key.get_ref().as_ref();
             if allowed.contains(&name) {
@@ -398,8 +416,8 @@ impl Reader<'_> {
 
     fn wrong_type(
         &mut self,
-        key: &Key<'_>,
-        value: &Value<'_>,
+        key: &TomlKey<'_>,
+        value: &TomlValue<'_>,
         expected: &str,
         example: &str,
         found: &DeValue<'_>,
@@ -422,87 +440,107 @@ impl Reader<'_> {
         got
     }
 
-    fn string(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<String>> {
-        let (key, value) = t.get_key_value(name)?;
+    fn string(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<String>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let got = match value.get_ref() {
             DeValue::String(s) => Some(at(key, value, s.to_string())),
             other => {
-                self.wrong_type(key, value, "a string", &format!("{name} = {ex}"), other);
+                self.wrong_type(key, value, "a string", &like(k), other);
                 None
             }
         };
-        self.mark(name, got)
+        self.mark(k.name, got)
     }
 
-    /// An integer, saturated to `i128` so that a huge literal fails the range check
-    /// with the range's message.
-    fn integer(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<i128>> {
-        let (key, value) = t.get_key_value(name)?;
+    /// A value in the key's range, or a problem at it (the key is then unusable).
+    fn in_range<T>(
+        &mut self,
+        k: &Key,
+        got: Option<At<T>>,
+        why: impl Fn(&T) -> Option<String>,
+    ) -> Option<At<T>> {
+        let got = got.and_then(|v| match why(&v.value) {
+            None => Some(v),
+            Some(why) => {
+                self.problem(v.span.clone(), format!("{} {why}", k.name));
+                None
+            }
+        });
+        self.mark(k.name, got)
+    }
+
+    /// An integer in the key's range. A huge literal is saturated to `i128`, so that it
+    /// fails the range check with the range's message.
+    fn integer(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<i128>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let got = match value.get_ref() {
             DeValue::Integer(i) => {
-                let digits = i.as_str();
-                let saturated = if digits.starts_with('-') {
-                    i128::MIN
-                } else {
-                    i128::MAX
+                let n = match i64::deserialize(value.clone().into_deserializer()) {
+                    Ok(n) => i128::from(n),
+                    Err(_) if i.as_str().starts_with('-') => i128::MIN,
+                    Err(_) => u64::deserialize(value.clone().into_deserializer())
+                        .map_or(i128::MAX, i128::from),
                 };
-                let n = i128::from_str_radix(digits, i.radix()).unwrap_or(saturated);
                 Some(at(key, value, n))
             }
             DeValue::Float(_) => {
-                let message = format!("{name} must be a whole number; write it like {name} = {ex}");
+                let message = format!(
+                    "{} must be a whole number; write it like {}",
+                    k.name,
+                    like(k)
+                );
                 self.problem(value.span(), message);
                 None
             }
             other => {
-                self.wrong_type(key, value, "an integer", &format!("{name} = {ex}"), other);
+                self.wrong_type(key, value, "an integer", &like(k), other);
                 None
             }
         };
-        self.mark(name, got)
+        self.in_range(k, got, |n| k.range.integer(*n))
     }
 
-    /// A number: an integer or a float. `nan` and `inf` come through (as such) and fail
-    /// the range checks later.
-    fn number(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<f64>> {
-        let (key, value) = t.get_key_value(name)?;
+    /// A number (an integer or a float) in the key's range; `nan` and `inf` are in none.
+    fn number(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<f64>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let got = match value.get_ref() {
-            DeValue::Float(f) => Some(f.as_str().parse::<f64>().unwrap_or(f64::NAN)),
-            DeValue::Integer(i) => Some(
-                i128::from_str_radix(i.as_str(), i.radix()).map_or(f64::INFINITY, |n| n as f64),
-            ),
+            DeValue::Float(_) | DeValue::Integer(_) => {
+                let n =
+                    f64::deserialize(value.clone().into_deserializer()).unwrap_or(f64::INFINITY);
+                Some(at(key, value, n))
+            }
             other => {
-                self.wrong_type(key, value, "a number", &format!("{name} = {ex}"), other);
+                self.wrong_type(key, value, "a number", &like(k), other);
                 None
             }
         };
-        let got = got.map(|n| at(key, value, n));
-        self.mark(name, got)
+        self.in_range(k, got, |n| k.range.number(*n))
     }
 
-    fn boolean(&mut self, t: &DeTable<'_>, name: &'static str, ex: &str) -> Option<At<bool>> {
-        let (key, value) = t.get_key_value(name)?;
-        let got = match value.get_ref() {
-            DeValue::Boolean(b) => Some(at(key, value, *b)),
-            other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "true or false",
-                    &format!("{name} = {ex}"),
-                    other,
-                );
+    fn boolean(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<bool>> {
+        let (key, value) = t.get_key_value(k.name)?;
+        let got = match bool::deserialize(value.clone().into_deserializer()) {
+            Ok(b) => Some(at(key, value, b)),
+            Err(_) => {
+                self.wrong_type(key, value, "true or false", &like(k), value.get_ref());
                 None
             }
         };
-        self.mark(name, got)
+        self.mark(k.name, got)
     }
 
-    /// A duration's text; it is parsed by `validate`.
-    fn duration(&mut self, t: &DeTable<'_>, name: &'static str) -> Option<At<String>> {
-        let (key, value) = t.get_key_value(name)?;
+    /// A duration (a string with a unit) in the key's range.
+    fn duration(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<Duration>> {
+        let (key, value) = t.get_key_value(k.name)?;
+        let name = k.name;
         let got = match value.get_ref() {
-            DeValue::String(s) => Some(at(key, value, s.to_string())),
+            DeValue::String(s) => match parse_duration(name, s) {
+                Ok(d) => Some(at(key, value, d)),
+                Err(message) => {
+                    self.problem(value.span(), message);
+                    None
+                }
+            },
             DeValue::Integer(_) | DeValue::Float(_) => {
                 let message = format!(
                     "{name} must be a string: durations are strings with a unit, like \"250ms\" or \"1s\""
@@ -511,56 +549,71 @@ impl Reader<'_> {
                 None
             }
             other => {
-                self.wrong_type(
-                    key,
-                    value,
-                    "a string",
-                    &format!("{name} = \"250ms\""),
-                    other,
-                );
+                self.wrong_type(key, value, "a string", &like(k), other);
                 None
             }
         };
-        self.mark(name, got)
+        self.in_range(k, got, |d| k.range.duration(*d))
     }
 
-    fn strings(
-        &mut self,
-        t: &DeTable<'_>,
-        name: &'static str,
-        ex: &str,
-    ) -> Option<At<Vec<At<String>>>> {
-        let (key, value) = t.get_key_value(name)?;
+    fn strings(&mut self, t: &DeTable<'_>, k: &Key) -> Option<At<Vec<At<String>>>> {
+        let (key, value) = t.get_key_value(k.name)?;
         let DeValue::Array(items) = value.get_ref() else {
-            let example = format!("{name} = {ex}");
-            self.wrong_type(key, value, "a list of strings", &example, value.get_ref());
-            return self.mark(name, None);
+            self.wrong_type(key, value, "a list of strings", &like(k), value.get_ref());
+            return self.mark(k.name, None);
         };
         let mut ok = true;
         let mut list = Vec::new();
         for item in items.iter() {
-            match item.get_ref() {
-                DeValue::String(s) => list.push(At {
-                    value: s.to_string(),
+            match String::deserialize(item.clone().into_deserializer()) {
+                Ok(s) => list.push(At {
+                    value: s,
                     span: item.span(),
                     key: item.span(),
                 }),
-                other => {
+                Err(_) => {
                     ok = false;
                     let message = format!(
-                        "each item of {name} must be a string, not {}; write it like {name} = {ex}",
-                        a(other.type_str())
+                        "each item of {} must be a string, not {}; write it like {}",
+                        k.name,
+                        a(item.get_ref().type_str()),
+                        like(k)
                     );
                     self.problem(item.span(), message);
                 }
             }
         }
         let got = ok.then(|| at(key, value, list));
-        self.mark(name, got)
+        self.mark(k.name, got)
     }
 }
 
-fn at<T>(key: &Key<'_>, value: &Value<'_>, v: T) -> At<T> {
+/// `name = example`, for "write it like ...".
+fn like(k: &Key) -> String {
+    format!("{} = {}", k.name, k.example)
+}
+
+/// Parses a humantime duration, saying in our words what is wrong if it is not one.
+pub(super) fn parse_duration(key: &str, text: &str) -> Result<Duration, String> {
+    let like = "like \"250ms\" or \"1s\"";
+    humantime::parse_duration(text).map_err(|e| match e {
+        DurationError::Empty => format!("{key} is empty; write a duration {like}"),
+        DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("{key} = {text:?} has no unit; write it like \"{value}ms\" or \"{value}s\"")
+        }
+        DurationError::UnknownUnit { unit, .. } => {
+            format!(
+                "{key} = {text:?} has an unknown unit {unit:?}; use ns, us, ms, s, m or h, {like}"
+            )
+        }
+        DurationError::NumberOverflow => {
+            format!("{key} = {text:?} is too large or too precise; write a duration {like}")
+        }
+        _ => format!("{key} = {text:?} is not a duration; write a number and a unit, {like}"),
+    })
+}
+
+fn at<T>(key: &TomlKey<'_>, value: &TomlValue<'_>, v: T) -> At<T> {
     At {
         value: v,
         span: value.span(),
@@ -658,15 +711,24 @@ mod tests {
     }
 
     #[test]
-    fn huge_integers_saturate() {
-        let root = DeTable::parse("[probe]\ncount = 999999999999999999999999999999999999999999")
-            .expect("valid");
-        let mut out = Vec::new();
-        let raw = read(root.get_ref(), &mut out);
-        assert!(out.is_empty());
-        assert_eq!(
-            raw.probe.and_then(|p| p.count).map(|c| c.value),
-            Some(i128::MAX)
-        );
+    fn huge_integers_fail_the_range_check() {
+        for (text, want) in [
+            (
+                "[probe]\ncount = 999999999999999999999999999999999999999999",
+                "count is out of range; use a whole number from 1 to 1000000",
+            ),
+            (
+                "[lab]\nseed = -99999999999999999999999",
+                "seed is out of range; use a whole number >= 0",
+            ),
+            ("[lab]\nseed = 18446744073709551615", ""),
+        ] {
+            let got = problems(text);
+            if want.is_empty() {
+                assert!(got.is_empty(), "{text}: {got:?}");
+            } else {
+                assert_eq!(got, [want], "{text}");
+            }
+        }
     }
 }

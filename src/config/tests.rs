@@ -992,7 +992,29 @@ fn diff_and_schedule_rules() {
         ),
         (
             "[schedule]\nevery = \"500ms\"",
-            Some("every must be at least 1s"),
+            Some("every must be whole seconds, at least 1s (got 500ms)"),
+        ),
+        (
+            "[schedule]\nevery = \"1500ms\"",
+            Some("every must be whole seconds, at least 1s (got 1s 500ms): a sweep's run is named by the second it starts"),
+        ),
+        ("[schedule]\nevery = \"0s\"", Some("every must be above 0")),
+        ("[schedule]\nevery = \"90s\"", None),
+        ("[diff]\nalpha = 0.7", Some("t.toml:2:9: alpha is out of range; use a number above 0 and below 0.5, like 0.01")),
+        (
+            "[thresholds]\nshift_window = 48\nshift_min_runs = 20\nshift_margin_pct = 5\nshift_margin_ms = 0.5\nshift_deviations = 4",
+            None,
+        ),
+        ("[thresholds]\nshift_window = 1", Some("shift_window is out of range; use a whole number from 2 to 1000")),
+        ("[thresholds]\nshift_deviations = 0", Some("shift_deviations is out of range; use a number above 0")),
+        ("[thresholds]\nshift_margin_pct = -1", Some("shift_margin_pct is out of range; use a number >= 0")),
+        (
+            "[thresholds]\nshift_window = 8",
+            Some("t.toml:2:16: shift_window (8) is below shift_min_runs (12, the default); make shift_window at least shift_min_runs"),
+        ),
+        (
+            "[thresholds]\nshift_min_runs = 30",
+            Some("t.toml:2:18: shift_min_runs (30) is above shift_window (24, the default); make shift_min_runs at most shift_window"),
         ),
         (
             "[schedule]\nevery = \"1m\"\njitter = \"2m\"",

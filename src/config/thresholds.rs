@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::keys;
 use super::suggest::list;
 
 mod check;
@@ -149,6 +150,17 @@ pub struct Thresholds {
     pub region_min_share: f64,
     /// `region`: at least this many of its paths must be anomalous (default 3).
     pub region_min_paths: usize,
+    /// `shift`: the earlier runs a path's reference is built from (default 24)...
+    pub shift_window: usize,
+    /// ...of which a path needs this many before it is judged (default 12).
+    pub shift_min_runs: usize,
+    /// `shift`: the band above the reference reaches at least this share of it, in
+    /// percent (default 8)...
+    pub shift_margin_pct: f64,
+    /// ...and at least this many milliseconds (default 1)...
+    pub shift_margin_ms: f64,
+    /// ...and at least this many robust standard deviations of the reference (default 5).
+    pub shift_deviations: f64,
     /// `[[thresholds.pair]]` rules, in file order.
     pub pairs: Vec<PairRule>,
 }
@@ -174,13 +186,14 @@ pub struct PathLimits {
 
 impl Default for PathLimits {
     fn default() -> Self {
+        use keys::limits::*;
         PathLimits {
             slo_p95_ms: None,
-            loss_warning_pct: 0.1,
-            loss_critical_pct: 1.0,
-            loss_min_lost: 2,
-            jitter_warning_ms: 10.0,
-            jitter_critical_ms: 50.0,
+            loss_warning_pct: LOSS_WARNING_PCT.number(),
+            loss_critical_pct: LOSS_CRITICAL_PCT.number(),
+            loss_min_lost: LOSS_MIN_LOST.integer() as u64,
+            jitter_warning_ms: JITTER_WARNING_MS.number(),
+            jitter_critical_ms: JITTER_CRITICAL_MS.number(),
             skip: DetectorSet::default(),
         }
     }
@@ -188,16 +201,23 @@ impl Default for PathLimits {
 
 impl Default for Thresholds {
     fn default() -> Self {
+        use keys::thresholds::*;
+        let whole = |k: keys::Key| usize::try_from(k.integer()).unwrap_or(1);
         Thresholds {
             limits: PathLimits::default(),
-            detour_min_pct: 20.0,
-            detour_min_ms: 5.0,
-            inflation_factor: 3.0,
-            inflation_min_ms: 5.0,
-            asymmetry_min_pct: 25.0,
-            asymmetry_min_ms: 5.0,
-            region_min_share: 0.5,
-            region_min_paths: 3,
+            detour_min_pct: DETOUR_MIN_PCT.number(),
+            detour_min_ms: DETOUR_MIN_MS.number(),
+            inflation_factor: INFLATION_FACTOR.number(),
+            inflation_min_ms: INFLATION_MIN_MS.number(),
+            asymmetry_min_pct: ASYMMETRY_MIN_PCT.number(),
+            asymmetry_min_ms: ASYMMETRY_MIN_MS.number(),
+            region_min_share: REGION_MIN_SHARE.number(),
+            region_min_paths: whole(REGION_MIN_PATHS),
+            shift_window: whole(SHIFT_WINDOW),
+            shift_min_runs: whole(SHIFT_MIN_RUNS),
+            shift_margin_pct: SHIFT_MARGIN_PCT.number(),
+            shift_margin_ms: SHIFT_MARGIN_MS.number(),
+            shift_deviations: SHIFT_DEVIATIONS.number(),
             pairs: Vec::new(),
         }
     }

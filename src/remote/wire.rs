@@ -96,9 +96,8 @@ impl Push {
             ));
         }
         check_epoch(self.epoch, newest)?;
-        if let Some(problem) = crate::config::region_name_problem(&self.region) {
-            return Err(format!("region: {problem}"));
-        }
+        crate::config::RegionName::new(&self.region)
+            .map_err(|problem| format!("region: {problem}"))?;
         if self.report.region != self.region {
             return Err(format!(
                 "the push is for region {:?} but its report is of region {:?}",

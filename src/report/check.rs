@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 pub use crate::artifact::Invalid;
-use crate::config::{Location, MAX_TIMEOUT, region_name_problem};
+use crate::config::{Location, MAX_TIMEOUT, RegionName};
 use crate::stats::RttSummary;
 
 use super::{PathEntry, RegionInfo, RegionReport, loss_fields};
@@ -35,7 +35,7 @@ const CI_TOLERANCE: f64 = 1e-5;
 
 /// Checks a region name against the one rule of `latmap check`.
 pub fn name(value: &str, field: &str) -> Result<(), Invalid> {
-    match region_name_problem(value) {
+    match RegionName::problem(value) {
         Some(problem) => Err(Invalid::new(field, problem)),
         None => Ok(()),
     }
@@ -59,7 +59,7 @@ pub fn regions<'a>(
     for (i, (n, loc)) in list.enumerate() {
         // The field is named only when something is wrong (a fleet lists its regions
         // in every report: this runs a million times for a thousand regions).
-        if let Some(problem) = region_name_problem(n) {
+        if let Some(problem) = RegionName::problem(n) {
             return Err(Invalid::new(format!("{field}[{i}].name"), problem));
         }
         if !names.insert(n) {

@@ -106,7 +106,7 @@ fn lab_csv(bytes: &[u8]) -> String {
         match latmap::config::load(p) {
             Ok(c) => {
                 for r in &c.regions {
-                    assert!(latmap::config::region_name_problem(&r.name).is_none());
+                    assert!(latmap::config::RegionName::problem(&r.name).is_none());
                 }
                 out.push_str("ok ");
             }

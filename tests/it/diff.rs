@@ -140,7 +140,7 @@ fn errors_exit_2_with_a_reason() {
         (&["diff", "run.json", "other.json"], "no path in common"),
         (
             &["diff", "run.json", "run.json", "--alpha", "2"],
-            "--alpha must be between 0 and 1",
+            "latmap: --alpha is out of range; use a number above 0 and below 0.5, like 0.01",
         ),
         (&["diff", "empty", "run.json"], "empty holds no run"),
         (
@@ -149,7 +149,7 @@ fn errors_exit_2_with_a_reason() {
         ),
         (
             &["diff", "run.json", "run.json", "--p50-ms=-1"],
-            "--p50-ms takes a number",
+            "latmap: --p50-ms is out of range; use a number >= 0",
         ),
     ] {
         let out = dir.latmap(args);

@@ -16,4 +16,5 @@ mod probes;
 mod remote;
 mod schedule;
 mod service;
+mod settings;
 mod stamp;

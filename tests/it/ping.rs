@@ -168,7 +168,10 @@ fn ping_refuses_bad_arguments_with_the_fix() {
         (&["ping", "127.0.0.1:80"][..], "icmp probes have no port"),
         (&["ping"][..], "no targets"),
         (&["ping", "not_a host"][..], "is invalid"),
-        (&["ping", "127.0.0.1", "-t", "2m"][..], "at most 60s"),
+        (
+            &["ping", "127.0.0.1", "-t", "2m"][..],
+            "--timeout is out of range; use a duration above 0 and at most \"60s\"",
+        ),
         (&["ping", "-f", "."][..], "not a regular file"),
     ] {
         let out = dir.latmap(args);

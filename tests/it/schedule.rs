@@ -94,7 +94,8 @@ fn the_configuration_schedule_and_its_errors() {
     let out = dir.latmap(&["sweep", "--schedule"]);
     assert_eq!(out.status, Some(2));
     assert!(
-        out.stderr.contains("needs a [schedule] table"),
+        out.stderr
+            .contains("needs a schedule: add a [schedule] table"),
         "{}",
         out.stderr
     );

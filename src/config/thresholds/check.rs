@@ -1,98 +1,63 @@
-//! Checking `[thresholds]`: ranges, detector ids in `skip`, warning below critical, and
-//! the region patterns of `[[thresholds.pair]]` rules against the configured regions.
+//! Checking `[thresholds]`: detector ids in `skip`, warning below critical, the shift
+//! window, and the region patterns of `[[thresholds.pair]]` rules against the
+//! configured regions (the ranges were checked as the values were read).
 //!
 //! Pure functions from the raw values (`raw`) to [`Thresholds`], pushing every problem
 //! found; no file input.
 
-use super::super::raw::{At, PAIR_LIMIT_KEYS, Problem, RawLimits, RawPair, RawThresholds};
+use super::super::RegionName;
+use super::super::keys::{Key, limits as lim, pair as keys, thresholds as fleet};
+use super::super::raw::{At, Problem, Table};
 use super::super::suggest::{closest, list};
-use super::super::validate::{int_in, num_in, region_name_problem};
 use super::{DetectorId, DetectorSet, PairRule, PathLimits, RegionPattern, Thresholds};
 
-/// Checks `[thresholds]`; `names` are the configuration's regions when they are known.
-/// `None` when a value is unusable (every problem is in `out`).
+/// Checks `[thresholds]` and its pair rules; `names` are the configuration's regions
+/// when they are known. `None` when a value is unusable (every problem is in `out`).
 pub(in crate::config) fn check(
-    raw: Option<&RawThresholds>,
+    raw: Option<&Table>,
+    pairs: &[Table],
     names: Option<&[&str]>,
     out: &mut Vec<Problem>,
 ) -> Option<Thresholds> {
     let mut t = Thresholds::default();
     let Some(raw) = raw else { return Some(t) };
     let before = out.len();
-    let defaults = Thresholds::default();
-    let num = |v: &Option<At<f64>>, key: &str, lo: f64, hi: f64, to: &mut f64, out: &mut _| {
-        if let Some(n) = v.as_ref().and_then(|v| num_in(v, key, lo, hi, out)) {
+    for (k, to) in [
+        (&fleet::DETOUR_MIN_PCT, &mut t.detour_min_pct),
+        (&fleet::DETOUR_MIN_MS, &mut t.detour_min_ms),
+        (&fleet::INFLATION_FACTOR, &mut t.inflation_factor),
+        (&fleet::INFLATION_MIN_MS, &mut t.inflation_min_ms),
+        (&fleet::ASYMMETRY_MIN_PCT, &mut t.asymmetry_min_pct),
+        (&fleet::ASYMMETRY_MIN_MS, &mut t.asymmetry_min_ms),
+        (&fleet::REGION_MIN_SHARE, &mut t.region_min_share),
+        (&fleet::SHIFT_MARGIN_PCT, &mut t.shift_margin_pct),
+        (&fleet::SHIFT_MARGIN_MS, &mut t.shift_margin_ms),
+        (&fleet::SHIFT_DEVIATIONS, &mut t.shift_deviations),
+    ] {
+        if let Some(v) = raw.number(k) {
+            *to = v.value;
+        }
+    }
+    for (k, to) in [
+        (&fleet::REGION_MIN_PATHS, &mut t.region_min_paths),
+        (&fleet::SHIFT_WINDOW, &mut t.shift_window),
+        (&fleet::SHIFT_MIN_RUNS, &mut t.shift_min_runs),
+    ] {
+        if let Some(n) = raw.integer(k).and_then(|v| usize::try_from(v.value).ok()) {
             *to = n;
         }
-    };
-    let inf = f64::INFINITY;
-    num(
-        &raw.detour_min_pct,
-        "detour_min_pct",
-        0.0,
-        100.0,
-        &mut t.detour_min_pct,
-        out,
-    );
-    num(
-        &raw.detour_min_ms,
-        "detour_min_ms",
-        0.0,
-        inf,
-        &mut t.detour_min_ms,
-        out,
-    );
-    num(
-        &raw.inflation_factor,
-        "inflation_factor",
-        1.0,
-        inf,
-        &mut t.inflation_factor,
-        out,
-    );
-    num(
-        &raw.inflation_min_ms,
-        "inflation_min_ms",
-        0.0,
-        inf,
-        &mut t.inflation_min_ms,
-        out,
-    );
-    num(
-        &raw.asymmetry_min_pct,
-        "asymmetry_min_pct",
-        0.0,
-        inf,
-        &mut t.asymmetry_min_pct,
-        out,
-    );
-    num(
-        &raw.asymmetry_min_ms,
-        "asymmetry_min_ms",
-        0.0,
-        inf,
-        &mut t.asymmetry_min_ms,
-        out,
-    );
-    num(
-        &raw.region_min_share,
-        "region_min_share",
-        0.0,
-        1.0,
-        &mut t.region_min_share,
-        out,
-    );
-    if let Some(n) = raw
-        .region_min_paths
-        .as_ref()
-        .and_then(|v| int_in(v, "region_min_paths", 1, i128::from(u32::MAX), out))
-    {
-        t.region_min_paths = usize::try_from(n).unwrap_or(defaults.region_min_paths);
     }
-    let base = limits(&raw.limits, true, out);
-    t.limits = base.apply_to(defaults.limits);
-    ordered_pair(&raw.limits, &t.limits, true, out);
-    for pair in &raw.pairs {
+    ordered(
+        raw,
+        (&fleet::SHIFT_MIN_RUNS, t.shift_min_runs as f64),
+        (&fleet::SHIFT_WINDOW, t.shift_window as f64),
+        true,
+        out,
+    );
+    let base = limits(raw, true, out);
+    base.apply(&mut t.limits);
+    ordered_limits(raw, &t.limits, true, out);
+    for pair in pairs {
         if let Some(rule) = pair_rule(pair, names, out) {
             t.pairs.push(rule);
         }
@@ -100,121 +65,81 @@ pub(in crate::config) fn check(
     (out.len() == before).then_some(t)
 }
 
-/// What a `limits` table set, checked.
-struct Overrides {
-    slo_p95_ms: Option<f64>,
-    loss_warning_pct: Option<f64>,
-    loss_critical_pct: Option<f64>,
-    loss_min_lost: Option<u64>,
-    jitter_warning_ms: Option<f64>,
-    jitter_critical_ms: Option<f64>,
-    skip: DetectorSet,
-}
-
-impl Overrides {
-    fn apply_to(&self, mut limits: PathLimits) -> PathLimits {
-        if self.slo_p95_ms.is_some() {
-            limits.slo_p95_ms = self.slo_p95_ms;
-        }
-        limits.loss_warning_pct = self.loss_warning_pct.unwrap_or(limits.loss_warning_pct);
-        limits.loss_critical_pct = self.loss_critical_pct.unwrap_or(limits.loss_critical_pct);
-        limits.loss_min_lost = self.loss_min_lost.unwrap_or(limits.loss_min_lost);
-        limits.jitter_warning_ms = self.jitter_warning_ms.unwrap_or(limits.jitter_warning_ms);
-        limits.jitter_critical_ms = self.jitter_critical_ms.unwrap_or(limits.jitter_critical_ms);
-        limits.skip = limits.skip.union(self.skip);
-        limits
-    }
-}
-
-fn limits(raw: &RawLimits, fleet: bool, out: &mut Vec<Problem>) -> Overrides {
-    let inf = f64::INFINITY;
-    let num = |v: &Option<At<f64>>, key: &str, lo: f64, hi: f64, out: &mut Vec<Problem>| {
-        v.as_ref().and_then(|v| num_in(v, key, lo, hi, out))
-    };
-    let slo_p95_ms = raw.slo_p95_ms.as_ref().and_then(|v| {
-        if v.value.is_finite() && v.value > 0.0 {
-            Some(v.value)
-        } else {
-            out.push(Problem::new(
-                v.span.clone(),
-                "slo_p95_ms is out of range; use a number of milliseconds above 0",
-            ));
-            None
-        }
-    });
-    let loss_min_lost = raw
-        .loss_min_lost
-        .as_ref()
-        .and_then(|v| int_in(v, "loss_min_lost", 1, i128::from(u32::MAX), out))
-        .and_then(|n| u64::try_from(n).ok());
-    Overrides {
-        slo_p95_ms,
-        loss_warning_pct: num(&raw.loss_warning_pct, "loss_warning_pct", 0.0, 100.0, out),
-        loss_critical_pct: num(&raw.loss_critical_pct, "loss_critical_pct", 0.0, 100.0, out),
-        loss_min_lost,
-        jitter_warning_ms: num(&raw.jitter_warning_ms, "jitter_warning_ms", 0.0, inf, out),
-        jitter_critical_ms: num(&raw.jitter_critical_ms, "jitter_critical_ms", 0.0, inf, out),
+/// The limits a table sets, as a rule for every pair.
+fn limits(raw: &Table, fleet: bool, out: &mut Vec<Problem>) -> PairRule {
+    let num = |k: &Key| raw.number(k).map(|v| v.value);
+    PairRule {
+        slo_p95_ms: num(&lim::SLO_P95_MS),
+        loss_warning_pct: num(&lim::LOSS_WARNING_PCT),
+        loss_critical_pct: num(&lim::LOSS_CRITICAL_PCT),
+        loss_min_lost: raw
+            .integer(&lim::LOSS_MIN_LOST)
+            .and_then(|n| u64::try_from(n.value).ok()),
+        jitter_warning_ms: num(&lim::JITTER_WARNING_MS),
+        jitter_critical_ms: num(&lim::JITTER_CRITICAL_MS),
         skip: raw
-            .skip
-            .as_ref()
-            .map(|s| skip_list(s, fleet, out))
+            .texts(&lim::SKIP)
+            .map(|s| skip_list(&s, fleet, out))
             .unwrap_or_default(),
+        ..PairRule::new(RegionPattern::any(), RegionPattern::any())
     }
 }
 
 /// A warning limit above its critical limit in the same table is a mistake.
-fn ordered_pair(raw: &RawLimits, effective: &PathLimits, fleet: bool, out: &mut Vec<Problem>) {
-    let pairs = [
-        (
-            "loss_warning_pct",
-            &raw.loss_warning_pct,
-            effective.loss_warning_pct,
-            "loss_critical_pct",
-            &raw.loss_critical_pct,
-            effective.loss_critical_pct,
-        ),
-        (
-            "jitter_warning_ms",
-            &raw.jitter_warning_ms,
-            effective.jitter_warning_ms,
-            "jitter_critical_ms",
-            &raw.jitter_critical_ms,
-            effective.jitter_critical_ms,
-        ),
-    ];
-    for (wkey, wraw, w, ckey, craw, c) in pairs {
-        // In a pair rule, only a rule that sets both is checked here.
-        if !fleet && (wraw.is_none() || craw.is_none()) {
-            continue;
-        }
-        if w <= c || !(w.is_finite() && c.is_finite()) {
-            continue;
-        }
-        let default = |raw: &Option<At<f64>>| if raw.is_some() { "" } else { ", the default" };
-        match (wraw, craw) {
-            (_, Some(cat)) => out.push(Problem::new(
-                cat.span.clone(),
-                format!(
-                    "{ckey} ({c}) is below {wkey} ({w}{}); make {ckey} at least {wkey}",
-                    default(wraw)
-                ),
-            )),
-            (Some(wat), None) => out.push(Problem::new(
-                wat.span.clone(),
-                format!(
-                    "{wkey} ({w}) is above {ckey} ({c}{}); make {wkey} at most {ckey}",
-                    default(craw)
-                ),
-            )),
-            (None, None) => {}
-        }
+fn ordered_limits(raw: &Table, effective: &PathLimits, fleet: bool, out: &mut Vec<Problem>) {
+    let loss = (&lim::LOSS_WARNING_PCT, effective.loss_warning_pct);
+    ordered(
+        raw,
+        loss,
+        (&lim::LOSS_CRITICAL_PCT, effective.loss_critical_pct),
+        fleet,
+        out,
+    );
+    let jitter = (&lim::JITTER_WARNING_MS, effective.jitter_warning_ms);
+    ordered(
+        raw,
+        jitter,
+        (&lim::JITTER_CRITICAL_MS, effective.jitter_critical_ms),
+        fleet,
+        out,
+    );
+}
+
+/// `low` must not be above `high` (each with its value in effect, the file's or the
+/// default): reported at the key the table sets, the higher one first. In a pair rule,
+/// only a rule that sets both is checked.
+fn ordered(raw: &Table, low: (&Key, f64), high: (&Key, f64), fleet: bool, out: &mut Vec<Problem>) {
+    let ((lk, l), (hk, h)) = (low, high);
+    let (lat, hat) = (raw.get_span(lk), raw.get_span(hk));
+    if (!fleet && (lat.is_none() || hat.is_none())) || l <= h || !(l.is_finite() && h.is_finite()) {
+        return;
+    }
+    let default =
+        |at: &Option<std::ops::Range<usize>>| if at.is_some() { "" } else { ", the default" };
+    let (lkey, hkey) = (lk.name, hk.name);
+    match (&lat, &hat) {
+        (_, Some(at)) => out.push(Problem::new(
+            at.clone(),
+            format!(
+                "{hkey} ({h}) is below {lkey} ({l}{}); make {hkey} at least {lkey}",
+                default(&lat)
+            ),
+        )),
+        (Some(at), None) => out.push(Problem::new(
+            at.clone(),
+            format!(
+                "{lkey} ({l}) is above {hkey} ({h}{}); make {lkey} at most {hkey}",
+                default(&hat)
+            ),
+        )),
+        (None, None) => {}
     }
 }
 
-fn skip_list(raw: &At<Vec<At<String>>>, fleet: bool, out: &mut Vec<Problem>) -> DetectorSet {
+fn skip_list(raw: &At<&[At<String>]>, fleet: bool, out: &mut Vec<Problem>) -> DetectorSet {
     let names: Vec<&str> = DetectorId::ALL.iter().map(|d| d.as_str()).collect();
     let mut set = DetectorSet::default();
-    for item in &raw.value {
+    for item in raw.value {
         match item.value.parse::<DetectorId>() {
             Ok(d) if set.contains(d) => out.push(Problem::new(
                 item.span.clone(),
@@ -241,54 +166,49 @@ fn skip_list(raw: &At<Vec<At<String>>>, fleet: bool, out: &mut Vec<Problem>) -> 
     set
 }
 
-fn pair_rule(raw: &RawPair, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<PairRule> {
+fn pair_rule(raw: &Table, names: Option<&[&str]>, out: &mut Vec<Problem>) -> Option<PairRule> {
     let before = out.len();
-    let broken = |key| raw.broken.contains(&key);
-    if raw.source.is_none() && raw.target.is_none() && !broken("source") && !broken("target") {
+    let (source, target) = (raw.text(&keys::SOURCE), raw.text(&keys::TARGET));
+    let unset = |k: &Key| !raw.has(k) && !raw.is_broken(k);
+    if unset(&keys::SOURCE) && unset(&keys::TARGET) {
         out.push(Problem::new(
             raw.span.clone(),
             "a pair rule needs source, target or both (names or patterns like \"us-*\"); \
              for every pair, set the key in [thresholds] itself",
         ));
     }
-    let any_limit = raw.limits.any() || PAIR_LIMIT_KEYS.iter().any(|k| broken(k));
-    if !any_limit && !raw.unknown_keys {
+    if lim::ALL.iter().all(unset) && !raw.unknown_keys {
         out.push(Problem::new(
             raw.span.clone(),
             "this pair rule changes nothing; set slo_p95_ms, a loss_ or jitter_ key, or skip",
         ));
     }
-    let source = raw.source.as_ref().map_or(Some(RegionPattern::any()), |p| {
-        pattern(p, "source", names, out)
+    let source = source.map_or(Some(RegionPattern::any()), |p| {
+        pattern(&p, "source", names, out)
     });
-    let target = raw.target.as_ref().map_or(Some(RegionPattern::any()), |p| {
-        pattern(p, "target", names, out)
+    let target = target.map_or(Some(RegionPattern::any()), |p| {
+        pattern(&p, "target", names, out)
     });
-    let o = limits(&raw.limits, false, out);
-    let effective = o.apply_to(PathLimits::default());
-    ordered_pair(&raw.limits, &effective, false, out);
+    let rule = limits(raw, false, out);
+    let mut effective = PathLimits::default();
+    rule.apply(&mut effective);
+    ordered_limits(raw, &effective, false, out);
     let rule = PairRule {
         source: source?,
         target: target?,
-        both_directions: raw.both_directions.as_ref().is_some_and(|b| b.value),
-        slo_p95_ms: o.slo_p95_ms,
-        loss_warning_pct: o.loss_warning_pct,
-        loss_critical_pct: o.loss_critical_pct,
-        loss_min_lost: o.loss_min_lost,
-        jitter_warning_ms: o.jitter_warning_ms,
-        jitter_critical_ms: o.jitter_critical_ms,
-        skip: o.skip,
+        both_directions: raw.flag(&keys::BOTH_DIRECTIONS).is_some_and(|b| b.value),
+        ..rule
     };
     (out.len() == before).then_some(rule)
 }
 
 fn pattern(
-    raw: &At<String>,
+    raw: &At<&str>,
     key: &str,
     names: Option<&[&str]>,
     out: &mut Vec<Problem>,
 ) -> Option<RegionPattern> {
-    let text = raw.value.as_str();
+    let text = raw.value;
     let plain = text.replace(['*', '?'], "a");
     if text.is_empty() {
         out.push(Problem::new(
@@ -297,7 +217,7 @@ fn pattern(
         ));
         return None;
     }
-    if let Some(why) = region_name_problem(&plain) {
+    if let Some(why) = RegionName::problem(&plain) {
         out.push(Problem::new(
             raw.span.clone(),
             format!(
