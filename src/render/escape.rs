@@ -161,6 +161,18 @@ pub fn prometheus_label(s: &str) -> String {
     out
 }
 
+/// A name as one segment of a URL's path (or a query value): everything but RFC 3986's
+/// unreserved characters percent-encoded, so `/`, `?`, `#`, `&` and spaces cannot
+/// change where a link leads.
+pub fn url_segment(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

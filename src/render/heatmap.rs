@@ -53,13 +53,6 @@ pub enum Order {
     Cluster,
 }
 
-/// What a path segment of a URL must encode: everything but unreserved characters.
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 /// How to draw.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
@@ -360,8 +353,7 @@ pub fn heatmap_svg(run: &Run, opts: &Options) -> Result<String, HeatmapError> {
                 Cell::Value(v) => palette_id(step(*v)),
             };
             let link = opts.links.filter(|_| row != col).map(|base| {
-                let seg =
-                    |s: &str| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string();
+                let seg = super::escape::url_segment;
                 format!("{base}{}/{}?kind={kind}", seg(names[row]), seg(names[col]))
             });
             if let Some(href) = &link {

@@ -41,16 +41,7 @@ const PAGE: usize = 50;
 /// Findings a path's page lists.
 const RECENT_FINDINGS: usize = 20;
 
-/// A path segment of a URL: everything but unreserved characters percent-encoded.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
-}
+use crate::render::escape::url_segment as seg;
 
 fn page(title: &str, body: &str) -> Response {
     let html = format!(
@@ -554,8 +545,8 @@ pub(super) async fn path_page(
     let _ = write!(
         body,
         "<p><a href=\"/v1/history?source={}&amp;target={}\">this history as JSON</a></p>",
-        percent_encoding::utf8_percent_encode(&source, SEGMENT),
-        percent_encoding::utf8_percent_encode(&target, SEGMENT)
+        seg(&source),
+        seg(&target)
     );
     page(&title, &body)
 }
