@@ -83,6 +83,26 @@ pub fn until<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<
     }
 }
 
+/// [`until`], with what `context` says (the logs of the processes at work, the state
+/// last seen) in the failure, so that a timeout tells why.
+pub fn until_or<T>(
+    timeout: Duration,
+    what: &str,
+    context: impl FnOnce() -> String,
+    mut cond: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?}: {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
