@@ -1107,7 +1107,11 @@ fn agents_in_the_regions_and_the_aggregator_in_the_core_assemble_runs() {
         "the server answers in the core",
         || ask("/healthz").ok().filter(|a| a.status == 200),
     );
-    // ... and one agent in each region's namespace, sharing the lab that is up.
+    // ... and one agent in each region's namespace, sharing the lab that is up. A run
+    // is complete when the three report the same epoch: started 100 ms after an epoch
+    // boundary (of --every, 2 s), they share their first one (see the remote outage
+    // test).
+    crate::service::sleep_past_an_epoch(Duration::from_secs(2), Duration::from_millis(100));
     let url = format!("http://{listen}");
     let mut agents: Vec<(String, Child)> = ["a", "b", "c"]
         .iter()

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::harness::{Dir, timing_lock};
-use crate::service::{Answer, Proc, free_port, get, http, until, until_or};
+use crate::service::{Answer, Proc, free_port, get, http, sleep_past_an_epoch, until, until_or};
 
 pub(crate) const TOKEN: &str = "0123456789abcdef-test-token";
 
@@ -251,21 +251,6 @@ fn three_agents_fill_complete_runs_and_a_server_outage_loses_nothing() {
     );
     assert!(metrics.contains("latmap_agent_last_report_timestamp_seconds{region=\"b\"}"));
     promtool_check(&metrics);
-}
-
-/// Sleeps until `past` after the next multiple of `every` on the wall clock: where
-/// agents started together share their epochs.
-fn sleep_past_an_epoch(every: Duration, past: Duration) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("a clock after 1970");
-    let into = Duration::from_nanos((now.as_nanos() % every.as_nanos()) as u64);
-    let wait = if into <= past {
-        past - into
-    } else {
-        every - into + past
-    };
-    std::thread::sleep(wait);
 }
 
 /// The epochs an agent swept, from its log ("R: report of epoch E done").

@@ -103,6 +103,21 @@ pub fn until_or<T>(
     }
 }
 
+/// Sleeps until `past` after the next multiple of `every` on the wall clock: where
+/// agents started together share their epochs.
+pub fn sleep_past_an_epoch(every: Duration, past: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    let into = Duration::from_nanos((now.as_nanos() % every.as_nanos()) as u64);
+    let wait = if into <= past {
+        past - into
+    } else {
+        every - into + past
+    };
+    std::thread::sleep(wait);
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
