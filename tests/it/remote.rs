@@ -182,10 +182,10 @@ fn three_agents_fill_complete_runs_and_a_server_outage_loses_nothing() {
         outage_logs(&dir, &runs(addr))
     );
     // The agents exited once the server had stored every report (acknowledged), so
-    // what is left is assembly: a complete epoch is built as soon as its last report
-    // is stored, and a report arriving after its run was built (a push answered while
-    // the server stopped) is taken in one --batch (2 s) later; builds take milliseconds.
-    // 30 s is that with a wide margin for a loaded machine.
+    // what is left is assembly: an epoch is built as soon as its last report is stored
+    // (no --deadline wait), in milliseconds; at worst one of its reports reaches the
+    // assembler after the build and it is built once more a --batch (2 s) later. 30 s
+    // is that with a wide margin for a loaded machine.
     let seen = std::cell::RefCell::new(Vec::new());
     let all = until_or(
         Duration::from_secs(30),
