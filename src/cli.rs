@@ -261,19 +261,31 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
 }
 
 /// Completes on Ctrl-C or SIGTERM with the exit status a shell gives a process that
-/// such a signal ends (130 or 143).
-pub(crate) async fn stop_signal() -> u8 {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// such a signal ends (130 or 143). The handlers are installed by this call, not when
+/// the future is first polled: a `select!` may poll its work first, and work that
+/// blocks in that poll (a lab being set up) would otherwise leave the signals' default
+/// action (death, with no clean-up) in place meanwhile. Call it inside the runtime.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        let int = async {
+            match int.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let term = async {
+            match term.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = int => 130,
+            _ = term => 143,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => 130,
-        _ = term => 143,
     }
 }
 

@@ -566,13 +566,25 @@ fn receive_loop(shared: &Shared) -> ReceiveStats {
             (next, done && table.all_final())
         };
         if !lost.is_empty() {
-            let mut pending = lock(&shared.tcp);
-            for (id, event) in lost.drain(..) {
-                // A connect that did not finish in time is abandoned (and reset).
-                if let Some(socket) = pending.remove(&id) {
-                    let _ = socket.set_linger(Some(Duration::ZERO));
+            let mut done = Vec::new();
+            {
+                let mut pending = lock(&shared.tcp);
+                for (id, event) in lost.drain(..) {
+                    if let Some(socket) = pending.remove(&id) {
+                        if tcp::finished(&socket) {
+                            // The kernel finished it while this loop was kept from
+                            // reading it (starved of the CPU): its own RTT decides.
+                            done.push((id, socket));
+                        } else {
+                            // Not finished in time: abandoned (and reset).
+                            let _ = socket.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                    report(&shared.progress, Some(event));
                 }
-                report(&shared.progress, Some(event));
+            }
+            for (id, socket) in done {
+                settle(shared, id, socket);
             }
         }
         if finished {
@@ -720,8 +732,13 @@ fn drain(
 /// A TCP connect the kernel reports finished (established or failed).
 fn connected(shared: &Shared, id: u32) {
     let Some(socket) = lock(&shared.tcp).remove(&id) else {
-        return; // timed out and abandoned already
+        return; // timed out already
     };
+    settle(shared, id, socket);
+}
+
+/// Reads how the finished connect of probe `id` ended, and takes it into the table.
+fn settle(shared: &Shared, id: u32, socket: Socket) {
     let read_at = Instant::now();
     let (what, measured) = tcp::finish(&socket);
     drop(socket);

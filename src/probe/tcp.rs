@@ -5,9 +5,11 @@
 //! from the SYN's transmission to the SYN-ACK's arrival, in microseconds), which does
 //! not include the prober's wake-up; when the SYN had to be sent again, the kernel
 //! keeps no sample of it, and the time is the whole wait as the prober saw it (which
-//! is how a lost SYN shows: about one initial retransmission timeout longer). A refused
-//! connection is its own outcome (the host answered, nobody listens); a connect that
-//! does not finish within the timeout is lost. Connections are reset at once (linger 0)
+//! is how a lost SYN shows: about one initial retransmission timeout longer). A connect
+//! whose timeout passes before the prober has read its outcome (a prober starved of the
+//! CPU) is asked whether it finished meanwhile, and counts if the kernel's RTT is within
+//! the timeout. A refused connection is its own outcome (the host answered, nobody
+//! listens); a connect that does not finish within the timeout is lost. Connections are reset at once (linger 0)
 //! so sweeps leave no TIME_WAIT behind.
 
 use std::io;
@@ -45,6 +47,18 @@ fn failure(e: &io::Error) -> ReplyKind {
         // Host or network unreachable: the ICMP error a router or the host sent back.
         ReplyKind::IcmpError
     }
+}
+
+/// Whether the kernel has finished the connect (established, refused or failed), so
+/// that [`finish`] can read how it ended: the socket is writable or in error. The
+/// receive loop asks this of a connect whose timeout passed before it read the
+/// connect's readiness (a loop starved of the CPU): the kernel's own RTT then says
+/// whether it finished in time, as a datagram's kernel timestamp does.
+pub(crate) fn finished(socket: &Socket) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// How a connect that the kernel reports done ended, with the kernel's RTT of the

@@ -724,6 +724,123 @@ fn forged_replies_from_another_namespace_never_become_rtts() {
     place.assert_clean(Duration::from_secs(5));
 }
 
+/// One thread of this machine frozen (cgroup v1 freezer) until dropped: a prober's
+/// thread kept from the CPU as long as a very busy machine might.
+struct Frozen {
+    group: PathBuf,
+    tid: String,
+}
+
+impl Frozen {
+    const ROOT: &'static str = "/sys/fs/cgroup/freezer";
+
+    /// Why threads cannot be frozen here, if they cannot.
+    fn unavailable() -> Option<String> {
+        (!Path::new(Frozen::ROOT).join("tasks").exists())
+            .then(|| format!("no cgroup v1 freezer at {}", Frozen::ROOT))
+    }
+
+    fn freeze(tid: &str) -> Frozen {
+        let group = Path::new(Frozen::ROOT).join(format!("latmap-test-{}", std::process::id()));
+        std::fs::create_dir_all(&group).expect("a freezer cgroup");
+        let frozen = Frozen {
+            group,
+            tid: tid.to_string(),
+        };
+        std::fs::write(frozen.group.join("tasks"), tid).expect("move the thread");
+        std::fs::write(frozen.group.join("freezer.state"), "FROZEN").expect("freeze");
+        frozen
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.group.join("freezer.state"), "THAWED");
+        let _ = std::fs::write(Path::new(Frozen::ROOT).join("tasks"), &self.tid);
+        let _ = std::fs::remove_dir(&self.group);
+    }
+}
+
+/// The id of the thread of process `pid` whose name starts with `name` (names are cut
+/// to 15 bytes), once it exists.
+fn thread_of(pid: u32, name: &str, patience: Duration) -> String {
+    let deadline = Instant::now() + patience;
+    loop {
+        let found = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == &name[..name.len().min(15)])
+            });
+        if let Some(t) = found {
+            return t.file_name().to_string_lossy().into_owned();
+        }
+        assert!(Instant::now() < deadline, "no thread {name} in {pid}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_prober_whose_receive_loop_is_starved_loses_no_tcp_connect() {
+    need_netns_lab!();
+    if let Some(why) = Frozen::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _l = locks();
+    let place = Place::new();
+    // 100 probes 20 ms apart with a 500 ms timeout; a's receive loop is frozen for
+    // 1.5 s in the middle, so connects the kernel finished in 20 ms pass their timeout
+    // before the loop can read them. The kernel's RTT says they were in time.
+    place.dir.write("rtt.csv", ",a,b\na,,20\nb,20,\n");
+    place.dir.write(
+        "regions.toml",
+        "[probe]\nkinds = [\"udp\", \"tcp\"]\ncount = 100\ninterval = \"20ms\"\ntimeout = \"500ms\"\n\n[lab]\nmode = \"netns\"\nmatrix = \"rtt.csv\"\n",
+    );
+    let mut sweep = place
+        .command(&["sweep", "--region", "a", "--out", "out"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sweep");
+    let rx = thread_of(sweep.id(), "probe-rx-a", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    {
+        let _frozen = Frozen::freeze(&rx);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert!(sweep.wait().expect("sweep").success(), "the sweep failed");
+    place.assert_clean(Duration::ZERO);
+    let run = read_json(&place.dir.join("out/run.json"));
+    // The freeze took: replies waited in the queue for about as long.
+    let gap = run["probers"]["a"]["receive_gap_p99_us"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        gap > 1_000_000,
+        "the receive loop was not held: {}",
+        run["probers"]["a"]
+    );
+    for p in run["paths"].as_array().expect("paths") {
+        assert_eq!(p["received"], p["sent"], "{} a → b: {p}", p["kind"]);
+        assert_eq!(p["syn_retries"].as_u64().unwrap_or(0), 0, "{p}");
+        let p50 = p["rtt_us"]["p50"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+        assert!(
+            (p50 - 20.0).abs() <= tolerance_ms(20.0),
+            "{} p50 {p50}",
+            p["kind"]
+        );
+        let max = p["rtt_us"]["max"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+        assert!(
+            max < 500.0,
+            "{} a sample of {max} ms counts the freeze",
+            p["kind"]
+        );
+    }
+}
+
 #[test]
 fn a_lost_syn_shows_as_syn_retries() {
     need_netns_lab!();
@@ -990,7 +1107,11 @@ fn agents_in_the_regions_and_the_aggregator_in_the_core_assemble_runs() {
         "the server answers in the core",
         || ask("/healthz").ok().filter(|a| a.status == 200),
     );
-    // ... and one agent in each region's namespace, sharing the lab that is up.
+    // ... and one agent in each region's namespace, sharing the lab that is up. A run
+    // is complete when the three report the same epoch: started 100 ms after an epoch
+    // boundary (of --every, 2 s), they share their first one (see the remote outage
+    // test).
+    crate::service::sleep_past_an_epoch(Duration::from_secs(2), Duration::from_millis(100));
     let url = format!("http://{listen}");
     let mut agents: Vec<(String, Child)> = ["a", "b", "c"]
         .iter()

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::harness::{Dir, timing_lock};
-use crate::service::{Answer, Proc, free_port, get, http, until};
+use crate::service::{Answer, Proc, free_port, get, http, sleep_past_an_epoch, until, until_or};
 
 pub(crate) const TOKEN: &str = "0123456789abcdef-test-token";
 
@@ -134,6 +134,12 @@ fn three_agents_fill_complete_runs_and_a_server_outage_loses_nothing() {
     lab(&dir);
     let port = free_port();
     let (server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    // A run is complete when the three agents report the same epoch. Each agent sweeps
+    // at the epochs (multiples of --every, 2 s) that follow its own start, so agents
+    // started just before a boundary and just after it would sweep epochs one apart
+    // (on a loaded machine the three starts spread over 0.1-0.2 s). Started 100 ms
+    // after a boundary, they share their first epoch unless a start takes 1.9 s.
+    sleep_past_an_epoch(Duration::from_secs(2), Duration::from_millis(100));
     let mut agents: Vec<Proc> = ["a", "b", "c"]
         .iter()
         .map(|r| agent(&dir, r, addr, "4"))
@@ -167,10 +173,30 @@ fn three_agents_fill_complete_runs_and_a_server_outage_loses_nothing() {
         let status = a.wait(Duration::from_secs(90));
         assert!(status.success(), "agent failed:\n{}", a.log());
     }
-    let all = until(Duration::from_secs(30), "four complete runs", || {
-        let r = runs(addr);
-        (complete(&r) == 4).then_some(r)
-    });
+    // Every agent swept the same four epochs (else no four runs can be complete: an
+    // agent that started late, or skipped an epoch because its sweep ran past the next).
+    let swept: Vec<Vec<String>> = agents.iter().map(|a| swept_epochs(&a.log())).collect();
+    assert!(
+        swept.iter().all(|e| e.len() == 4 && *e == swept[0]),
+        "the agents swept different epochs {swept:?}:\n{}",
+        outage_logs(&dir, &runs(addr))
+    );
+    // The agents exited once the server had stored every report (acknowledged), so
+    // what is left is assembly: an epoch is built as soon as its last report is stored
+    // (no --deadline wait), in milliseconds; at worst one of its reports reaches the
+    // assembler after the build and it is built once more a --batch (2 s) later. 30 s
+    // is that with a wide margin for a loaded machine.
+    let seen = std::cell::RefCell::new(Vec::new());
+    let all = until_or(
+        Duration::from_secs(30),
+        "four complete runs",
+        || outage_logs(&dir, &seen.borrow()),
+        || {
+            let r = runs(addr);
+            seen.replace(r.clone());
+            (complete(&r) == 4).then_some(r)
+        },
+    );
     eprintln!(
         "after the restart, every spooled report was delivered and assembled in {:.1} s",
         restarted.elapsed().as_secs_f64()
@@ -225,6 +251,25 @@ fn three_agents_fill_complete_runs_and_a_server_outage_loses_nothing() {
     );
     assert!(metrics.contains("latmap_agent_last_report_timestamp_seconds{region=\"b\"}"));
     promtool_check(&metrics);
+}
+
+/// The epochs an agent swept, from its log ("R: report of epoch E done").
+fn swept_epochs(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split("report of epoch ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the outage test's processes logged, and the runs last listed: why a wait failed.
+fn outage_logs(dir: &Dir, runs: &[Value]) -> String {
+    let mut out = format!("runs listed last: {runs:?}\n");
+    for name in ["serve.log", "agent-a.log", "agent-b.log", "agent-c.log"] {
+        let log = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        out.push_str(&format!("--- {name}:\n{log}\n"));
+    }
+    out
 }
 
 pub(crate) fn report(region: &str, fleet: &[&str], samples: usize) -> RegionReport {

@@ -83,6 +83,41 @@ pub fn until<T>(timeout: Duration, what: &str, mut cond: impl FnMut() -> Option<
     }
 }
 
+/// [`until`], with what `context` says (the logs of the processes at work, the state
+/// last seen) in the failure, so that a timeout tells why.
+pub fn until_or<T>(
+    timeout: Duration,
+    what: &str,
+    context: impl FnOnce() -> String,
+    mut cond: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?}: {what}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sleeps until `past` after the next multiple of `every` on the wall clock: where
+/// agents started together share their epochs.
+pub fn sleep_past_an_epoch(every: Duration, past: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    let into = Duration::from_nanos((now.as_nanos() % every.as_nanos()) as u64);
+    let wait = if into <= past {
+        past - into
+    } else {
+        every - into + past
+    };
+    std::thread::sleep(wait);
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
