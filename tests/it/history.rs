@@ -351,6 +351,12 @@ fn serve_keeps_the_history_and_its_pages_link_the_heatmap_to_the_paths() {
     let dir = Dir::new();
     crate::remote::lab(&dir);
     let (mut server, addr) = serve(&dir, 0, &["--deadline", "60s", "--auth-reads"]);
+    // Agents started together share their epochs (each sweeps the 2 s epochs
+    // after its start).
+    crate::service::sleep_past_an_epoch(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_millis(100),
+    );
     let mut agents: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|r| agent(&dir, r, addr, "3"))
@@ -530,6 +536,12 @@ fn the_web_page_works_in_a_real_browser() {
     let dir = Dir::new();
     crate::remote::lab(&dir);
     let (mut server, addr) = serve(&dir, 0, &["--deadline", "60s"]);
+    // Agents started together share their epochs (each sweeps the 2 s epochs
+    // after its start).
+    crate::service::sleep_past_an_epoch(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_millis(100),
+    );
     let mut agents: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|r| agent(&dir, r, addr, "2"))
@@ -629,6 +641,12 @@ fn serve_flags_a_step_against_the_history_of_its_runs() {
     lab(&dir, "lab", 100);
     let (mut server, addr) = serve(&dir, 0, &["--deadline", "60s"]);
     let sweeps = |n: usize, total: usize| {
+        // Agents started together share their epochs (each sweeps the 2 s epochs
+        // after its start).
+        crate::service::sleep_past_an_epoch(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_millis(100),
+        );
         let mut agents: Vec<_> = ["a", "b", "c"]
             .iter()
             .map(|r| agent(&dir, r, addr, &n.to_string()))
