@@ -2,14 +2,15 @@
 //! reports, and the aggregator server that assembles them into runs and serves them.
 //!
 //! Owns the push protocol ([`wire`]), the agent's on-disk spool ([`spool`]), the
-//! server's embedded store ([`store`]), the Prometheus exposition ([`metrics`]) and the
-//! bearer token shared by both sides (here). It reuses the earlier stages (sweeps,
+//! server's embedded store ([`store`]), why it refuses a push ([`reject`]), the
+//! Prometheus exposition ([`metrics`]) and the bearer token shared by both sides (here). It reuses the earlier stages (sweeps,
 //! runs, analysis, rendering) and adds none of its own measurement or analysis.
 
 pub mod wire;
 pub mod spool;
 pub mod agent;
 pub mod store;
+pub mod reject;
 pub mod metrics;
 pub mod server;
 
