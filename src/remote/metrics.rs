@@ -158,7 +158,7 @@ impl Counters {
 /// What `/metrics` shows of the latest run: per (source, target, kind), the path the
 /// graph takes for it (the address with the most replies, so every label set appears
 /// once), its p50, p95, loss and RTT histogram; the anomaly counts and the regions.
-/// Built once when a run is published; about 150 bytes per path, where the run with
+/// Built once when a run is published; about 170 bytes per path, where the run with
 /// its samples holds hundreds to thousands.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Latest {
