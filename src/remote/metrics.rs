@@ -149,7 +149,8 @@ impl Counters {
         let g = self
             .last_report
             .get_or_create(&[("region", outside(region))]);
-        if !(g.get() >= unix) {
+        // A new gauge reads 0.
+        if unix > g.get() {
             g.set(unix);
         }
     }

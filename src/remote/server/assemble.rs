@@ -575,22 +575,6 @@ fn copy_paths(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_to_their_cap() {
-        assert!(
-            retry_delay(1) >= Duration::from_secs(1)
-                && retry_delay(1) <= Duration::from_millis(1250)
-        );
-        assert!(retry_delay(4) >= Duration::from_secs(8));
-        assert!(retry_delay(40) <= RETRY_MAX + RETRY_MAX / 4);
-        assert!(retry_delay(40) >= RETRY_MAX);
-    }
-}
-
 /// The RTT histograms of the paths of `run` (same order), from its stored reports,
 /// read one at a time: for the latest run after a restart, whose file is read without
 /// samples. A path whose report cannot be read, or changed, has none.
@@ -622,4 +606,20 @@ pub(super) fn rtt_of_stored(store: &Store, run: &Run) -> Vec<Option<RttHistogram
             by_key.remove(&key)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_their_cap() {
+        assert!(
+            retry_delay(1) >= Duration::from_secs(1)
+                && retry_delay(1) <= Duration::from_millis(1250)
+        );
+        assert!(retry_delay(4) >= Duration::from_secs(8));
+        assert!(retry_delay(40) <= RETRY_MAX + RETRY_MAX / 4);
+        assert!(retry_delay(40) >= RETRY_MAX);
+    }
 }
