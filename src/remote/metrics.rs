@@ -27,6 +27,12 @@ use crate::run::{Run, Severity};
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
+/// The most paths whose `latmap_path_rtt_seconds` is exported (23 series each):
+/// 100 regions and one kind fit (9,900 paths, about 228,000 series). A larger run
+/// exports its gauges only, and the log says so: its histograms would make a scrape of
+/// many millions of series.
+pub const MAX_HISTOGRAM_PATHS: usize = 10_000;
+
 /// How many finite buckets `latmap_path_rtt_seconds` has.
 pub const RTT_BUCKETS: usize = 20;
 
@@ -138,11 +144,6 @@ impl Counters {
         self.rejected.get_or_create(&[("reason", reason)]).inc();
     }
 
-    /// How many pushes were refused for `reason`.
-    pub fn rejected(&self, reason: RejectReason) -> u64 {
-        self.rejected.get_or_create(&[("reason", reason)]).get()
-    }
-
     /// Records a report of `region` at `unix` seconds (keeps the newest).
     pub fn reported(&self, region: &str, unix: f64) {
         let _guard = self.reporting.lock().unwrap_or_else(|p| p.into_inner());
@@ -186,7 +187,8 @@ struct LatestPath {
 impl Latest {
     /// The summary of `run`; `rtt` holds the histogram of each of `run.paths` (same
     /// order), or is shorter when they are not known (a run read without samples):
-    /// the paths without one have no `latmap_path_rtt_seconds` series.
+    /// the paths without one have no `latmap_path_rtt_seconds` series, nor has any
+    /// path of a run of more than [`MAX_HISTOGRAM_PATHS`] paths.
     pub fn of(id: &str, run: &Run, rtt: &[Option<&RttHistogram>]) -> Latest {
         let base = run.paths.as_ptr().addr();
         let size = std::mem::size_of::<PathEntry>().max(1);
@@ -209,6 +211,16 @@ impl Latest {
             }
         }
         paths.sort_by_key(|p| (p.source, p.target, p.kind));
+        if paths.len() > MAX_HISTOGRAM_PATHS && paths.iter().any(|p| p.rtt.is_some()) {
+            tracing::warn!(
+                "run {id} has {} paths: /metrics leaves out latmap_path_rtt_seconds past {MAX_HISTOGRAM_PATHS} paths (it would be {} series); the p50, p95 and loss gauges are there",
+                paths.len(),
+                paths.len() * (RTT_BUCKETS + 3)
+            );
+            for p in &mut paths {
+                p.rtt = None;
+            }
+        }
         let mut anomalies = std::collections::BTreeMap::new();
         for d in DetectorId::ALL {
             for s in [Severity::Warning, Severity::Critical] {
@@ -434,5 +446,44 @@ mod tests {
         assert_eq!(h.counts[1], 2);
         assert_eq!(h.counts[RTT_BUCKETS], 1);
         assert_eq!(h.sum_us, 30_000_201);
+    }
+
+    #[test]
+    fn histograms_are_left_out_past_their_limit() {
+        use crate::report::{RegionInfo, RegionReport};
+        let run_of = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+            let reports: Vec<RegionReport> = names
+                .iter()
+                .map(|s| RegionReport {
+                    schema: crate::report::REPORT_SCHEMA.into(),
+                    region: s.clone(),
+                    started_at: chrono::DateTime::UNIX_EPOCH,
+                    finished_at: chrono::DateTime::UNIX_EPOCH,
+                    regions: names
+                        .iter()
+                        .map(|n| RegionInfo {
+                            name: n.clone(),
+                            location: None,
+                        })
+                        .collect(),
+                    prober: Default::default(),
+                    paths: names
+                        .iter()
+                        .filter(|t| *t != s)
+                        .map(|t| PathEntry::from_samples(s, t, ProbeKind::Udp, "x", vec![Some(70)]))
+                        .collect(),
+                })
+                .collect();
+            Run::from_reports(&reports).unwrap()
+        };
+        for (n, shown) in [(100, 9_900), (101, 0)] {
+            let run = run_of(n);
+            let rtt = RttHistogram::of_paths(&run.paths);
+            let rtt: Vec<Option<&RttHistogram>> = rtt.iter().map(Some).collect();
+            let latest = Latest::of("20261126T050000Z", &run, &rtt);
+            assert_eq!(latest.paths.len(), n * (n - 1));
+            assert_eq!(latest.histograms(), shown, "{n} regions");
+        }
     }
 }
