@@ -454,20 +454,7 @@ impl Assembler {
             &listing,
         )?;
         let written = Instant::now();
-        // The histograms in the run's order, which is the parts' order.
-        let in_order: Vec<Option<&RttHistogram>> = parts
-            .iter()
-            .flat_map(|p| {
-                let h = rtt.get(&p.region);
-                p.order.iter().map(move |&i| h.and_then(|h| h.get(i)))
-            })
-            .collect();
-        let in_order = if in_order.len() == run.paths.len() {
-            in_order
-        } else {
-            Vec::new()
-        };
-        let latest = Latest::of(id, &run, &in_order);
+        let latest = Latest::of(id, &run, &in_run_order(&parts, &rtt, run.paths.len()));
         tracing::debug!(
             "run {id}: merged in {:.0} ms, analysed in {:.0} ms, written in {:.0} ms",
             (merged - started).as_secs_f64() * 1e3,
@@ -573,6 +560,27 @@ fn copy_paths(
         ));
     }
     Ok(())
+}
+
+/// The histograms of each report's paths (by region) in the run's order, which is
+/// the parts' order; none when they do not add up to the run's `paths`.
+fn in_run_order<'h>(
+    parts: &[Part],
+    rtt: &'h BTreeMap<String, Vec<RttHistogram>>,
+    paths: usize,
+) -> Vec<Option<&'h RttHistogram>> {
+    let in_order: Vec<Option<&RttHistogram>> = parts
+        .iter()
+        .flat_map(|p| {
+            let h = rtt.get(&p.region);
+            p.order.iter().map(move |&i| h.and_then(|h| h.get(i)))
+        })
+        .collect();
+    if in_order.len() == paths {
+        in_order
+    } else {
+        Vec::new()
+    }
 }
 
 /// The RTT histograms of the paths of `run` (same order), from its stored reports,
