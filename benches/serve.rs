@@ -4,7 +4,8 @@
 //! - `burst`: a sweep of N regions (default 1,000, each report N−1 paths of 10
 //!   samples) pushed at once by N clients; the server's CPU time from the first push
 //!   to the complete run, against the time to write that run once (target: at most
-//!   3×), and how many times the run was assembled (target: once).
+//!   3×), and how many times the run was assembled (target: once); then one scrape of
+//!   `/metrics` (size, series, time against the same write).
 //! - `acks`: 1,000 pushes at once (20 sweeps of a 50-region fleet): acknowledgement
 //!   latency, p50/p99/max (target: p99 at most 1 s).
 //! - `slow`: 500 slow clients (idle, dripping headers, dripping bodies) held open
@@ -583,6 +584,26 @@ fn burst(o: &Options) {
         cpu.as_secs_f64() / write_cpu.as_secs_f64().max(1e-3)
     );
     drop(run);
+    // A scrape of the run's metrics (gauges, and histograms up to their path limit).
+    let t = Instant::now();
+    let scrape = get(server.addr, "/metrics");
+    let scrape_wall = t.elapsed();
+    if let Some((status, text)) = scrape {
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        let histogram = text
+            .lines()
+            .filter(|l| l.starts_with("latmap_path_rtt_seconds"))
+            .count();
+        println!(
+            "GET /metrics: {status}, {:.1} MiB, {series} series ({histogram} of latmap_path_rtt_seconds) in {:.2} s",
+            text.len() as f64 / (1 << 20) as f64,
+            scrape_wall.as_secs_f64()
+        );
+        println!(
+            "RESULT metrics: scrape time / write time = {:.2}",
+            scrape_wall.as_secs_f64() / write_wall.as_secs_f64()
+        );
+    }
     server.stop();
 }
 

@@ -223,30 +223,7 @@ fn write_atomic_with(
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    files::create_dir_all(&dir).map_err(err)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(files::temp_name(&name, std::process::id()));
-    let result = (|| {
-        let mut f = files::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    files::write_atomic(path, fill).map_err(err)
 }
 
 /// Reads a JSON artifact whose `schema` must start with `prefix` and have major version 1.

@@ -3,7 +3,8 @@
 //! creates gets private permissions, and the temporary files an interrupted atomic
 //! write leaves are recognised and removed.
 //!
-//! Plain `std::fs` underneath; no knowledge of what the files hold.
+//! Plain `std::fs` underneath, and `tempfile` for the temporary files of atomic
+//! writes; no knowledge of what the files hold.
 
 use std::fs;
 use std::io::{self, Read};
@@ -71,14 +72,59 @@ pub fn create(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
-/// The name of the temporary file an atomic write of `name` by process `pid` uses.
+/// The name of the temporary file an atomic write of `name` by process `pid` uses
+/// when one process writes one at a time (links and the like); files get a unique
+/// name from [`temp_file`].
 pub fn temp_name(name: &str, pid: u32) -> String {
     format!(".{name}.tmp-{pid}")
 }
 
-/// The process that wrote a temporary file named by [`temp_name`], if `name` is one.
+/// A new temporary file in `dir` for an atomic write of `dir/name`, created with
+/// [`FILE_MODE`] and a unique name (`.NAME.tmp-PID.RANDOM`), so that concurrent
+/// writes never share one and [`remove_stale_temps`] knows whose it is. It is
+/// deleted when dropped unless persisted.
+pub fn temp_file(dir: &Path, name: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let prefix = format!("{}.", temp_name(name, std::process::id()));
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .rand_bytes(8)
+        .permissions(fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)
+}
+
+/// Writes `path` atomically: `fill` writes a [`temp_file`] beside it, which is synced
+/// and renamed over `path`, and the folder is synced. On failure the temporary file
+/// is removed and `path` is left as it was; after a crash, only a temporary file can
+/// be left, which [`remove_stale_temps`] removes. Creates the missing folders.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = temp_file(dir, &name)?;
+    fill(tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The process that wrote a temporary file named by [`temp_name`] or [`temp_file`],
+/// if `name` is one.
 pub fn temp_owner(name: &str) -> Option<u32> {
-    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let (_, owner) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let pid = owner.split_once('.').map_or(owner, |(pid, _)| pid);
     pid.parse().ok()
 }
 
@@ -154,6 +200,7 @@ mod tests {
         assert_eq!(temp_owner(&temp_name("run.json", 42)), Some(42));
         assert_eq!(temp_owner("run.json"), None);
         assert_eq!(temp_owner(".run.json.tmp-x"), None);
+        assert_eq!(temp_owner(".run.json.tmp-42.a1B2c3D4"), Some(42));
         let dir = tempfile::tempdir().unwrap();
         // A pid that cannot run: above the kernel's limit (4194304).
         let dead = dir.path().join(temp_name("run.json", 4_194_305));
@@ -168,5 +215,77 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/run.json");
+        write_atomic(&path, |f| std::io::Write::write_all(f, b"first")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !FILE_MODE, 0, "{mode:o}");
+        // A write that fails half-way leaves the old file and no temporary file.
+        let e = write_atomic(&path, |f| {
+            std::io::Write::write_all(f, b"half")?;
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&dir.path().join("sub")), ["run.json"]);
+        write_atomic(&path, |f| std::io::Write::write_all(f, b"second")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(names(&dir.path().join("sub")), ["run.json"]);
+    }
+
+    /// A writer that dies before its rename (here: aborts inside `fill`, so no
+    /// destructor runs, as under SIGKILL) leaves its temporary file and never a half
+    /// file under the final name; the next start removes the temporary file.
+    #[test]
+    fn a_crash_before_the_rename_leaves_no_half_file() {
+        const CHILD: &str = "LATMAP_TEST_CRASH_IN";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let _ = write_atomic(&Path::new(&dir).join("run.json"), |f| {
+                std::io::Write::write_all(f, b"{\"half")?;
+                f.sync_all()?;
+                std::process::abort()
+            });
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        fs::write(&path, "old and whole").unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "files::tests::a_crash_before_the_rename_leaves_no_half_file",
+                "--test-threads=1",
+            ])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the writer did not die");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old and whole");
+        let left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "run.json")
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with(".run.json.tmp-"), "{left:?}");
+        assert_eq!(fs::read(dir.path().join(&left[0])).unwrap(), b"{\"half");
+        assert_eq!(remove_stale_temps(dir.path()).unwrap(), left);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -2,14 +2,15 @@
 //! reports, and the aggregator server that assembles them into runs and serves them.
 //!
 //! Owns the push protocol ([`wire`]), the agent's on-disk spool ([`spool`]), the
-//! server's embedded store ([`store`]), the Prometheus exposition ([`metrics`]) and the
-//! bearer token shared by both sides (here). It reuses the earlier stages (sweeps,
+//! server's embedded store ([`store`]), why it refuses a push ([`reject`]), the
+//! Prometheus exposition ([`metrics`]) and the bearer token shared by both sides (here). It reuses the earlier stages (sweeps,
 //! runs, analysis, rendering) and adds none of its own measurement or analysis.
 
 pub mod wire;
 pub mod spool;
 pub mod agent;
 pub mod store;
+pub mod reject;
 pub mod metrics;
 pub mod server;
 
@@ -90,9 +91,11 @@ impl Token {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// Whether `candidate` is this token, in time that depends only on the lengths.
+    /// Whether `candidate` is this token, in time that depends only on the lengths
+    /// (`subtle`'s constant-time comparison).
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        constant_time_eq(&self.0, candidate)
+        use subtle::ConstantTimeEq;
+        self.0.as_slice().ct_eq(candidate).into()
     }
 }
 
@@ -102,34 +105,22 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// Compares every byte of the longer input whatever the contents, with the length
-/// difference folded in, so the time taken tells nothing about where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().max(b.len());
-    let mut diff = (a.len() ^ b.len()) as u64;
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= u64::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_equality() {
-        for (a, b, eq) in [
-            ("", "", true),
-            ("secret", "secret", true),
-            ("secret", "secreT", false),
-            ("secret", "secret2", false),
-            ("secret", "", false),
-            ("a", "b", false),
+    fn tokens_match_only_themselves() {
+        let t = Token::new("secret-secret-secret").unwrap();
+        for (candidate, eq) in [
+            ("secret-secret-secret", true),
+            ("secret-secret-secreT", false),
+            ("Secret-secret-secret", false),
+            ("secret-secret-secret2", false),
+            ("secret-secret-secre", false),
+            ("", false),
         ] {
-            assert_eq!(constant_time_eq(a.as_bytes(), b.as_bytes()), eq, "{a} {b}");
+            assert_eq!(t.matches(candidate.as_bytes()), eq, "{candidate}");
         }
     }
 

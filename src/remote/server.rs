@@ -10,6 +10,7 @@
 
 mod assemble;
 mod commit;
+mod extract;
 mod http;
 mod push;
 mod web;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -33,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use super::Token;
 use super::metrics::{self, Counters, Latest};
+use super::reject::Refusal;
 use super::store::{Store, StoreError, chain};
 use super::wire::{ErrorBody, REPORTS_PATH, RunListing, parse_run_id};
 use crate::config::Thresholds;
@@ -197,7 +199,10 @@ impl State {
         if let Some(id) = newest {
             match Run::read_without_samples(&self.store.run_path(&id)) {
                 Ok(run) => {
-                    let latest = Latest::of(&id, &run);
+                    let rtt = assemble::rtt_of_stored(&self.store, &run);
+                    let rtt: Vec<Option<&metrics::RttHistogram>> =
+                        rtt.iter().map(Option::as_ref).collect();
+                    let latest = Latest::of(&id, &run, &rtt);
                     let mut l = self.latest.write().unwrap_or_else(|p| p.into_inner());
                     if l.as_ref().is_none_or(|l| l.id <= id) {
                         *l = Some(Arc::new(latest));
@@ -324,6 +329,17 @@ impl State {
                 "the sweep of {epoch} is older than the {keep} newest runs this server keeps (--keep); it would be deleted at once, so it is not stored"
             )
         })
+    }
+
+    /// Counts and logs a refused push, and answers it.
+    fn refuse(&self, peer: SocketAddr, refusal: Refusal) -> Response {
+        self.counters.reject(refusal.reason);
+        tracing::warn!(
+            "refused a push from {peer}: {}: {}",
+            refusal.reason.status(),
+            refusal.message
+        );
+        refusal.into_response()
     }
 
     /// Logs a refused token with the peer's address (never the token), at most ten a
@@ -562,44 +578,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn unauthorized(message: &str, invalid: bool) -> Response {
-    let mut r = error(StatusCode::UNAUTHORIZED, message);
-    let challenge = if invalid {
-        "Bearer realm=\"latmap\", error=\"invalid_token\""
-    } else {
-        "Bearer realm=\"latmap\""
-    };
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
-    r
-}
-
-/// Checks the bearer token; the comparison takes the same time wherever it differs.
-// A handler's early answer is a Response; its size does not matter at this rate.
-#[allow(clippy::result_large_err)]
-fn authenticate(headers: &HeaderMap, token: &Token) -> Result<(), Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(unauthorized("missing Authorization: Bearer TOKEN", false));
-    };
-    let value = value.as_bytes();
-    let presented = match value.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
-        _ => {
-            return Err(unauthorized(
-                "the Authorization scheme must be Bearer",
-                false,
-            ));
-        }
-    };
-    if token.matches(presented) {
-        Ok(())
-    } else {
-        Err(unauthorized("wrong token", true))
-    }
-}
-
 async fn list_runs(AxumState(state): AxumState<Arc<State>>) -> Response {
     let loaded = {
         let state = state.clone();
@@ -799,13 +777,6 @@ async fn metrics_text(AxumState(state): AxumState<Arc<State>>) -> Response {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let text = metrics::render(&state.counters, latest.as_deref());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let text = metrics::render(&state.counters, latest);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -339,16 +339,12 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(files::temp_name(&name, std::process::id()));
-        // Synced by the caller, with the rest of the batch.
-        let result = files::create(&tmp).and_then(|mut f| f.write_all(bytes));
-        match result {
-            Ok(()) => Ok(tmp),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(io(path)(e))
-            }
-        }
+        // Synced and renamed by the caller, with the rest of the batch; removed here
+        // if it cannot be written.
+        let mut tmp = files::temp_file(dir, &name).map_err(io(path))?;
+        tmp.write_all(bytes).map_err(io(path))?;
+        let (_, kept) = tmp.keep().map_err(|e| io(path)(e.error))?;
+        Ok(kept)
     }
 
     /// The regions that reported for run `id`, with the time of their newest report.

@@ -154,8 +154,10 @@ fn publish(run: &Run) {
         let _ = latmap::render::diff::markdown(&d);
         roxmltree::Document::parse(&latmap::render::diff::junit(&d)).expect("JUnit parses");
     }
-    let latest = latmap::remote::metrics::Latest::of(&run.id, run);
-    let _ = latmap::remote::metrics::render(&Default::default(), Some(&latest));
+    let rtt = latmap::remote::metrics::RttHistogram::of_paths(&run.paths);
+    let rtt: Vec<_> = rtt.iter().map(Some).collect();
+    let latest = latmap::remote::metrics::Latest::of(&run.id, run, &rtt);
+    let _ = latmap::remote::metrics::render(&Default::default(), Some(latest.into()));
 }
 
 fn run_json(bytes: &[u8]) -> String {

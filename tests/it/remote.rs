@@ -660,3 +660,258 @@ fn the_server_keeps_only_the_runs_its_retention_allows() {
         a.body
     );
 }
+
+/// The value of the sample line `series` (name and labels exactly) in `metrics`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let v = l.strip_prefix(series)?.strip_prefix(' ')?;
+        v.trim().parse().ok()
+    })
+}
+
+/// The refusals a push can only meet under load, and the retention's: each is
+/// answered with its status and counted under its reason, and every reason is
+/// exported from the start.
+#[test]
+fn refusals_under_load_and_by_retention_are_counted_under_their_reason() {
+    use std::io::{Read, Write};
+    let dir = Dir::new();
+    lab(&dir);
+    // The budget of bodies in flight is one largest body: a push that declared it and
+    // sends nothing takes it all until its body timeout.
+    let (_server, addr) = serve(
+        &dir,
+        free_port(),
+        &[
+            "--max-body",
+            "65536",
+            "--max-in-flight",
+            "65536",
+            "--body-timeout",
+            "4s",
+            "--keep-for",
+            "365d",
+        ],
+    );
+    let before = get(addr, "/metrics").body;
+    for reason in [
+        "unauthorized",
+        "too_large",
+        "unsupported_media_type",
+        "malformed",
+        "invalid",
+        "conflict",
+        "expired",
+        "busy",
+        "timeout",
+    ] {
+        let series = format!("latmap_reports_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&before, &series), Some(0.0), "{series} in\n{before}");
+    }
+    let auth = ("Authorization", BEARER);
+    let mut slow = std::net::TcpStream::connect(addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        slow,
+        "POST /v1/reports HTTP/1.1\r\nHost: {addr}\r\n{}: {}\r\nContent-Type: application/json\r\nContent-Length: 65536\r\nConnection: close\r\n\r\n{{",
+        auth.0, auth.1
+    )
+    .expect("write");
+    // Well inside the slow push's body timeout (4 s), it holds the whole budget.
+    std::thread::sleep(Duration::from_millis(1000));
+    let now = Utc::now().timestamp();
+    let recent = DateTime::<Utc>::from_timestamp(now - now % 60, 0)
+        .expect("time")
+        .to_rfc3339();
+    let a = post(
+        addr,
+        &[auth, JSON],
+        &push_body(&recent, report("a", &["a", "b"], 5)),
+    );
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.header("retry-after").is_some(), "{}", a.head);
+    assert_eq!(a.json()["reason"], "busy");
+    let mut raw = String::new();
+    slow.read_to_string(&mut raw)
+        .expect("the slow push's answer");
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    assert!(raw.contains("\"reason\":\"timeout\""), "{raw}");
+    // The budget is free again; a sweep older than the retention is refused.
+    let a = post(
+        addr,
+        &[auth, JSON],
+        &push_body("2020-01-01T00:00:00Z", report("a", &["a"], 5)),
+    );
+    assert_eq!(a.status, 410, "{}", a.body);
+    assert_eq!(a.json()["reason"], "expired");
+    let metrics = get(addr, "/metrics").body;
+    for (reason, n) in [("busy", 1.0), ("timeout", 1.0), ("expired", 1.0)] {
+        let series = format!("latmap_reports_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&metrics, &series), Some(n), "{series} in\n{metrics}");
+    }
+    promtool_check(&metrics);
+}
+
+/// `latmap_path_rtt_seconds`: per (source, target, kind) the buckets of the latest
+/// run's samples of the path the graph takes (the address with most replies), so
+/// that `histogram_quantile` finds the run's quantiles in the right bucket; a new run
+/// replaces them, and a restarted server shows them again.
+#[test]
+fn rtt_histograms_hold_the_latest_runs_samples() {
+    let _t = timing_lock();
+    let dir = Dir::new();
+    lab(&dir);
+    let port = free_port();
+    let (server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    let auth = ("Authorization", BEARER);
+    // a → b over two addresses: the second has more replies and is the path's.
+    let spread: Vec<Option<u64>> = [
+        30, 50, 51, 99, 100, 180, 420, 900, 1_500, 4_000, 12_000, 48_000, 200_000, 2_500_000,
+    ]
+    .into_iter()
+    .map(Some)
+    .chain([None, None])
+    .collect();
+    let push = |epoch: &str, ab: &[Option<u64>], ba: &[Option<u64>]| {
+        let mut a = report("a", &["a", "b"], 0);
+        a.paths = vec![
+            PathEntry::from_samples(
+                "a",
+                "b",
+                ProbeKind::Udp,
+                "127.0.0.1:9",
+                vec![Some(7), None, None],
+            ),
+            PathEntry::from_samples("a", "b", ProbeKind::Udp, "127.0.0.2:9", ab.to_vec()),
+        ];
+        let mut b = report("b", &["a", "b"], 0);
+        b.paths = vec![PathEntry::from_samples(
+            "b",
+            "a",
+            ProbeKind::Udp,
+            "127.0.0.1:9",
+            ba.to_vec(),
+        )];
+        for r in [a, b] {
+            let x = post(addr, &[auth, JSON], &push_body(epoch, r));
+            assert_eq!(x.status, 201, "{}", x.body);
+        }
+    };
+    let ba: Vec<Option<u64>> = (0..50).map(|i| Some(20_000 + i * 10)).collect();
+    push("2026-11-26T05:00:00Z", &spread, &ba);
+    let metrics = until(Duration::from_secs(30), "the run's histograms", || {
+        let m = get(addr, "/metrics").body;
+        m.contains("latmap_path_rtt_seconds_count").then_some(m)
+    });
+    let check = |metrics: &str, source: &str, target: &str, samples: &[Option<u64>]| {
+        let labels = format!("source=\"{source}\",target=\"{target}\",kind=\"udp\"");
+        let replies: Vec<u64> = samples.iter().flatten().copied().collect();
+        let mut buckets = Vec::new();
+        for k in 0..20 {
+            let bound_us = 50u64 << k;
+            let le = latmap::remote::metrics::rtt_buckets_seconds()[k];
+            let series = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with(&format!("latmap_path_rtt_seconds_bucket{{{labels},le=\""))
+                        && l.split("le=\"")
+                            .nth(1)
+                            .and_then(|v| v.split('"').next())
+                            .and_then(|v| v.parse::<f64>().ok())
+                            == Some(le)
+                })
+                .unwrap_or_else(|| panic!("no bucket le={le} for {labels} in\n{metrics}"));
+            let n: u64 = series.rsplit(' ').next().unwrap().parse().unwrap();
+            let want = replies.iter().filter(|&&us| us <= bound_us).count() as u64;
+            assert_eq!(n, want, "{series}");
+            buckets.push((le, n));
+        }
+        let inf = sample(
+            metrics,
+            &format!("latmap_path_rtt_seconds_bucket{{{labels},le=\"+Inf\"}}"),
+        );
+        assert_eq!(inf, Some(replies.len() as f64));
+        let count = sample(
+            metrics,
+            &format!("latmap_path_rtt_seconds_count{{{labels}}}"),
+        );
+        assert_eq!(count, Some(replies.len() as f64));
+        let sum =
+            sample(metrics, &format!("latmap_path_rtt_seconds_sum{{{labels}}}")).expect("sum");
+        let want = replies.iter().sum::<u64>() as f64 / 1e6;
+        assert!((sum - want).abs() < 1e-9, "{sum} {want}");
+        // histogram_quantile's rule: the bucket where the cumulative count reaches
+        // q × count, interpolated linearly inside it. The run's own quantile (nearest
+        // rank) lies in that bucket.
+        let mut sorted = replies.clone();
+        sorted.sort_unstable();
+        for q in [0.5, 0.9, 0.99] {
+            let rank = q * replies.len() as f64;
+            let k = buckets
+                .iter()
+                .position(|&(_, n)| n as f64 >= rank)
+                .expect("a bucket");
+            let lower = if k == 0 { 0.0 } else { buckets[k - 1].0 };
+            let upper = buckets[k].0;
+            let below = if k == 0 { 0 } else { buckets[k - 1].1 };
+            let estimate =
+                lower + (upper - lower) * (rank - below as f64) / (buckets[k].1 - below) as f64;
+            let exact =
+                sorted[((rank.ceil() as usize).max(1) - 1).min(sorted.len() - 1)] as f64 / 1e6;
+            assert!(
+                lower < exact && exact <= upper && lower <= estimate && estimate <= upper,
+                "q{q} of {labels}: {exact} s, estimated {estimate} s in ({lower}, {upper}]"
+            );
+        }
+    };
+    check(&metrics, "a", "b", &spread);
+    check(&metrics, "b", "a", &ba);
+    // One series per (source, target, kind): the other address of a → b is not shown.
+    let ab_count = metrics
+        .lines()
+        .filter(|l| l.starts_with("latmap_path_rtt_seconds_count{source=\"a\",target=\"b\""))
+        .count();
+    assert_eq!(ab_count, 1, "{metrics}");
+    promtool_check(&metrics);
+
+    // A newer run replaces the histograms: its samples only, nothing added up.
+    let ab2: Vec<Option<u64>> = (0..30).map(|i| Some(900 + i)).collect();
+    push("2026-11-26T05:01:00Z", &ab2, &ba);
+    let metrics = until(
+        Duration::from_secs(30),
+        "the newer run's histograms",
+        || {
+            let m = get(addr, "/metrics").body;
+            let t = "2026-11-26T05:01:00Z"
+                .parse::<DateTime<Utc>>()
+                .expect("time")
+                .timestamp();
+            m.contains(&format!("latmap_latest_run_timestamp_seconds {t}\n"))
+                .then_some(m)
+        },
+    );
+    check(&metrics, "a", "b", &ab2);
+    check(&metrics, "b", "a", &ba);
+
+    // After a restart the latest run's histograms are read back from its reports.
+    server.signal(Signal::SIGTERM);
+    let mut server = server;
+    assert!(
+        server.wait(Duration::from_secs(30)).success(),
+        "{}",
+        server.log()
+    );
+    let (_server, addr) = serve(&dir, port, &["--deadline", "60s"]);
+    let metrics = until(
+        Duration::from_secs(30),
+        "the histograms after a restart",
+        || {
+            let m = get(addr, "/metrics").body;
+            m.contains("latmap_path_rtt_seconds_count").then_some(m)
+        },
+    );
+    check(&metrics, "a", "b", &ab2);
+    check(&metrics, "b", "a", &ba);
+    promtool_check(&metrics);
+}

@@ -25,7 +25,7 @@ use crate::anomaly;
 use crate::report::RegionReport;
 use crate::run::{Run, RunRegion, path_order};
 
-use super::super::metrics::Latest;
+use super::super::metrics::{Latest, RttHistogram};
 use super::super::store::{Store, StoreError, chain};
 use super::super::wire::RunListing;
 use super::State;
@@ -50,6 +50,8 @@ pub(super) struct Stored {
     pub slim: RegionReport,
     /// Where each path's text is in the stored file.
     pub ranges: Vec<Range<usize>>,
+    /// The RTT histogram of each path, in the report's order (for `/metrics`).
+    pub rtt: Vec<RttHistogram>,
 }
 
 /// A report handed over by a push: without samples, with where its paths' text is in
@@ -57,6 +59,8 @@ pub(super) struct Stored {
 struct Cached {
     report: RegionReport,
     ranges: Option<Vec<Range<usize>>>,
+    /// The RTT histogram of each of the report's paths.
+    rtt: Vec<RttHistogram>,
     size: usize,
 }
 
@@ -114,10 +118,7 @@ pub(super) fn assembler(state: Arc<State>, rx: Receiver<Stored>) {
             a.build(&id);
             pruned_after_build = false;
         }
-        a.state
-            .counters
-            .pending
-            .store(a.epochs.len() as u64, Ordering::Relaxed);
+        a.state.counters.pending.set(a.epochs.len() as i64);
         // Retention after builds (at most every few seconds) and every minute.
         let since = last_prune.elapsed();
         if since >= PRUNE_EVERY || (!pruned_after_build && since >= Duration::from_secs(2)) {
@@ -136,8 +137,8 @@ struct Assembler {
     last_build: Duration,
 }
 
-/// The memory a report without samples takes, roughly.
-fn estimate(r: &RegionReport) -> usize {
+/// The memory a report without samples and its histograms take, roughly.
+fn estimate(r: &RegionReport, rtt: &[RttHistogram]) -> usize {
     r.paths
         .iter()
         .map(|p| {
@@ -148,6 +149,7 @@ fn estimate(r: &RegionReport) -> usize {
         })
         .sum::<usize>()
         + 64 * r.regions.len()
+        + std::mem::size_of_val(rtt)
 }
 
 /// `report` with only what a build needs: no samples nor resolution errors (the
@@ -233,8 +235,9 @@ impl Assembler {
                 if let Ok(r) = self.store().report(&id, region) {
                     fleet.extend(r.regions.iter().map(|x| x.name.clone()));
                     fleet.insert(r.region.clone());
+                    let rtt = RttHistogram::of_paths(&r.paths);
                     let report = slim(r);
-                    let size = estimate(&report);
+                    let size = estimate(&report, &rtt);
                     if self.cached_bytes + size <= CACHE_BYTES {
                         self.cached_bytes += size;
                         cached.insert(
@@ -242,6 +245,7 @@ impl Assembler {
                             Cached {
                                 report,
                                 ranges: None,
+                                rtt,
                                 size,
                             },
                         );
@@ -283,7 +287,7 @@ impl Assembler {
         let mut fleet = s.fleet;
         fleet.push(s.region.clone());
         let expected = self.expected(fleet);
-        let size = estimate(&s.slim);
+        let size = estimate(&s.slim, &s.rtt);
         let keep = self.cached_bytes + size <= CACHE_BYTES;
         let e = self.epochs.entry(s.id).or_insert_with(|| Epoch {
             have: BTreeSet::new(),
@@ -300,6 +304,7 @@ impl Assembler {
             let c = Cached {
                 report: s.slim,
                 ranges: Some(s.ranges),
+                rtt: s.rtt,
                 size,
             };
             if let Some(old) = e.cached.insert(s.region, c) {
@@ -354,10 +359,7 @@ impl Assembler {
             }
             Err(err) => {
                 e.failures += 1;
-                self.state
-                    .counters
-                    .assembly_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.state.counters.assembly_failures.inc();
                 let wait = retry_delay(e.failures);
                 tracing::error!(
                     "cannot assemble run {id} (attempt {}): {}; trying again in {:.0} s",
@@ -381,16 +383,21 @@ impl Assembler {
         let store = self.store();
         let mut reports = Vec::new();
         let mut ranges: BTreeMap<String, Vec<Range<usize>>> = BTreeMap::new();
+        let mut rtt: BTreeMap<String, Vec<RttHistogram>> = BTreeMap::new();
         for (region, _) in store.reported(id)? {
             match cached.remove(&region) {
                 Some(c) => {
                     if let Some(r) = c.ranges {
                         ranges.insert(region.clone(), r);
                     }
+                    rtt.insert(region.clone(), c.rtt);
                     reports.push(c.report);
                 }
                 None => match store.report(id, &region) {
-                    Ok(r) => reports.push(slim(r)),
+                    Ok(r) => {
+                        rtt.insert(region.clone(), RttHistogram::of_paths(&r.paths));
+                        reports.push(slim(r));
+                    }
                     Err(e) => tracing::error!(
                         "run {id}: leaving out the report of {region}: {}",
                         chain(&e)
@@ -474,7 +481,7 @@ impl Assembler {
             tracing::error!("run {id}: not recorded in the history: {e}");
         }
         let written = Instant::now();
-        let latest = Latest::of(id, &run);
+        let latest = Latest::of(id, &run, &in_run_order(&parts, &rtt, run.paths.len()));
         tracing::debug!(
             "run {id}: merged in {:.0} ms, analysed in {:.0} ms, written in {:.0} ms",
             (merged - started).as_secs_f64() * 1e3,
@@ -484,10 +491,7 @@ impl Assembler {
         drop(run);
         // The run and the reports it was built from are gone: hand their pages back.
         crate::sockopt::release_free_memory();
-        self.state
-            .counters
-            .assembled
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.counters.assembled.inc();
         self.state.publish(listing.clone(), latest);
         Ok(listing)
     }
@@ -585,6 +589,60 @@ fn copy_paths(
         ));
     }
     Ok(())
+}
+
+/// The histograms of each report's paths (by region) in the run's order, which is
+/// the parts' order; none when they do not add up to the run's `paths`.
+fn in_run_order<'h>(
+    parts: &[Part],
+    rtt: &'h BTreeMap<String, Vec<RttHistogram>>,
+    paths: usize,
+) -> Vec<Option<&'h RttHistogram>> {
+    let in_order: Vec<Option<&RttHistogram>> = parts
+        .iter()
+        .flat_map(|p| {
+            let h = rtt.get(&p.region);
+            p.order.iter().map(move |&i| h.and_then(|h| h.get(i)))
+        })
+        .collect();
+    if in_order.len() == paths {
+        in_order
+    } else {
+        Vec::new()
+    }
+}
+
+/// The RTT histograms of the paths of `run` (same order), from its stored reports,
+/// read one at a time: for the latest run after a restart, whose file is read without
+/// samples. A path whose report cannot be read, or changed, has none.
+pub(super) fn rtt_of_stored(store: &Store, run: &Run) -> Vec<Option<RttHistogram>> {
+    let mut by_key = std::collections::HashMap::new();
+    for (region, _) in store.reported(&run.id).unwrap_or_default() {
+        let Ok(report) = store.report(&run.id, &region) else {
+            continue;
+        };
+        for p in &report.paths {
+            let key = (
+                p.source.clone(),
+                p.target.clone(),
+                p.kind,
+                p.target_spec.clone(),
+            );
+            by_key.insert(key, RttHistogram::of(&p.samples_us));
+        }
+    }
+    run.paths
+        .iter()
+        .map(|p| {
+            let key = (
+                p.source.clone(),
+                p.target.clone(),
+                p.kind,
+                p.target_spec.clone(),
+            );
+            by_key.remove(&key)
+        })
+        .collect()
 }
 
 #[cfg(test)]
