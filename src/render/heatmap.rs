@@ -17,7 +17,7 @@ use crate::report::PathEntry;
 use crate::run::{Anomaly, Direction, Run, Severity, Subject};
 
 /// What the colour shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     /// Median RTT (p50), log scale.
     Rtt,
@@ -41,7 +41,7 @@ impl View {
 }
 
 /// The order of rows and columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     /// As the regions are listed in the run (the configuration's order).
     #[default]
@@ -90,14 +90,9 @@ enum Cell {
 /// The path drawn for (source, target, kind): of several targets, the one with the most
 /// replies (then the first in the run's order).
 fn pick(run: &Run, kind: ProbeKind) -> BTreeMap<(&str, &str), &PathEntry> {
-    let mut m: BTreeMap<(&str, &str), &PathEntry> = BTreeMap::new();
-    for p in run.paths.iter().filter(|p| p.kind == kind) {
-        let e = m.entry((p.source.as_str(), p.target.as_str())).or_insert(p);
-        if p.received > e.received {
-            *e = p;
-        }
-    }
-    m
+    crate::run::one_path_per_pair(&run.paths, |p| {
+        (p.kind == kind).then_some((p.source.as_str(), p.target.as_str()))
+    })
 }
 
 /// The kind with the most paths (ties: udp, icmp, tcp).
@@ -116,13 +111,7 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn fmt_ms(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
+use crate::units::ms as fmt_ms;
 
 /// The template id of palette step `i`: two lowercase letters (`aa`, `ab`, ...), which
 /// cannot clash with the special cells' one-letter ids.
@@ -134,18 +123,14 @@ fn palette_id(i: usize) -> String {
 
 /// Milliseconds in a tooltip: whole numbers from 10 ms, one decimal below.
 fn tip_ms(v: f64) -> String {
-    if v.abs() >= 10.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
+    crate::units::ms_whole_from(v, 10.0)
 }
 
 use super::escape::xml;
 
-/// The fiber bound of a path in ms of RTT: great-circle km / 100.
+/// The fiber bound of a path in ms of RTT ([`crate::units::fiber_bound_ms`]).
 fn fiber_bound_ms(a: Option<Location>, b: Option<Location>) -> Option<f64> {
-    Some(great_circle_km(a?, b?) / 100.0)
+    Some(crate::units::fiber_bound_ms(great_circle_km(a?, b?)))
 }
 
 /// Renders the heatmap as an SVG document.
