@@ -25,7 +25,7 @@ impl Detector for Inflation {
 
     fn detect(&self, ctx: &Context<'_, '_>, found: &mut Vec<Anomaly>) {
         let t = ctx.thresholds;
-        for (i, j, edge) in ctx.graph.paths() {
+        for (i, j, edge, _) in ctx.judged(self.id()) {
             let Some(p50) = edge.p50_ms else { continue };
             let (Some(a), Some(b)) = (ctx.graph.region(i).location, ctx.graph.region(j).location)
             else {
@@ -66,9 +66,6 @@ impl Detector for Inflation {
             } else {
                 continue;
             };
-            if !ctx.judges(self.id(), i, j) {
-                continue;
-            }
             found.push(ctx.path_anomaly(
                 self.id(),
                 Severity::Warning,
