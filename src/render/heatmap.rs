@@ -6,11 +6,10 @@
 //! ([`super::scale`]); the diagonal, "no data" and "unreachable" are drawn with
 //! colours and patterns outside every scale, and the legend explains them. Output is
 //! deterministic: the same run gives the same bytes.
-
 //!
-//! Split by concern: [`model`] turns the run into cells and tooltips, [`order`] orders
-//! the regions, [`layout`] sizes the picture, [`legend`] picks the colour scale and
-//! draws its key, and [`svg`] writes the document.
+//! Split by concern: `model` turns the run into cells and tooltips, `order` orders
+//! the regions, `layout` sizes the picture, `legend` picks the colour scale and
+//! draws its key, and `svg` writes the document.
 
 mod layout;
 mod legend;

@@ -26,27 +26,12 @@ fn palette_id(i: usize) -> String {
 
 /// The document.
 pub(super) fn write(opts: &Options, model: &Model<'_>, layout: &Layout) -> String {
-    let Model {
-        kind,
-        names,
-        cells,
-        outlines,
-        findings,
-        scale,
-    } = model;
-    let kind = *kind;
+    let (kind, names, cells) = (model.kind, &model.names, &model.cells);
+    let (outlines, findings, scale) = (&model.outlines, &model.findings, &model.scale);
     let n = names.len();
-    let Layout {
-        c,
-        font,
-        gx,
-        gy,
-        lx,
-        bar_h,
-        width,
-        height,
-        ref title,
-    } = *layout;
+    let (c, font, gx, gy, lx) = (layout.c, layout.font, layout.gx, layout.gy, layout.lx);
+    let (bar_h, width, height) = (layout.bar_h, layout.width, layout.height);
+    let title = &layout.title;
     let mut out = String::with_capacity(n * n * 110 + 4096);
     let _ = writeln!(
         out,
