@@ -26,7 +26,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use crate::config::{DetectorId, LimitResolver, PathLimits, Thresholds};
-use crate::graph::LatencyGraph;
+use crate::graph::{LatencyGraph, PathEdge};
 use crate::history::{PathKey, Point};
 use crate::run::{Anomaly, Run, Severity, Subject, Unit};
 
@@ -90,6 +90,19 @@ impl<'a, 'r> Context<'a, 'r> {
     /// The limits of the path `i -> j`.
     pub fn limits(&self, i: usize, j: usize) -> PathLimits {
         self.limits.get(i, j)
+    }
+
+    /// The paths detector `d` judges, each with its limits: the one place where the
+    /// `skip` rules, the discounted probers ([`Context::judges`]) and the per-pair limits
+    /// are applied. Path detectors iterate these, not the graph's paths.
+    pub fn judged(
+        &self,
+        d: DetectorId,
+    ) -> impl Iterator<Item = (usize, usize, &'a PathEdge<'r>, PathLimits)> + '_ {
+        self.graph.paths().filter_map(move |(i, j, e)| {
+            let limits = self.limits(i, j);
+            (!limits.skip.contains(d) && !self.discounted(i, j)).then_some((i, j, e, limits))
+        })
     }
 
     /// Whether detector `d` judges the path `i -> j`: no `skip` names it, and its

@@ -7,6 +7,7 @@ mod agent;
 mod aggregate;
 mod check;
 mod diff;
+mod generate;
 mod history;
 mod lab;
 mod ping;
@@ -104,6 +105,12 @@ pub enum Command {
     /// Keep the configuration's lab running (`up`), show it (`status`), run a command
     /// in a region's namespace (`exec`), or stop it (`down`).
     Lab(lab::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), generated
+    /// from these definitions; see README for where to install it.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (or write every page with --dir), generated from these
+    /// definitions.
+    Man(generate::ManArgs),
 }
 
 /// Parses arguments, runs the command, maps the outcome to an exit status.
@@ -160,6 +167,8 @@ fn run(cli: Cli, config: &ConfigArg) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => diff::run(config, args),
         Command::Report(args) => report::run(config, args),
         Command::Lab(args) => lab::run(&cli.config, args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     }
 }
 

@@ -106,7 +106,7 @@ impl<'r> LatencyGraph<'r> {
                 }
                 e => {
                     let weight = &mut graph[EdgeIndex::new(e as usize)];
-                    if entry.received > weight.entry.received {
+                    if crate::run::stands_for_pair(entry, weight.entry) {
                         *weight = edge;
                     } else {
                         continue;

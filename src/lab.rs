@@ -77,9 +77,10 @@ pub fn truth(config: &Config, lab: &LabSettings) -> Vec<Vec<PathTruth>> {
                 },
                 LabSource::Geo { inflation, base_ms } => {
                     let rtt = match (config.regions[i].location, config.regions[j].location) {
-                        (Some(a), Some(b)) => {
-                            Some(base_ms + inflation * great_circle_km(a, b) / 100.0)
-                        }
+                        (Some(a), Some(b)) => Some(
+                            base_ms
+                                + inflation * crate::units::fiber_bound_ms(great_circle_km(a, b)),
+                        ),
                         _ => None,
                     };
                     PathTruth {

@@ -21,6 +21,7 @@
 pub mod files;
 pub mod config;
 pub mod stats;
+pub mod units;
 pub mod sockopt;
 pub mod probe;
 pub mod reflector;

@@ -343,6 +343,31 @@ pub fn path_order(regions: &[RunRegion], paths: &[PathEntry]) -> Vec<usize> {
 }
 
 /// A run id: the start time, to the second, and a random suffix.
+/// Whether `candidate` stands for its (source, target, kind) better than `current`:
+/// of several targets of one region, the path with the most replies stands for the
+/// pair, and of equals the first in the run's order. The graph, the heatmap and the
+/// exported metrics all show one path per pair by this rule.
+pub fn stands_for_pair(candidate: &PathEntry, current: &PathEntry) -> bool {
+    candidate.received > current.received
+}
+
+/// One path per `key` (a pair of regions and a kind, however the caller names them),
+/// chosen by [`stands_for_pair`]; paths whose key is `None` are left out.
+pub fn one_path_per_pair<'r, K: Ord>(
+    paths: impl IntoIterator<Item = &'r PathEntry>,
+    mut key: impl FnMut(&'r PathEntry) -> Option<K>,
+) -> BTreeMap<K, &'r PathEntry> {
+    let mut chosen: BTreeMap<K, &'r PathEntry> = BTreeMap::new();
+    for p in paths {
+        let Some(k) = key(p) else { continue };
+        let e = chosen.entry(k).or_insert(p);
+        if stands_for_pair(p, e) {
+            *e = p;
+        }
+    }
+    chosen
+}
+
 fn run_id(started_at: DateTime<Utc>) -> String {
     format!(
         "{}-{:06x}",

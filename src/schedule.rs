@@ -3,12 +3,18 @@
 //! run folders, the `latest` link, and retention.
 //!
 //! Owns time arithmetic and the run folder's layout only; it neither probes nor serves.
+//! [`Scheduler`] makes the scheduled-sweep loop's decisions, and [`Retention::expired`]
+//! is the one retention rule, for `sweep --every`, the agent and serve's store.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+mod scheduler;
+
+pub use scheduler::{MAX_COUNTED, Scheduler, Skipped, Slot};
 
 /// When sweeps start.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +41,11 @@ pub enum ScheduleError {
     Cron { expression: String, reason: String },
     #[error("the cron expression {0:?} never fires")]
     Never(String),
+    /// The jitter breaks [`crate::config::schedule_problem`].
+    #[error("the jitter ({}) {why}", humantime::format_duration(*jitter))]
+    Jitter { jitter: Duration, why: String },
+    #[error("the schedule {0} has no next time")]
+    Ended(String),
 }
 
 impl Schedule {
@@ -155,24 +166,26 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// Whether a run is beyond the retention: `rank` is its place counted from the
-    /// newest (1 for the newest), `epoch` its time. The caller never deletes the
-    /// newest run.
-    pub fn deletes(&self, rank: usize, epoch: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-        let too_many = self.keep.is_some_and(|k| rank > k);
-        let too_old = match (
-            self.max_age.and_then(|a| TimeDelta::from_std(a).ok()),
-            epoch,
-        ) {
-            (Some(age), Some(t)) => now - t > age,
-            _ => false,
-        };
-        too_many || too_old
+    /// The runs beyond the retention, of `runs` (epoch and whatever names the run),
+    /// oldest first: those past the newest `keep`, and those older than `max_age` at
+    /// `now`. The newest run is never among them, so a series always keeps one run.
+    pub fn expired<'a, T>(&self, runs: &'a [(DateTime<Utc>, T)], now: DateTime<Utc>) -> Vec<&'a T> {
+        let max_age = self.max_age.and_then(|a| TimeDelta::from_std(a).ok());
+        let n = runs.len();
+        runs.iter()
+            .take(n.saturating_sub(1))
+            .enumerate()
+            .filter(|&(i, (epoch, _))| {
+                let rank = n - i; // 1 for the newest
+                self.keep.is_some_and(|k| rank > k) || max_age.is_some_and(|age| now - *epoch > age)
+            })
+            .map(|(_, (_, run))| run)
+            .collect()
     }
 }
 
 /// Deletes the run folders of `dir` (those named like [`run_dir_name`]) that `retention`
-/// does not keep; never the newest one. Returns the folders removed.
+/// does not keep ([`Retention::expired`]). Returns the folders removed.
 pub fn apply_retention(
     dir: &Path,
     retention: Retention,
@@ -180,15 +193,9 @@ pub fn apply_retention(
 ) -> std::io::Result<Vec<PathBuf>> {
     let runs = run_dirs(dir)?;
     let mut removed = Vec::new();
-    let n = runs.len();
-    for (i, (t, path)) in runs.into_iter().enumerate() {
-        if i + 1 == n {
-            break; // the newest run always stays
-        }
-        if retention.deletes(n - i, Some(t), now) {
-            std::fs::remove_dir_all(&path)?;
-            removed.push(path);
-        }
+    for path in retention.expired(&runs, now) {
+        std::fs::remove_dir_all(path)?;
+        removed.push(path.clone());
     }
     Ok(removed)
 }
@@ -288,6 +295,34 @@ mod tests {
         .unwrap();
         assert_eq!(removed, vec![dir.path().join("20261126T051000Z")]);
         assert!(dir.path().join("20261126T051500Z").exists());
+    }
+
+    #[test]
+    fn retention_rule() {
+        let now = t("2026-11-26T06:00:00Z");
+        let runs: Vec<(DateTime<Utc>, u32)> = [50, 40, 30, 20, 10]
+            .into_iter()
+            .map(|min| (now - TimeDelta::minutes(min), min as u32))
+            .collect();
+        let r = |keep, age: Option<u64>| Retention {
+            keep,
+            max_age: age.map(|m| Duration::from_secs(m * 60)),
+        };
+        let cases: [(Retention, &[u32]); 6] = [
+            (r(None, None), &[]),
+            (r(Some(2), None), &[50, 40, 30]),
+            (r(Some(9), None), &[]),
+            (r(None, Some(25)), &[50, 40, 30]),
+            // Both: a run goes when either says so.
+            (r(Some(4), Some(35)), &[50, 40]),
+            // Everything is too old, but the newest stays.
+            (r(Some(1), Some(1)), &[50, 40, 30, 20]),
+        ];
+        for (retention, want) in cases {
+            let got: Vec<u32> = retention.expired(&runs, now).into_iter().copied().collect();
+            assert_eq!(got, want, "{retention:?}");
+        }
+        assert!(r(Some(1), None).expired::<u32>(&[], now).is_empty());
     }
 
     #[test]

@@ -12,9 +12,6 @@ use super::{Context, Detector, ms};
 use crate::config::DetectorId;
 use crate::run::{Anomaly, Severity, Unit};
 
-/// Kilometres of great-circle distance per millisecond of round trip in fiber.
-pub const FIBER_KM_PER_MS: f64 = 100.0;
-
 /// How far below the bound a p50 must be to be impossible: locations are given to a
 /// city, so a millisecond (100 km) of slack.
 pub const IMPOSSIBLE_SLACK_MS: f64 = 1.0;
@@ -28,14 +25,14 @@ impl Detector for Inflation {
 
     fn detect(&self, ctx: &Context<'_, '_>, found: &mut Vec<Anomaly>) {
         let t = ctx.thresholds;
-        for (i, j, edge) in ctx.graph.paths() {
+        for (i, j, edge, _) in ctx.judged(self.id()) {
             let Some(p50) = edge.p50_ms else { continue };
             let (Some(a), Some(b)) = (ctx.graph.region(i).location, ctx.graph.region(j).location)
             else {
                 continue;
             };
             let km = a.great_circle_km(b);
-            let bound = km / FIBER_KM_PER_MS;
+            let bound = crate::units::fiber_bound_ms(km);
             if !(bound.is_finite() && bound > 0.0) {
                 continue;
             }
@@ -69,9 +66,6 @@ impl Detector for Inflation {
             } else {
                 continue;
             };
-            if !ctx.judges(self.id(), i, j) {
-                continue;
-            }
             found.push(ctx.path_anomaly(
                 self.id(),
                 Severity::Warning,

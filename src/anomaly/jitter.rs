@@ -20,14 +20,13 @@ impl Detector for Jitter {
     }
 
     fn detect(&self, ctx: &Context<'_, '_>, found: &mut Vec<Anomaly>) {
-        for (i, j, edge) in ctx.graph.paths() {
+        for (i, j, edge, limits) in ctx.judged(self.id()) {
             let Some(rtt) = edge.entry.rtt_us else {
                 continue;
             };
             if edge.entry.received < MIN_REPLIES {
                 continue;
             }
-            let limits = ctx.limits(i, j);
             let jitter_ms = rtt.jitter as f64 / 1000.0;
             let (severity, limit_ms) = if jitter_ms > limits.jitter_critical_ms {
                 (Severity::Critical, limits.jitter_critical_ms)
@@ -36,9 +35,6 @@ impl Detector for Jitter {
             } else {
                 continue;
             };
-            if !ctx.judges(self.id(), i, j) {
-                continue;
-            }
             let (s, t) = (ctx.name(i), ctx.name(j));
             let message = format!(
                 "replies on {s} → {t} differ by {} from one to the next (p50 {}, p95 {}): look \

@@ -19,14 +19,13 @@ impl Detector for Loss {
     }
 
     fn detect(&self, ctx: &Context<'_, '_>, found: &mut Vec<Anomaly>) {
-        for (i, j, edge) in ctx.graph.paths() {
+        for (i, j, edge, limits) in ctx.judged(self.id()) {
             let p = edge.entry;
             let lost = p.sent.saturating_sub(p.received);
             if p.received == 0 || lost == 0 {
                 continue;
             }
-            let limits = ctx.limits(i, j);
-            if lost < limits.loss_min_lost || !ctx.judges(self.id(), i, j) {
+            if lost < limits.loss_min_lost {
                 continue;
             }
             // The interval as stored in the run; recomputed if the file lacks it.

@@ -16,17 +16,16 @@ impl Detector for Slo {
     }
 
     fn detect(&self, ctx: &Context<'_, '_>, found: &mut Vec<Anomaly>) {
-        for (i, j, edge) in ctx.graph.paths() {
+        for (i, j, edge, limits) in ctx.judged(self.id()) {
             let Some(rtt) = edge.entry.rtt_us else {
                 continue;
             };
-            let limits = ctx.limits(i, j);
             let Some(slo_ms) = limits.slo_p95_ms else {
                 continue;
             };
             let slo_us = slo_ms * 1000.0;
             let (p50, p95) = (rtt.p50 as f64, rtt.p95 as f64);
-            if p95 <= slo_us || !ctx.judges(self.id(), i, j) {
+            if p95 <= slo_us {
                 continue;
             }
             let (s, t) = (ctx.name(i), ctx.name(j));

@@ -14,10 +14,10 @@ pub struct Args {
     pub run: PathBuf,
     /// What the colour shows.
     #[arg(long, value_enum, default_value = "rtt")]
-    pub view: View,
+    pub view: ViewArg,
     /// Row and column order.
     #[arg(long, value_enum, default_value = "config")]
-    pub order: Order,
+    pub order: OrderArg,
     /// The run to compare against (needed by --view delta).
     #[arg(long)]
     pub baseline: Option<PathBuf>,
@@ -29,6 +29,52 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
+/// `--view`: what the colour shows (the library's [`View`], which knows no clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewArg {
+    /// Median RTT (p50), log scale.
+    Rtt,
+    /// Loss ratio.
+    Loss,
+    /// p50 RTT over the speed-of-light-in-fiber bound of the great-circle distance.
+    Inflation,
+    /// Change of p50 RTT against a baseline run.
+    Delta,
+}
+
+impl From<ViewArg> for View {
+    fn from(v: ViewArg) -> View {
+        match v {
+            ViewArg::Rtt => View::Rtt,
+            ViewArg::Loss => View::Loss,
+            ViewArg::Inflation => View::Inflation,
+            ViewArg::Delta => View::Delta,
+        }
+    }
+}
+
+/// `--order`: the order of rows and columns (the library's [`Order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrderArg {
+    /// As the regions are listed in the run (the configuration's order).
+    Config,
+    /// West to east by longitude; regions without a location last.
+    Geo,
+    /// Regions with alike RTTs next to each other (average-linkage clustering), so
+    /// blocks show.
+    Cluster,
+}
+
+impl From<OrderArg> for Order {
+    fn from(o: OrderArg) -> Order {
+        match o {
+            OrderArg::Config => Order::Config,
+            OrderArg::Geo => Order::Geo,
+            OrderArg::Cluster => Order::Cluster,
+        }
+    }
+}
+
 pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
     let run = config.read_run(&args.run)?;
     let baseline = args
@@ -36,19 +82,20 @@ pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|p| config.read_run(p))
         .transpose()?;
+    let view = View::from(args.view);
     let opts = Options {
-        view: args.view,
-        order: args.order,
+        view,
+        order: args.order.into(),
         kind: args.kind,
         baseline: baseline.as_ref(),
         links: None,
     };
     let svg = heatmap_svg(&run, &opts)?;
-    let out = args.out.unwrap_or_else(|| beside(&args.run, args.view));
+    let out = args.out.unwrap_or_else(|| beside(&args.run, view));
     write_atomic(&out, svg.as_bytes())?;
     eprintln!(
         "latmap: {} heatmap written to {}",
-        args.view.as_str(),
+        view.as_str(),
         out.display()
     );
     Ok(ExitCode::SUCCESS)

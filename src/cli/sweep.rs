@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::RngExt;
 
 use crate::anomaly;
 use crate::config::Config;
@@ -19,7 +18,9 @@ use crate::config::settings::{self, ScheduleFlags};
 use crate::history::{History, Series};
 use crate::render::report::{Format, render};
 use crate::run::Run;
-use crate::schedule::{Retention, Schedule, apply_retention, run_dir_name, update_latest};
+use crate::schedule::{
+    Retention, Schedule, Scheduler, apply_retention, run_dir_name, update_latest,
+};
 use crate::sweep::{local_regions, region_index, sweep_regions};
 
 use super::report::FailOn;
@@ -117,10 +118,9 @@ fn clean_stale(out: &Path) {
     }
 }
 
-/// A schedule with its jitter and retention.
+/// A schedule with its jitter, and the retention.
 struct Plan {
-    schedule: Schedule,
-    jitter: Duration,
+    scheduler: Scheduler,
     retention: Retention,
 }
 
@@ -139,8 +139,7 @@ fn plan(config: &Config, args: &Args) -> anyhow::Result<Option<Plan>> {
         return Ok(None);
     };
     Ok(Some(Plan {
-        schedule: Schedule::of(&s)?,
-        jitter: s.jitter,
+        scheduler: Scheduler::new(Schedule::of(&s)?, s.jitter)?,
         retention: Retention {
             keep: s.keep,
             max_age: s.keep_for,
@@ -157,11 +156,15 @@ fn scheduled(
     args: &Args,
     plan: Plan,
 ) -> anyhow::Result<ExitCode> {
+    let Plan {
+        mut scheduler,
+        retention,
+    } = plan;
     crate::files::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     eprintln!(
         "latmap: sweeping {} into {}; Ctrl-C stops",
-        plan.schedule,
+        scheduler.schedule(),
         args.out.display()
     );
     // The series' history, beside its runs: reconciled with the runs on disk first (a
@@ -170,16 +173,17 @@ fn scheduled(
     let mut done = 0u64;
     let mut worst = ExitCode::SUCCESS;
     loop {
-        let Some(epoch) = plan.schedule.next_epoch(Utc::now()) else {
-            bail!("the schedule {} has no next time", plan.schedule);
-        };
-        let jitter = if plan.jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(rand::rng().random_range(0.0..plan.jitter.as_secs_f64()))
-        };
-        let start = epoch + chrono::TimeDelta::from_std(jitter).unwrap_or_default();
-        let wait = (start - Utc::now()).to_std().unwrap_or_default();
+        let slot = scheduler.next(Utc::now())?;
+        if let Some(skipped) = slot.skipped {
+            tracing::warn!(epoch = %skipped.after, skipped = skipped.count, "the sweep ran past later start times; those sweeps were skipped, not overlapped");
+            eprintln!(
+                "latmap: the sweep of {} ran past {} later start time(s); skipped them",
+                run_dir_name(skipped.after),
+                skipped.count
+            );
+        }
+        let epoch = slot.epoch;
+        let wait = slot.wait(Utc::now());
         tracing::info!(%epoch, wait_s = wait.as_secs_f64(), "waiting for the next sweep");
         let interrupted = rt.block_on(async {
             tokio::select! {
@@ -207,28 +211,12 @@ fn scheduled(
             Err(e) => tracing::error!(%epoch, error = %format!("{e:#}"), "sweep failed"),
         }
         done += 1;
-        let removed = apply_retention(&args.out, plan.retention, Utc::now())?;
+        let removed = apply_retention(&args.out, retention, Utc::now())?;
         for r in &removed {
             tracing::info!(path = %r.display(), "retention: removed an old run");
         }
         if !removed.is_empty() {
             Series::of_sweeps(&args.out).sync(&history)?;
-        }
-        let now = Utc::now();
-        let mut skipped = 0;
-        let mut e = epoch;
-        while let Some(next) = plan.schedule.next_epoch(e) {
-            if next > now {
-                break;
-            }
-            skipped += 1;
-            e = next;
-        }
-        if skipped > 0 {
-            tracing::warn!(%epoch, skipped, "the sweep ran past later start times; those sweeps were skipped, not overlapped");
-            eprintln!(
-                "latmap: the sweep of {name} ran past {skipped} later start time(s); skipped them"
-            );
         }
         if args.sweeps.is_some_and(|n| done >= n) {
             break;

@@ -217,7 +217,7 @@ impl Critical {
 }
 
 fn fmt_delta_ms(us: i64) -> String {
-    format!("{:+.1} ms", us as f64 / 1000.0)
+    format!("{} ms", crate::units::signed_ms(us))
 }
 
 fn percent(d: i64, base: u64) -> String {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::RngExt;
 use tokio::sync::Notify;
 
@@ -17,7 +17,7 @@ use super::Token;
 use super::spool::{Spool, SpoolError};
 use super::wire::{Push, REPORTS_PATH};
 use crate::config::Config;
-use crate::schedule::{Schedule, run_dir_name};
+use crate::schedule::{Schedule, ScheduleError, Scheduler, run_dir_name};
 use crate::sweep::{SweepError, probe_regions};
 
 /// When the agent sweeps: the values a `[schedule]` table or the command line give.
@@ -50,8 +50,8 @@ pub enum AgentError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Sweep(#[from] SweepError),
-    #[error("the schedule {0} has no next sweep")]
-    ScheduleEnded(String),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
     #[error("{0:?} is not an http:// or https:// URL")]
@@ -236,30 +236,21 @@ async fn sweep_loop(
 ) -> Result<(), AgentError> {
     let region = &config.regions[index].name;
     let mut held = Held::new(spool.max());
+    let mut scheduler = Scheduler::new(cadence.schedule.clone(), cadence.jitter)?;
     let mut n = 0u64;
-    let mut last: Option<DateTime<Utc>> = None;
     while cadence.sweeps.is_none_or(|max| n < max) {
-        let now = Utc::now();
-        let epoch = cadence
-            .schedule
-            .next_epoch(now)
-            .ok_or_else(|| AgentError::ScheduleEnded(cadence.schedule.to_string()))?;
-        if let Some(prev) = last
-            && let Some(missed) = cadence.schedule.next_epoch(prev).filter(|&e| e < epoch)
-        {
+        let slot = scheduler.next(Utc::now())?;
+        if let Some(skipped) = slot.skipped {
             tracing::warn!(
-                "the sweep of {} ran past the next epoch; skipping from {} to {}",
-                run_dir_name(prev),
-                run_dir_name(missed),
-                run_dir_name(epoch)
+                "the sweep of {} ran past the next epoch; skipping {} epoch(s), from {} to {}",
+                run_dir_name(skipped.after),
+                skipped.count,
+                run_dir_name(skipped.first),
+                run_dir_name(slot.epoch)
             );
         }
-        let jitter = if cadence.jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            rand::rng().random_range(Duration::ZERO..cadence.jitter)
-        };
-        let wait = (epoch - now).to_std().unwrap_or_default() + jitter;
+        let epoch = slot.epoch;
+        let wait = slot.wait(Utc::now());
         tracing::info!(
             "next sweep: epoch {} in {:.1} s",
             run_dir_name(epoch),
@@ -286,7 +277,6 @@ async fn sweep_loop(
         }
         held.flush(spool, wake);
         tracing::info!("{region}: report of epoch {} done", run_dir_name(epoch));
-        last = Some(epoch);
         n += 1;
     }
     // The last reports, if a full disk still holds them back.

@@ -408,28 +408,22 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         let mut ids: BTreeSet<String> = self.report_ids()?.into_iter().collect();
         ids.extend(self.run_ids()?);
-        let ids: Vec<String> = ids
+        let runs: Vec<(DateTime<Utc>, String)> = ids
             .into_iter()
-            .filter(|id| parse_run_id(id).is_some_and(|t| t <= newest))
+            .filter_map(|id| Some((parse_run_id(&id)?, id)))
+            .filter(|(t, _)| *t <= newest)
             .collect();
-        let n = ids.len();
         let mut gone = Vec::new();
-        for (i, id) in ids.into_iter().enumerate() {
-            if i + 1 == n {
-                break;
-            }
-            if !retention.deletes(n - i, parse_run_id(&id), now) {
-                continue;
-            }
+        for id in retention.expired(&runs, now) {
             for sub in ["runs", "reports"] {
-                let dir = self.root.join(sub).join(&id);
+                let dir = self.root.join(sub).join(id);
                 if dir.exists() {
                     let hidden = self.root.join(sub).join(format!(".{id}.deleting"));
                     fs::rename(&dir, &hidden).map_err(io(&dir))?;
                     fs::remove_dir_all(&hidden).map_err(io(&hidden))?;
                 }
             }
-            gone.push(id);
+            gone.push(id.clone());
         }
         Ok(gone)
     }

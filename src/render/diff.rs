@@ -13,17 +13,7 @@ use super::escape::xml;
 use crate::diff::{PathDiff, RunDiff, Test, Verdict};
 
 fn ms(us: Option<u64>) -> String {
-    match us {
-        Some(us) => {
-            let v = us as f64 / 1000.0;
-            if v >= 100.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.1}")
-            }
-        }
-        None => "–".into(),
-    }
+    us.map_or_else(|| "–".into(), |us| crate::units::us_as_ms(us as f64))
 }
 
 fn pct(loss: Option<f64>) -> String {
@@ -32,8 +22,7 @@ fn pct(loss: Option<f64>) -> String {
 }
 
 fn delta_ms(us: Option<i64>) -> String {
-    us.map(|d| format!("{:+.1}", d as f64 / 1000.0))
-        .unwrap_or_default()
+    us.map(crate::units::signed_ms).unwrap_or_default()
 }
 
 /// The one-line summary that opens every format.

@@ -57,12 +57,7 @@ pub fn rtt_matrix(run: &Run, kind: ProbeKind) -> Table {
 }
 
 fn ms(us: u64) -> String {
-    let ms = us as f64 / 1000.0;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else {
-        format!("{ms:.1}")
-    }
+    crate::units::us_as_ms(us as f64)
 }
 
 fn pct(loss: f64) -> String {

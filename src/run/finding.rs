@@ -118,14 +118,7 @@ impl Unit {
     /// `value` in this unit for people: `12.3 ms`, `4.1%`, `3.16x`.
     pub fn format(self, value: f64) -> String {
         match self {
-            Unit::Us => {
-                let ms = value / 1000.0;
-                if ms.abs() >= 100.0 {
-                    format!("{ms:.0} ms")
-                } else {
-                    format!("{ms:.1} ms")
-                }
-            }
+            Unit::Us => format!("{} ms", crate::units::us_as_ms(value)),
             Unit::Ratio => {
                 let pct = value * 100.0;
                 if pct == 0.0 || pct.abs() >= 10.0 {

@@ -154,3 +154,145 @@ fn an_agent_without_a_schedule_says_where_to_give_one() {
         out.stderr
     );
 }
+
+/// Whether `tool` runs here (`tool --version`).
+fn have(tool: &str) -> bool {
+    std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn completions_are_generated_for_every_subcommand_and_parse() {
+    let dir = Dir::new();
+    let subcommands = [
+        "check",
+        "probe",
+        "aggregate",
+        "sweep",
+        "diff",
+        "render",
+        "report",
+        "agent",
+        "serve",
+        "reflect",
+        "ping",
+        "lab",
+        "completions",
+        "man",
+    ];
+    let bash = dir.latmap(&["completions", "bash"]);
+    bash.assert_ok();
+    for sub in subcommands {
+        assert!(bash.stdout.contains(sub), "bash completion lacks {sub}");
+    }
+    // Flags of a subcommand are completed too.
+    assert!(bash.stdout.contains("--keep-for"), "{}", bash.stdout);
+    let script = dir.write("latmap.bash", &bash.stdout);
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
+    assert!(
+        check.status.success(),
+        "bash -n refused the script: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Sourced in a shell, it registers the completion function.
+    let loaded = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p latmap", script.display()))
+        .output()
+        .expect("bash runs");
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("latmap"),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    for (shell, checker) in [("zsh", "zsh"), ("fish", "fish")] {
+        let out = dir.latmap(&["completions", shell]);
+        out.assert_ok();
+        assert!(out.stdout.contains("sweep"), "{shell}: {}", out.stdout);
+        if have(checker) {
+            let script = dir.write(&format!("latmap.{shell}"), &out.stdout);
+            let check = std::process::Command::new(checker)
+                .arg("-n")
+                .arg(&script)
+                .output()
+                .expect("shell runs");
+            assert!(check.status.success(), "{shell} -n refused the script");
+        } else {
+            eprintln!("{shell} is not installed: its script is not parsed, only generated");
+        }
+    }
+    let out = dir.latmap(&["completions", "tcsh"]);
+    assert_eq!(out.status, Some(2));
+    assert!(out.stderr.contains("possible values"), "{}", out.stderr);
+}
+
+#[test]
+fn man_pages_render_with_their_sections() {
+    let dir = Dir::new();
+    let page = dir.latmap(&["man"]);
+    page.assert_ok();
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH DESCRIPTION",
+        ".SH OPTIONS",
+        ".SH SUBCOMMANDS",
+    ] {
+        assert!(
+            page.stdout.contains(section),
+            "no {section}: {}",
+            page.stdout
+        );
+    }
+    let out = dir.latmap(&["man", "--dir", "man"]);
+    out.assert_ok();
+    for name in [
+        "latmap.1",
+        "latmap-sweep.1",
+        "latmap-lab-up.1",
+        "latmap-completions.1",
+    ] {
+        assert!(dir.join("man").join(name).is_file(), "{name} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("man/latmap.1")).unwrap(),
+        page.stdout,
+        "the printed page and the written one are the same"
+    );
+    if !have("man") {
+        eprintln!("man is not installed (Debian package man-db): the pages are not rendered");
+        return;
+    }
+    let sweep = dir.join("man/latmap-sweep.1");
+    let rendered = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&sweep)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .env("LC_ALL", "C")
+        .output()
+        .expect("man runs");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(text.contains("latmap-sweep"), "{text}");
+    assert!(
+        text.contains("SYNOPSIS") && text.contains("--keep-for"),
+        "{text}"
+    );
+    // No roff warnings (an unescaped line starting with '.' or a bad request).
+    assert!(
+        !String::from_utf8_lossy(&rendered.stderr).contains("warning"),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+}

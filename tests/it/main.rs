@@ -8,6 +8,7 @@ mod harness;
 mod heatmap;
 mod history;
 mod lab;
+mod layering;
 mod load;
 mod netlab;
 mod netns;
