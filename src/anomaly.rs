@@ -27,7 +27,7 @@ use std::collections::HashMap;
 
 use crate::config::{DetectorId, LimitResolver, PathLimits, Thresholds};
 use crate::graph::{LatencyGraph, PathEdge};
-use crate::history::{PathKey, Point};
+use crate::history::{Past, PathKey};
 use crate::run::{Anomaly, Run, Severity, Subject, Unit};
 
 /// One detector.
@@ -68,7 +68,7 @@ pub struct Context<'a, 'r> {
 }
 
 /// Paths' recent history, as [`History::recent`](crate::history::History::recent) gives it.
-pub type Recent = HashMap<PathKey, Vec<Point>>;
+pub type Recent = HashMap<PathKey, Vec<Past>>;
 
 impl<'a, 'r> Context<'a, 'r> {
     pub fn new(graph: &'a LatencyGraph<'r>, thresholds: &'a Thresholds) -> Context<'a, 'r> {

@@ -194,6 +194,27 @@ fn bit(d: DetectorId) -> u32 {
     }
 }
 
+/// What judging a path against its own past reads of one earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Past {
+    /// The run's median RTT on the path, µs; `None` when nothing came back.
+    pub p50_us: Option<u32>,
+    /// The run had a `shift` finding on the path.
+    pub shifted: bool,
+    /// The path's prober lagged in that run: it was not judged.
+    pub lagged: bool,
+}
+
+impl Past {
+    pub fn of(p: &Point) -> Past {
+        Past {
+            p50_us: p.p50_us(),
+            shifted: p.has(DetectorId::Shift),
+            lagged: p.lagged,
+        }
+    }
+}
+
 /// Bytes of an encoded point.
 const POINT_LEN: usize = 37;
 
@@ -697,13 +718,14 @@ impl History {
         Ok(out)
     }
 
-    /// For every path, its points in the last `n` runs that started before `before`,
-    /// oldest first: what the `shift` detector judges a run against.
+    /// For every path, what the `shift` detector reads of it in the last `n` runs that
+    /// started before `before`, oldest first ([`Past`]: a few bytes a run, not the whole
+    /// point, so that the last runs of a large fleet fit in memory).
     pub fn recent(
         &self,
         before: DateTime<Utc>,
         n: usize,
-    ) -> Result<HashMap<PathKey, Vec<Point>>, HistoryError> {
+    ) -> Result<HashMap<PathKey, Vec<Past>>, HistoryError> {
         let names: HashMap<u32, PathKey> = {
             let ids = self.lock_ids();
             (0..ids.keys.len() as u32)
@@ -723,7 +745,7 @@ impl History {
             starts.push(row.map_err(|e| self.io(e))?.0.value());
         }
         starts.reverse();
-        let mut out: HashMap<PathKey, Vec<Point>> = HashMap::new();
+        let mut out: HashMap<PathKey, Vec<Past>> = HashMap::new();
         for t in starts {
             for row in points
                 .range((t, 0)..=(t, u32::MAX))
@@ -737,7 +759,10 @@ impl History {
                     if s[0] == 0 {
                         continue;
                     }
-                    if let (Some(key), Some(p)) = (names.get(&id), Point::decode(at(t), &s[1..])) {
+                    if let (Some(key), Some(p)) = (
+                        names.get(&id),
+                        Point::decode(at(t), &s[1..]).map(|p| Past::of(&p)),
+                    ) {
                         match out.get_mut(key) {
                             Some(v) => v.push(p),
                             None => {

@@ -34,6 +34,28 @@ use crate::run::{Anomaly, Severity, Unit};
 
 pub struct Shift;
 
+/// A run of more paths than this is judged without its past (about 300 bytes a path
+/// are held for it: 75 MB here, a 500-region fleet).
+pub const MAX_PATHS: usize = 250_000;
+
+/// What a run of a series is judged against: its paths' last [`window`] runs in
+/// `history`; `None` for a run of more than [`MAX_PATHS`] paths, which is judged alone
+/// (logged). Scheduled sweeps and serve's assembly both read it here.
+pub fn past(
+    history: &crate::history::History,
+    run: &crate::run::Run,
+    thresholds: &Thresholds,
+) -> Result<Option<super::Recent>, crate::history::HistoryError> {
+    if run.paths.len() > MAX_PATHS {
+        tracing::warn!(
+            paths = run.paths.len(),
+            "shift: a run of more than {MAX_PATHS} paths is judged without its paths' past"
+        );
+        return Ok(None);
+    }
+    history.recent(run.started_at, window(thresholds)).map(Some)
+}
+
 /// How many earlier runs a run of a series is judged against: what to read from the
 /// history (`[thresholds] shift_window`).
 pub fn window(thresholds: &Thresholds) -> usize {
@@ -113,7 +135,7 @@ impl Detector for Shift {
             let runs: Vec<(f64, bool)> = points
                 .iter()
                 .filter(|pt| !pt.lagged)
-                .filter_map(|pt| Some((f64::from(pt.p50_us()?), pt.has(DetectorId::Shift))))
+                .filter_map(|pt| Some((f64::from(pt.p50_us?), pt.shifted)))
                 .collect();
             let Some(r) = reference(&runs, ctx.thresholds) else {
                 continue;
@@ -125,7 +147,7 @@ impl Detector for Shift {
             if (low as f64) <= limit {
                 continue;
             }
-            let again = points.last().is_some_and(|pt| pt.has(DetectorId::Shift));
+            let again = points.last().is_some_and(|pt| pt.shifted);
             let severity = if again {
                 Severity::Critical
             } else {

@@ -276,9 +276,7 @@ fn sweep_once(
     let reports = swept.reports;
     let mut run = Run::from_reports(&reports)?;
     let recent = match series {
-        Some((history, _)) => {
-            Some(history.recent(run.started_at, anomaly::shift::window(&config.thresholds))?)
-        }
+        Some((history, _)) => anomaly::shift::past(history, &run, &config.thresholds)?,
         None => None,
     };
     run.anomalies = anomaly::analyse_with_history(&run, &config.thresholds, recent.as_ref());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use latmap::anomaly::{Recent, analyse, analyse_with_history};
 use latmap::config::{DetectorId, Location, ProbeKind};
-use latmap::history::{PathKey, Point};
+use latmap::history::{Past, PathKey, Point};
 use latmap::report::{PathEntry, synthetic_samples};
 use latmap::run::{Anomaly, Run, RunRegion, Severity, Subject};
 use proptest::prelude::*;
@@ -190,7 +190,7 @@ fn scenario_history(
                     base + rng.random_range(-1.0..=1.0) * h.noise_ms
                 };
                 let us = (ms * 1000.0).round() as u32;
-                Point {
+                Past::of(&Point {
                     at,
                     sent: 100,
                     received: 100,
@@ -201,7 +201,7 @@ fn scenario_history(
                         Vec::new()
                     },
                     lagged: false,
-                }
+                })
             })
             .collect();
         recent.insert(PathKey::of(p), points);

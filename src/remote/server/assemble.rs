@@ -447,12 +447,10 @@ impl Assembler {
         let merged = Instant::now();
         // Each path is judged against its own past too (`shift`).
         let recent = self.state.history.as_ref().and_then(|h| {
-            h.recent(
-                run.started_at,
-                anomaly::shift::window(&self.state.settings.thresholds),
-            )
-            .map_err(|e| tracing::error!("run {id}: judged without history: {e}"))
-            .ok()
+            anomaly::shift::past(h, &run, &self.state.settings.thresholds)
+                .map_err(|e| tracing::error!("run {id}: judged without history: {e}"))
+                .ok()
+                .flatten()
         });
         run.anomalies =
             anomaly::analyse_with_history(&run, &self.state.settings.thresholds, recent.as_ref());
