@@ -284,6 +284,7 @@ fn no_such_path(want: &Want, kind: Option<ProbeKind>, all: &[PathKey], dir: &Pat
                 .filter(|p| want.matches(p, None))
                 .map(|p| p.kind.to_string())
                 .collect();
+            kinds.sort();
             kinds.dedup();
             if kinds.is_empty() {
                 String::new()
