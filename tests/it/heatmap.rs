@@ -152,7 +152,8 @@ fn cells(svg: &str) -> (Vec<(String, f32, f32)>, f32) {
     (cells, size)
 }
 
-fn rasterise(svg: &str) -> resvg::tiny_skia::Pixmap {
+/// An SVG drawn by resvg, a renderer latmap did not write.
+pub(crate) fn rasterise(svg: &str) -> resvg::tiny_skia::Pixmap {
     // No fonts are loaded, so no text is drawn over the cells' centres.
     let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default())
         .expect("resvg parses the SVG");

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::harness::{Dir, read_json, timing_lock};
+use crate::heatmap::rasterise;
 
 /// A three-region lab in which a → b takes `ab_ms` (b → a 100 ms, no shorter way
 /// round through c), short sweeps.
@@ -59,19 +60,6 @@ fn shifts(run: &Value) -> Vec<String> {
             )
         })
         .collect()
-}
-
-fn rasterise(svg: &str) -> resvg::tiny_skia::Pixmap {
-    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default())
-        .expect("resvg parses the chart");
-    let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).expect("a pixmap");
-    resvg::render(
-        &tree,
-        resvg::tiny_skia::Transform::default(),
-        &mut pixmap.as_mut(),
-    );
-    pixmap
 }
 
 /// Pixels of exactly this colour.
