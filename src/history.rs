@@ -693,6 +693,11 @@ impl History {
         out
     }
 
+    /// Whether the history has seen `path`.
+    pub fn knows(&self, path: &PathKey) -> bool {
+        self.lock_ids().lookup(path).is_some()
+    }
+
     /// The points of `path` in the runs since `since` (all with `None`), oldest first.
     pub fn path(
         &self,

@@ -105,6 +105,22 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// The HTTP client latmap talks to an aggregator with (the agent's pushes, `latmap
+/// history URL`): reqwest on rustls with ring, every request bounded by `timeout`.
+pub fn http_client(
+    timeout: std::time::Duration,
+    user_agent: &str,
+) -> reqwest::Result<reqwest::Client> {
+    // reqwest is built without a crypto provider; ring is ours. Installing twice is
+    // harmless (the first one stays).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
+        .user_agent(user_agent)
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

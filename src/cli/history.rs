@@ -2,7 +2,6 @@
 //! with plotters), or its series as JSON or CSV. RUNS is a series folder (`sweep
 //! --every`'s OUT, or serve's data folder) or an aggregator's URL.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +11,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
 use crate::config::ProbeKind;
-use crate::history::doc::{Doc, PathSeries};
+use crate::history::doc::{Doc, PathSeries, Selection};
 use crate::history::{History, PathKey, Point, Series};
 use crate::render::smoke;
 
@@ -30,9 +29,10 @@ pub struct Args {
     /// path (JSON, CSV).
     #[arg(long, value_name = "REGION", conflicts_with = "path")]
     pub region: Option<String>,
-    /// Only this probe kind [default: every kind the path was measured with].
-    #[arg(long, value_enum)]
-    pub kind: Option<KindArg>,
+    /// Only this probe kind: icmp, udp or tcp [default: every kind the path was
+    /// measured with].
+    #[arg(long)]
+    pub kind: Option<ProbeKind>,
     /// Only runs that started in the last DURATION ("7d", "36h"), or since a UTC time
     /// ("2026-12-01T00:00:00Z") [default: every run kept].
     #[arg(long, value_name = "WHEN", value_parser = since_arg)]
@@ -55,23 +55,6 @@ pub enum FormatArg {
     Svg,
     Json,
     Csv,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KindArg {
-    Icmp,
-    Udp,
-    Tcp,
-}
-
-impl From<KindArg> for ProbeKind {
-    fn from(k: KindArg) -> ProbeKind {
-        match k {
-            KindArg::Icmp => ProbeKind::Icmp,
-            KindArg::Udp => ProbeKind::Udp,
-            KindArg::Tcp => ProbeKind::Tcp,
-        }
-    }
 }
 
 /// `--since`: a time ago, or a time.
@@ -103,49 +86,27 @@ fn since_arg(s: &str) -> Result<Since, String> {
 }
 
 /// Which paths were asked for.
-enum Want {
-    Path { source: String, target: String },
-    Region(String),
-}
-
-impl Want {
-    fn of(args: &Args) -> anyhow::Result<Want> {
-        if let Some(p) = &args.path {
-            let Some((s, t)) = p.split_once(':') else {
-                bail!("--path {p:?}: write it SOURCE:TARGET, e.g. --path eu-west-1:us-east-1");
-            };
-            if s.is_empty() || t.is_empty() || s == t {
-                bail!("--path {p:?}: write it SOURCE:TARGET with two different regions");
-            }
-            return Ok(Want::Path {
-                source: s.to_string(),
-                target: t.to_string(),
-            });
-        }
-        match &args.region {
-            Some(r) => Ok(Want::Region(r.clone())),
-            None => bail!("give --path SOURCE:TARGET or --region REGION"),
-        }
-    }
-
-    fn matches(&self, k: &PathKey, kind: Option<ProbeKind>) -> bool {
-        let which = match self {
-            Want::Path { source, target } => &k.source == source && &k.target == target,
-            Want::Region(r) => &k.source == r || &k.target == r,
+fn selection(args: &Args) -> anyhow::Result<Selection> {
+    if let Some(p) = &args.path {
+        let Some((s, t)) = p.split_once(':') else {
+            bail!("--path {p:?}: write it SOURCE:TARGET, e.g. --path eu-west-1:us-east-1");
         };
-        which && kind.is_none_or(|want| k.kind == want)
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Want::Path { source, target } => format!("the path {source} → {target}"),
-            Want::Region(r) => format!("a path from or to {r}"),
+        if s.is_empty() || t.is_empty() || s == t {
+            bail!("--path {p:?}: write it SOURCE:TARGET with two different regions");
         }
+        return Ok(Selection::Path {
+            source: s.to_string(),
+            target: t.to_string(),
+        });
+    }
+    match &args.region {
+        Some(r) => Ok(Selection::Region(r.clone())),
+        None => bail!("give --path SOURCE:TARGET or --region REGION"),
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let want = Want::of(&args)?;
+    let want = selection(&args)?;
     let format = match (args.format, &args.out) {
         (Some(f), _) => f,
         (None, Some(out)) => match out.extension().and_then(|e| e.to_str()) {
@@ -155,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         (None, None) => FormatArg::Svg,
     };
-    let kind = args.kind.map(ProbeKind::from);
+    let kind = args.kind;
     let since = args.since.map(|s| s.at(Utc::now()));
     let series = if is_url(&args.runs) {
         if args.rebuild {
@@ -197,7 +158,7 @@ fn is_url(s: &str) -> bool {
 /// The history of a series folder, its paths chosen.
 fn local(
     dir: &Path,
-    want: &Want,
+    want: &Selection,
     kind: Option<ProbeKind>,
     since: Option<DateTime<Utc>>,
     rebuild: bool,
@@ -221,19 +182,9 @@ fn local(
         );
     }
     let (history, _scratch) = open(&series, rebuild)?;
-    let runs: HashMap<DateTime<Utc>, String> = history.runs()?.into_iter().collect();
-    let keys: Vec<PathKey> = history
-        .paths()
-        .into_iter()
-        .filter(|k| want.matches(k, kind))
-        .collect();
-    if keys.is_empty() {
+    let out = history.select(want, kind, since)?;
+    if out.is_empty() {
         bail!("{}", no_such_path(want, kind, &history.paths(), dir));
-    }
-    let mut out = Vec::new();
-    for k in keys {
-        let points = history.path(&k, since)?;
-        out.push((PathSeries::of(&k, &points, &runs), points));
     }
     Ok(out)
 }
@@ -270,7 +221,7 @@ fn open(series: &Series, rebuild: bool) -> anyhow::Result<(History, Option<tempf
 }
 
 /// What to say when no path matches: the regions and paths the history does hold.
-fn no_such_path(want: &Want, kind: Option<ProbeKind>, all: &[PathKey], dir: &Path) -> String {
+fn no_such_path(want: &Selection, kind: Option<ProbeKind>, all: &[PathKey], dir: &Path) -> String {
     let mut regions: Vec<&str> = all
         .iter()
         .flat_map(|k| [k.source.as_str(), k.target.as_str()])
@@ -309,7 +260,7 @@ fn no_such_path(want: &Want, kind: Option<ProbeKind>, all: &[PathKey], dir: &Pat
 /// The history of the paths from an aggregator (`GET /v1/history`).
 fn fetch(
     base: &str,
-    want: &Want,
+    want: &Selection,
     kind: Option<ProbeKind>,
     since: Option<DateTime<Utc>>,
 ) -> anyhow::Result<Vec<(PathSeries, Vec<Point>)>> {
@@ -320,11 +271,11 @@ fn fetch(
     {
         let mut q = url.query_pairs_mut();
         match want {
-            Want::Path { source, target } => {
+            Selection::Path { source, target } => {
                 q.append_pair("source", source);
                 q.append_pair("target", target);
             }
-            Want::Region(r) => {
+            Selection::Region(r) => {
                 q.append_pair("region", r);
             }
         }
@@ -338,20 +289,17 @@ fn fetch(
             );
         }
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP client")?;
+    let rt = super::runtime().context("cannot start the HTTP client")?;
     let token = std::env::var("LATMAP_TOKEN_FILE")
         .ok()
         .map(|f| crate::remote::Token::read(Path::new(&f)))
         .transpose()?;
     let (status, body) = rt
         .block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?;
+            let client = crate::remote::http_client(
+                Duration::from_secs(30),
+                concat!("latmap/", env!("CARGO_PKG_VERSION")),
+            )?;
             let mut req = client.get(url.clone());
             if let Some(t) = &token {
                 req = req.bearer_auth(t.expose());

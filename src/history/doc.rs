@@ -292,6 +292,73 @@ impl Doc {
     }
 }
 
+/// Which paths' histories to read: one path (each of its kinds) or every path from and
+/// to a region, optionally of one kind. What `latmap history` and `GET /v1/history`
+/// ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Path { source: String, target: String },
+    Region(String),
+}
+
+impl Selection {
+    /// Whether path `k` is selected (and of `kind`, when given).
+    pub fn matches(&self, k: &PathKey, kind: Option<ProbeKind>) -> bool {
+        let which = match self {
+            Selection::Path { source, target } => &k.source == source && &k.target == target,
+            Selection::Region(r) => &k.source == r || &k.target == r,
+        };
+        which && kind.is_none_or(|want| k.kind == want)
+    }
+
+    /// The selection in words, for a message.
+    pub fn describe(&self) -> String {
+        match self {
+            Selection::Path { source, target } => format!("the path {source} → {target}"),
+            Selection::Region(r) => format!("a path from or to {r}"),
+        }
+    }
+}
+
+impl super::History {
+    /// The selected paths' points since `since`, each with its series (run ids named).
+    /// One path is looked up by its keys; a region's paths are found among all.
+    pub fn select(
+        &self,
+        which: &Selection,
+        kind: Option<ProbeKind>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(PathSeries, Vec<Point>)>, super::HistoryError> {
+        let keys: Vec<PathKey> = match which {
+            Selection::Path { source, target } => ProbeKind::ALL
+                .iter()
+                .filter(|k| kind.is_none_or(|want| **k == want))
+                .map(|&kind| PathKey {
+                    source: source.clone(),
+                    target: target.clone(),
+                    kind,
+                })
+                .filter(|k| self.knows(k))
+                .collect(),
+            Selection::Region(_) => self
+                .paths()
+                .into_iter()
+                .filter(|k| which.matches(k, kind))
+                .collect(),
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs: HashMap<DateTime<Utc>, String> = self.runs()?.into_iter().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let points = self.path(&k, since)?;
+            out.push((PathSeries::of(&k, &points, &runs), points));
+        }
+        Ok(out)
+    }
+}
+
 /// A name from outside as a CSV cell: the csv writer quotes what needs quoting; a cell
 /// that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a carriage
 /// return first) gets a leading `'`.

@@ -84,15 +84,11 @@ impl Sender {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(AgentError::Url(delivery.aggregator.clone()));
         }
-        // reqwest is built without a crypto provider; ring is ours. Installing twice
-        // is harmless (the first one stays).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(delivery.request_timeout)
-            .connect_timeout(delivery.request_timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("latmap-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AgentError::Client(e.to_string()))?;
+        let client = super::http_client(
+            delivery.request_timeout,
+            concat!("latmap-agent/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(|e| AgentError::Client(e.to_string()))?;
         Ok(Sender {
             client,
             url: format!("{base}{REPORTS_PATH}"),

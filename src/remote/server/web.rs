@@ -17,7 +17,7 @@
 //! bearer token, or HTTP Basic auth with the token as the password (browsers ask for
 //! it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -29,8 +29,8 @@ use chrono::{DateTime, Utc};
 
 use super::{State, error, load, resolve};
 use crate::config::ProbeKind;
-use crate::history::doc::{Doc, PathSeries};
-use crate::history::{PathKey, Point};
+use crate::history::Point;
+use crate::history::doc::{Doc, PathSeries, Selection};
 use crate::render::escape::xml;
 use crate::render::heatmap::{Options, Order, View, heatmap_svg};
 use crate::render::smoke;
@@ -391,12 +391,13 @@ fn kind_of(q: &BTreeMap<String, String>) -> Result<Option<ProbeKind>, Response> 
     }
 }
 
-/// The history of the paths matching `want` and `kind` since `since`, on a blocking
-/// thread; `Err` is a response (no history kept, or a store error).
+/// The selected paths' history ([`History::select`](crate::history::History::select))
+/// on a blocking thread; `Err` is a response (no history kept, or a store error).
 #[allow(clippy::result_large_err)]
 async fn series(
     state: &Arc<State>,
-    want: impl Fn(&PathKey) -> bool + Send + 'static,
+    which: Selection,
+    kind: Option<ProbeKind>,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<(PathSeries, Vec<Point>)>, Response> {
     let state = state.clone();
@@ -407,14 +408,7 @@ async fn series(
                     .to_string(),
             );
         };
-        let runs: HashMap<DateTime<Utc>, String> =
-            h.runs().map_err(|e| e.to_string())?.into_iter().collect();
-        let mut out = Vec::new();
-        for k in h.paths().into_iter().filter(|k| want(k)) {
-            let points = h.path(&k, since).map_err(|e| e.to_string())?;
-            out.push((PathSeries::of(&k, &points, &runs), points));
-        }
-        Ok(out)
+        h.select(&which, kind, since).map_err(|e| e.to_string())
     })
     .await;
     match read {
@@ -448,14 +442,12 @@ pub(super) async fn history_json(
             }
         },
     };
-    let (source, target, region) = (
-        q.get("source").cloned(),
-        q.get("target").cloned(),
-        q.get("region").cloned(),
-    );
-    let what = match (&source, &target, &region) {
-        (Some(s), Some(t), None) => format!("the path {s} → {t}"),
-        (None, None, Some(r)) => format!("a path from or to {r}"),
+    let which = match (q.get("source"), q.get("target"), q.get("region")) {
+        (Some(s), Some(t), None) => Selection::Path {
+            source: s.clone(),
+            target: t.clone(),
+        },
+        (None, None, Some(r)) => Selection::Region(r.clone()),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -463,15 +455,8 @@ pub(super) async fn history_json(
             );
         }
     };
-    let want = move |k: &PathKey| {
-        let which = match (&source, &target, &region) {
-            (Some(s), Some(t), _) => &k.source == s && &k.target == t,
-            (_, _, Some(r)) => &k.source == r || &k.target == r,
-            _ => false,
-        };
-        which && kind.is_none_or(|want| k.kind == want)
-    };
-    match series(&state, want, since).await {
+    let what = which.describe();
+    match series(&state, which, kind, since).await {
         Ok(v) if v.is_empty() => error(
             StatusCode::NOT_FOUND,
             format!(
@@ -498,10 +483,11 @@ pub(super) async fn path_page(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let (s, t) = (source.clone(), target.clone());
-    let want =
-        move |k: &PathKey| k.source == s && k.target == t && kind.is_none_or(|w| k.kind == w);
-    let found = match series(&state, want, None).await {
+    let which = Selection::Path {
+        source: source.clone(),
+        target: target.clone(),
+    };
+    let found = match series(&state, which, kind, None).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -653,27 +639,27 @@ pub(super) async fn reads_need_token(
     if !state.settings.auth_reads || !read || request.uri().path() == "/healthz" {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    let ok = match presented.as_deref() {
-        Some(v) if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") => {
-            state.settings.token.matches(&v[7..])
-        }
-        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case(b"basic ") => {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(&v[6..])
-                .ok()
-                .and_then(|d| {
-                    let colon = d.iter().position(|b| *b == b':')?;
-                    Some(state.settings.token.matches(&d[colon + 1..]))
-                })
-                .unwrap_or(false)
-        }
-        _ => false,
-    };
+    let token = &state.settings.token;
+    let headers = request.headers();
+    // A bearer token as a push presents it, or the password of HTTP Basic auth.
+    let ok = super::extract::check_token(headers, token).is_ok()
+        || headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .and_then(|v| {
+                v.get(..6)
+                    .filter(|s| s.eq_ignore_ascii_case(b"basic "))
+                    .map(|_| &v[6..])
+            })
+            .and_then(|b64| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b64).ok()
+            })
+            .and_then(|d| {
+                let colon = d.iter().position(|b| *b == b':')?;
+                Some(token.matches(&d[colon + 1..]))
+            })
+            .unwrap_or(false);
     if ok {
         return next.run(request).await;
     }
