@@ -12,8 +12,8 @@
 //!   while health checks and pushes of others are timed (target: none slower than
 //!   1 s), when the server closes the slow ones, and how long SIGTERM takes with
 //!   slow clients still connected.
-//! - `memory`: 32 pushes of 7 MB at once, of two shapes (many samples per path, many
-//!   paths): the server's peak resident memory (target: under 256 MiB), with
+//! - `memory`: 32 pushes of 7 MB at once, of two shapes (31 paths of 37,000 samples;
+//!   13,330 paths of 10 samples): the server's peak resident memory (target: under 256 MiB), with
 //!   clients that honour `503` + `Retry-After` as agents do.
 //!
 //! Run with `cargo bench --bench serve` (all), or name scenarios and options after
@@ -788,10 +788,10 @@ fn memory(o: &Options) {
             .map(|i| {
                 let mut r = report(&names, i, 1, e);
                 match shape {
-                    // 31 paths of about 32,000 samples.
+                    // 31 paths of 37,000 samples.
                     "samples" => {
                         for (k, p) in r.paths.iter_mut().enumerate() {
-                            let s = synthetic_samples(20_000 + k as u64 * 10, 3, 400, 32_000);
+                            let s = synthetic_samples(20_000 + k as u64 * 10, 3, 400, 37_000);
                             *p = PathEntry::from_samples(
                                 &p.source,
                                 &p.target,
@@ -801,11 +801,11 @@ fn memory(o: &Options) {
                             );
                         }
                     }
-                    // About 10,000 paths of 10 samples: 330 targets in each region.
+                    // 13,330 paths of 10 samples: 430 targets in each region.
                     _ => {
                         let base = std::mem::take(&mut r.paths);
                         for p in &base {
-                            for t in 0..330 {
+                            for t in 0..430 {
                                 let s = synthetic_samples(20_000 + t, 0, 400, 10);
                                 let spec =
                                     format!("10.{}.{}.{}:862", t % 250, t / 250, k_of(&p.target));

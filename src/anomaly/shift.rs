@@ -34,26 +34,43 @@ use crate::run::{Anomaly, Severity, Unit};
 
 pub struct Shift;
 
-/// A run of more paths than this is judged without its past (about 300 bytes a path
-/// are held for it: 75 MB here, a 500-region fleet).
+/// A run whose paths stand for more pairs (source, target, kind) than this is judged
+/// without its past (about 300 bytes a pair are held for it: 75 MB here, a 500-region
+/// fleet). Several targets of one pair count once: the history keeps one path per pair.
 pub const MAX_PATHS: usize = 250_000;
 
 /// What a run of a series is judged against: its paths' last [`window`] runs in
-/// `history`; `None` for a run of more than [`MAX_PATHS`] paths, which is judged alone
+/// `history`; `None` for a run of more than [`MAX_PATHS`] pairs, which is judged alone
 /// (logged). Scheduled sweeps and serve's assembly both read it here.
 pub fn past(
     history: &crate::history::History,
     run: &crate::run::Run,
     thresholds: &Thresholds,
 ) -> Result<Option<super::Recent>, crate::history::HistoryError> {
-    if run.paths.len() > MAX_PATHS {
+    let pairs = pairs(run);
+    if pairs > MAX_PATHS {
         tracing::warn!(
-            paths = run.paths.len(),
-            "shift: a run of more than {MAX_PATHS} paths is judged without its paths' past"
+            pairs,
+            "shift: a run of more than {MAX_PATHS} pairs of regions is judged without its paths' past"
         );
         return Ok(None);
     }
     history.recent(run.started_at, window(thresholds)).map(Some)
+}
+
+/// How many pairs (source, target, kind) the paths of `run` stand for: neighbours in
+/// the run's order that share one count once (a run out of order counts more).
+fn pairs(run: &crate::run::Run) -> usize {
+    let mut n = 0;
+    let mut last: Option<(&str, &str, crate::config::ProbeKind)> = None;
+    for p in &run.paths {
+        let key = (p.source.as_str(), p.target.as_str(), p.kind);
+        if last != Some(key) {
+            n += 1;
+            last = Some(key);
+        }
+    }
+    n
 }
 
 /// How many earlier runs a run of a series is judged against: what to read from the
@@ -238,6 +255,23 @@ mod tests {
     fn out_of_band(hist: &[f64], run: &[u64]) -> Option<bool> {
         let h: Vec<(f64, bool)> = hist.iter().map(|&v| (v, false)).collect();
         judge(&h, run)
+    }
+
+    #[test]
+    fn several_targets_of_a_pair_count_once() {
+        let mut run = crate::anomaly::testkit::Mesh::symmetric(&["a", "b", "c"], 20.0).run();
+        assert_eq!(pairs(&run), 6);
+        // A second target of a -> b, beside the first in the run's order.
+        let at = run
+            .paths
+            .iter()
+            .position(|p| p.source == "a" && p.target == "b")
+            .expect("a -> b");
+        let mut other = run.paths[at].clone();
+        other.target_spec.push('9');
+        run.paths.insert(at + 1, other);
+        assert_eq!(run.paths.len(), 7);
+        assert_eq!(pairs(&run), 6);
     }
 
     #[test]

@@ -644,3 +644,129 @@ fn short_tokens_are_refused() {
         r.stderr
     );
 }
+
+/// Reports of several targets per pair of regions and of two kinds, their paths in no
+/// particular order, whose replies decide which target stands for each pair (the most
+/// replies; of equals, the first target): the run `serve` assembles, which holds only
+/// those paths while it analyses, is byte for byte the run that merging the whole
+/// reports and analysing them makes (what `latmap aggregate` does), findings
+/// included, and `/metrics` shows the histogram of the path that stands for each pair.
+#[test]
+fn a_served_run_of_many_targets_per_pair_is_the_run_the_whole_reports_make() {
+    use latmap::config::ProbeKind;
+    use latmap::report::{PathEntry, synthetic_samples};
+    let dir = Dir::new();
+    lab(&dir);
+    let (_server, addr) = serve(&dir, 0, &["--deadline", "60s"]);
+    let fleet = names(6);
+    let e = recent(1);
+    let id = latmap::schedule::run_dir_name(e.parse().expect("epoch"));
+    // A fixed sequence (xorshift) decides losses, delays and the paths' order.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let fleet_ref: Vec<&str> = fleet.iter().map(String::as_str).collect();
+    let mut reports = Vec::new();
+    for (i, region) in fleet.iter().enumerate() {
+        let mut r = report(region, &fleet_ref, 1);
+        r.paths.clear();
+        for (j, target) in fleet.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for kind in [ProbeKind::Udp, ProbeKind::Icmp] {
+                for t in 0..3u64 {
+                    let spec = match kind {
+                        ProbeKind::Udp => format!("10.0.{j}.{t}:862"),
+                        _ => format!("10.0.{j}.{t}"),
+                    };
+                    // Each target of a pair has its own delay, so the one that stands
+                    // for the pair shows in the findings; r05 is slow from everywhere,
+                    // and r00 -> r01 loses most probes.
+                    let mut rtt = 10_000 + 4_000 * i.abs_diff(j) as u64 + 7_000 * t;
+                    if j == 5 {
+                        rtt += 300_000;
+                    }
+                    let lost = if (i, j) == (0, 1) {
+                        6
+                    } else {
+                        next(3) as usize
+                    };
+                    let s = synthetic_samples(rtt, lost, 300 + next(500), 10);
+                    r.paths
+                        .push(PathEntry::from_samples(region, target, kind, &spec, s));
+                }
+            }
+        }
+        // No particular order in the file.
+        for k in (1..r.paths.len()).rev() {
+            let other = next(k as u64 + 1) as usize;
+            r.paths.swap(k, other);
+        }
+        reports.push(r);
+    }
+    let statuses = push_all(
+        addr,
+        reports.iter().map(|r| push_body(&e, r.clone())).collect(),
+    );
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
+    until(Duration::from_secs(60), "the run complete", || {
+        runs(addr)
+            .iter()
+            .any(|r| r["id"] == id.as_str() && r["complete"] == true && r["paths"] == 180)
+            .then_some(())
+    });
+    let mut whole = latmap::run::Run::from_reports(&reports).expect("merge");
+    whole.id = id.clone();
+    whole.anomalies = latmap::anomaly::analyse(&whole, &Default::default());
+    assert!(
+        whole.anomalies.len() >= 3,
+        "the reports should raise findings: {:?}",
+        whole.anomalies
+    );
+    let expected = dir.join("whole.json");
+    whole.write(&expected).expect("write");
+    let served = std::fs::read_to_string(dir.join(&format!("data/runs/{id}/run.json")))
+        .expect("the served run");
+    assert_eq!(
+        served,
+        std::fs::read_to_string(&expected).expect("read"),
+        "the served run is the run of the whole reports"
+    );
+    // /metrics: each pair's histogram is its standing path's.
+    let metrics = get(addr, "/metrics").body;
+    for (i, j) in [(0usize, 1usize), (2, 5), (4, 3)] {
+        let stands = whole
+            .paths
+            .iter()
+            .filter(|p| p.source == fleet[i] && p.target == fleet[j] && p.kind == ProbeKind::Udp)
+            .fold(None::<&PathEntry>, |best, p| match best {
+                Some(b) if !latmap::run::stands_for_pair(p, b) => Some(b),
+                _ => Some(p),
+            })
+            .expect("a path");
+        let labels = format!(
+            "source=\"{}\",target=\"{}\",kind=\"udp\"",
+            fleet[i], fleet[j]
+        );
+        let sum = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("latmap_path_rtt_seconds_sum{{{labels}}} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no sum for {labels} in\n{metrics}"));
+        // The sum of the standing path's samples (the run file keeps them).
+        let file =
+            latmap::run::Run::read(&dir.join(&format!("data/runs/{id}/run.json"))).expect("read");
+        let p = file
+            .paths
+            .iter()
+            .find(|p| p.key() == stands.key())
+            .expect("the path");
+        let want = p.samples_us.iter().flatten().sum::<u64>() as f64 / 1e6;
+        assert!((sum - want).abs() < 1e-9, "{labels}: {sum} against {want}");
+    }
+}

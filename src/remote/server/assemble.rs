@@ -6,10 +6,12 @@
 //! batch, never once per report. A build that fails (a full disk) is retried with
 //! exponential backoff, and the log says why it failed.
 //!
-//! A build holds the fleet's paths without their samples (the analysis needs only the
-//! statistics; each push hands its report over that way, or it is read from disk),
-//! and writes `run.json` by copying every path's text from the stored reports in the
-//! run's order, so a run is never held whole in memory and no report is parsed twice.
+//! A build holds a [`Digest`] of each report, not the report: the path that stands for
+//! each (source, target, kind), without samples, which is all the analysis, the history
+//! and `/metrics` read, and the run's order of the report's other paths as indices.
+//! It writes `run.json` by copying every path's text from the stored reports in that
+//! order, so the memory of a build grows with the fleet's pairs, not with the paths
+//! or samples pushed, and no report is parsed twice.
 //! Runs on its own thread; at start it finishes what a restart interrupted (loads the
 //! run listings, cleans up, and assembles the epochs whose run is missing or behind
 //! their reports) while the server already answers.
@@ -22,8 +24,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::anomaly;
-use crate::report::RegionReport;
-use crate::run::{Run, RunRegion, path_order};
+use crate::config::ProbeKind;
+use crate::report::{PathEntry, RegionReport};
+use crate::run::{Run, RunRegion, stands_for_pair};
 
 use super::super::metrics::{Latest, RttHistogram};
 use super::super::store::{Store, StoreError, chain};
@@ -46,21 +49,137 @@ pub(super) struct Stored {
     pub region: String,
     /// The regions the report lists: its prober's view of the fleet.
     pub fleet: Vec<String>,
-    /// The report without its samples, as stored (same paths in the same order).
-    pub slim: RegionReport,
+    /// What a build needs of the report.
+    pub digest: Digest,
     /// Where each path's text is in the stored file.
     pub ranges: Vec<Range<usize>>,
-    /// The RTT histogram of each path, in the report's order (for `/metrics`).
-    pub rtt: Vec<RttHistogram>,
 }
 
-/// A report handed over by a push: without samples, with where its paths' text is in
-/// its file, and its estimated size.
-struct Cached {
+/// What a build needs of one report, whatever its number of paths and samples: the
+/// paths that stand for a pair ([`stands_for_pair`]: one per target region and kind,
+/// without samples), their RTT histograms, and the run's order of all of the file's
+/// paths.
+pub(super) struct Digest {
+    /// The report with only the paths that stand for a pair, without samples.
     report: RegionReport,
-    ranges: Option<Vec<Range<usize>>>,
-    /// The RTT histogram of each of the report's paths.
+    /// The RTT histogram of each of `report.paths` (same order), for `/metrics`.
     rtt: Vec<RttHistogram>,
+    /// Every path of the file, as its index there, grouped by target region; a group
+    /// is in the run's order ([`crate::run::path_order`]: kind, target, index), and
+    /// the groups go in the run's order of their regions at the build.
+    groups: Vec<(String, Vec<u32>)>,
+    /// How many paths the file holds.
+    paths: usize,
+}
+
+impl Digest {
+    /// The digest of a report read or received whole (its samples are needed for the
+    /// histograms of the paths that stand for a pair).
+    pub(super) fn of(mut report: RegionReport) -> Digest {
+        let all = std::mem::take(&mut report.paths);
+        let paths = all.len();
+        let mut order: Vec<u32> = (0..u32::try_from(paths).unwrap_or(u32::MAX)).collect();
+        let key = |i: u32| {
+            let p = &all[i as usize];
+            (p.target.as_str(), p.kind, p.target_spec.as_str(), i)
+        };
+        order.sort_unstable_by(|&a, &b| key(a).cmp(&key(b)));
+        let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+        // Of the paths of a target and kind, in the run's order, the first with the
+        // most replies (the rule the graph applies).
+        let mut standing: Vec<u32> = Vec::new();
+        for &i in &order {
+            let p = &all[i as usize];
+            match groups.last_mut() {
+                Some((target, group)) if *target == p.target => group.push(i),
+                _ => groups.push((p.target.clone(), vec![i])),
+            }
+            match standing.last_mut() {
+                Some(s)
+                    if all[*s as usize].target == p.target && all[*s as usize].kind == p.kind =>
+                {
+                    if stands_for_pair(p, &all[*s as usize]) {
+                        *s = i;
+                    }
+                }
+                _ => standing.push(i),
+            }
+        }
+        drop(order);
+        let mut at = vec![u32::MAX; paths];
+        for (k, &i) in standing.iter().enumerate() {
+            at[i as usize] = k as u32;
+        }
+        let mut kept: Vec<Option<PathEntry>> = Vec::with_capacity(standing.len());
+        kept.resize_with(standing.len(), || None);
+        for (i, p) in all.into_iter().enumerate() {
+            if let Some(slot) = kept.get_mut(at[i] as usize) {
+                *slot = Some(p);
+            }
+        }
+        let mut rtt = Vec::with_capacity(kept.len());
+        report.paths = kept
+            .into_iter()
+            .flatten()
+            .map(|mut p| {
+                rtt.push(RttHistogram::of(&p.samples_us));
+                p.drop_samples();
+                p.resolve_error = None;
+                p
+            })
+            .collect();
+        for (_, group) in &mut groups {
+            group.shrink_to_fit();
+        }
+        Digest {
+            report,
+            rtt,
+            groups,
+            paths,
+        }
+    }
+
+    /// The regions the report lists: its prober's view of the fleet.
+    pub(super) fn fleet(&self) -> Vec<String> {
+        self.report.regions.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// The memory it takes, roughly.
+    fn size(&self) -> usize {
+        let r = &self.report;
+        r.paths
+            .iter()
+            .map(|p| 400 + p.source.len() + p.target.len() + 2 * p.target_spec.len())
+            .sum::<usize>()
+            + 64 * r.regions.len()
+            + std::mem::size_of_val(self.rtt.as_slice())
+            + self
+                .groups
+                .iter()
+                .map(|(t, g)| 48 + t.len() + 4 * g.len())
+                .sum::<usize>()
+    }
+}
+
+/// The run's order of a report's paths (indices into its file) from its digest's
+/// groups, given each region's place in the run.
+fn order_of(groups: &[(String, Vec<u32>)], at: &impl Fn(&str) -> usize) -> Vec<usize> {
+    let mut groups: Vec<(usize, &str, &[u32])> = groups
+        .iter()
+        .map(|(t, g)| (at(t), t.as_str(), g.as_slice()))
+        .collect();
+    groups.sort_unstable();
+    groups
+        .into_iter()
+        .flat_map(|(_, _, g)| g.iter().map(|&i| i as usize))
+        .collect()
+}
+
+/// A report handed over by a push: its digest, where its paths' text is in its file,
+/// and its estimated size.
+struct Cached {
+    digest: Digest,
+    ranges: Option<Vec<Range<usize>>>,
     size: usize,
 }
 
@@ -137,31 +256,6 @@ struct Assembler {
     last_build: Duration,
 }
 
-/// The memory a report without samples and its histograms take, roughly.
-fn estimate(r: &RegionReport, rtt: &[RttHistogram]) -> usize {
-    r.paths
-        .iter()
-        .map(|p| {
-            400 + p.source.len()
-                + p.target.len()
-                + 2 * p.target_spec.len()
-                + p.resolve_error.as_ref().map_or(0, String::len)
-        })
-        .sum::<usize>()
-        + 64 * r.regions.len()
-        + std::mem::size_of_val(rtt)
-}
-
-/// `report` with only what a build needs: no samples nor resolution errors (the
-/// run's text is copied from the stored file; the analysis uses the statistics).
-pub(super) fn slim(mut report: RegionReport) -> RegionReport {
-    for p in &mut report.paths {
-        p.drop_samples();
-        p.resolve_error = None;
-    }
-    report
-}
-
 impl Assembler {
     fn store(&self) -> &Store {
         &self.state.store
@@ -235,17 +329,15 @@ impl Assembler {
                 if let Ok(r) = self.store().report(&id, region) {
                     fleet.extend(r.regions.iter().map(|x| x.name.clone()));
                     fleet.insert(r.region.clone());
-                    let rtt = RttHistogram::of_paths(&r.paths);
-                    let report = slim(r);
-                    let size = estimate(&report, &rtt);
+                    let digest = Digest::of(r);
+                    let size = digest.size();
                     if self.cached_bytes + size <= CACHE_BYTES {
                         self.cached_bytes += size;
                         cached.insert(
                             region.clone(),
                             Cached {
-                                report,
+                                digest,
                                 ranges: None,
-                                rtt,
                                 size,
                             },
                         );
@@ -287,7 +379,7 @@ impl Assembler {
         let mut fleet = s.fleet;
         fleet.push(s.region.clone());
         let expected = self.expected(fleet);
-        let size = estimate(&s.slim, &s.rtt);
+        let size = s.digest.size();
         let keep = self.cached_bytes + size <= CACHE_BYTES;
         let e = self.epochs.entry(s.id).or_insert_with(|| Epoch {
             have: BTreeSet::new(),
@@ -302,9 +394,8 @@ impl Assembler {
         e.expected.extend(expected);
         if keep {
             let c = Cached {
-                report: s.slim,
+                digest: s.digest,
                 ranges: Some(s.ranges),
-                rtt: s.rtt,
                 size,
             };
             if let Some(old) = e.cached.insert(s.region, c) {
@@ -381,23 +472,18 @@ impl Assembler {
     ) -> Result<RunListing, AssembleError> {
         let started = Instant::now();
         let store = self.store();
-        let mut reports = Vec::new();
+        let mut digests = Vec::new();
         let mut ranges: BTreeMap<String, Vec<Range<usize>>> = BTreeMap::new();
-        let mut rtt: BTreeMap<String, Vec<RttHistogram>> = BTreeMap::new();
         for (region, _) in store.reported(id)? {
             match cached.remove(&region) {
                 Some(c) => {
                     if let Some(r) = c.ranges {
                         ranges.insert(region.clone(), r);
                     }
-                    rtt.insert(region.clone(), c.rtt);
-                    reports.push(c.report);
+                    digests.push(c.digest);
                 }
                 None => match store.report(id, &region) {
-                    Ok(r) => {
-                        rtt.insert(region.clone(), RttHistogram::of_paths(&r.paths));
-                        reports.push(slim(r));
-                    }
+                    Ok(r) => digests.push(Digest::of(r)),
                     Err(e) => tracing::error!(
                         "run {id}: leaving out the report of {region}: {}",
                         chain(&e)
@@ -405,10 +491,16 @@ impl Assembler {
                 },
             }
         }
-        if reports.is_empty() {
+        if digests.is_empty() {
             return Err(AssembleError::Merge("no readable report".into()));
         }
-        // The run's order of every report's paths, as indices into its file.
+        let total: usize = digests.iter().map(|d| d.paths).sum();
+        let mut reports = Vec::with_capacity(digests.len());
+        let mut rest = Vec::with_capacity(digests.len());
+        for d in digests {
+            reports.push(d.report);
+            rest.push((d.rtt, d.groups));
+        }
         let mut regions: Vec<RunRegion> = Run::regions_of(&reports);
         if let Some(known) = &self.state.settings.known {
             for name in known {
@@ -426,21 +518,68 @@ impl Assembler {
             .enumerate()
             .map(|(i, r)| (r.name.as_str(), i))
             .collect();
-        let mut parts: Vec<(usize, String, Vec<usize>)> = reports
-            .iter()
-            .map(|r| {
-                (
-                    rank.get(r.region.as_str()).copied().unwrap_or(usize::MAX),
-                    r.region.clone(),
-                    path_order(&regions, &r.paths),
-                )
-            })
-            .collect();
-        drop(rank);
-        parts.sort();
+        let at = |name: &str| rank.get(name).copied().unwrap_or(usize::MAX);
+        // Each report's share of the run, in the run's order: by region, then each
+        // one's paths by target region, kind and target. The paths that stand for a
+        // pair are put in that order too, beside their histograms and their keys.
+        struct Share {
+            source: usize,
+            part: Part,
+            rtt: Vec<RttHistogram>,
+            keys: Vec<(usize, usize, ProbeKind)>,
+        }
+        let mut shares: Vec<Share> = Vec::with_capacity(reports.len());
+        for (report, (histograms, groups)) in reports.iter_mut().zip(rest) {
+            let source = at(&report.region);
+            let mut standing: Vec<(PathEntry, RttHistogram)> = std::mem::take(&mut report.paths)
+                .into_iter()
+                .zip(histograms)
+                .collect();
+            standing.sort_by_cached_key(|(p, _)| (at(&p.target), p.kind));
+            let mut share = Share {
+                source,
+                part: Part {
+                    ranges: ranges.remove(&report.region),
+                    region: report.region.clone(),
+                    order: order_of(&groups, &at),
+                },
+                rtt: Vec::with_capacity(standing.len()),
+                keys: Vec::with_capacity(standing.len()),
+            };
+            for (p, h) in standing {
+                share.keys.push((source, at(&p.target), p.kind));
+                share.rtt.push(h);
+                report.paths.push(p);
+            }
+            shares.push(share);
+        }
+        shares.sort_by(|a, b| (a.source, &a.part.region).cmp(&(b.source, &b.part.region)));
+        let mut parts = Vec::with_capacity(shares.len());
+        let mut rtt = Vec::new();
+        let mut keys = Vec::new();
+        for s in shares {
+            parts.push(s.part);
+            rtt.extend(s.rtt);
+            keys.extend(s.keys);
+        }
         let mut run =
             Run::from_owned_reports(reports).map_err(|e| AssembleError::Merge(e.to_string()))?;
         run.id = id.to_string();
+        // The histograms are in the run's order (both are `path_order`'s); checked.
+        let lined_up = keys.len() == run.paths.len()
+            && run
+                .paths
+                .iter()
+                .zip(&keys)
+                .all(|(p, k)| (at(&p.source), at(&p.target), p.kind) == *k);
+        drop(keys);
+        drop(rank);
+        if !lined_up {
+            tracing::error!(
+                "run {id}: its paths' histograms are left out of /metrics (the run's order is not its reports')"
+            );
+            rtt.clear();
+        }
         for r in regions.into_iter().skip(run.regions.len()) {
             run.regions.push(r);
         }
@@ -456,21 +595,14 @@ impl Assembler {
             anomaly::analyse_with_history(&run, &self.state.settings.thresholds, recent.as_ref());
         drop(recent);
         let analysed = Instant::now();
-        let listing =
+        let mut listing =
             RunListing::of(id, &run).ok_or_else(|| AssembleError::Merge("bad id".into()))?;
-        let parts: Vec<Part> = parts
-            .into_iter()
-            .map(|(_, region, order)| Part {
-                ranges: ranges.remove(&region),
-                region,
-                order,
-            })
-            .collect();
-        let expected = run.paths.len();
+        // The run holds only the paths that stand for a pair; its file holds them all.
+        listing.paths = total;
         store.put_run_with(
             id,
             &run,
-            |out| copy_paths(store, id, &parts, expected, out),
+            |out| copy_paths(store, id, &parts, total, out),
             &listing,
         )?;
         if let Some(h) = &self.state.history
@@ -479,7 +611,8 @@ impl Assembler {
             tracing::error!("run {id}: not recorded in the history: {e}");
         }
         let written = Instant::now();
-        let latest = Latest::of(id, &run, &in_run_order(&parts, &rtt, run.paths.len()));
+        let rtt: Vec<Option<&RttHistogram>> = rtt.iter().map(Some).collect();
+        let latest = Latest::of(id, &run, &rtt);
         tracing::debug!(
             "run {id}: merged in {:.0} ms, analysed in {:.0} ms, written in {:.0} ms",
             (merged - started).as_secs_f64() * 1e3,
@@ -589,44 +722,19 @@ fn copy_paths(
     Ok(())
 }
 
-/// The histograms of each report's paths (by region) in the run's order, which is
-/// the parts' order; none when they do not add up to the run's `paths`.
-fn in_run_order<'h>(
-    parts: &[Part],
-    rtt: &'h BTreeMap<String, Vec<RttHistogram>>,
-    paths: usize,
-) -> Vec<Option<&'h RttHistogram>> {
-    let in_order: Vec<Option<&RttHistogram>> = parts
-        .iter()
-        .flat_map(|p| {
-            let h = rtt.get(&p.region);
-            p.order.iter().map(move |&i| h.and_then(|h| h.get(i)))
-        })
-        .collect();
-    if in_order.len() == paths {
-        in_order
-    } else {
-        Vec::new()
-    }
-}
-
 /// The RTT histograms of the paths of `run` (same order), from its stored reports,
 /// read one at a time: for the latest run after a restart, whose file is read without
-/// samples. A path whose report cannot be read, or changed, has none.
+/// samples. Only the paths that stand for a pair have one (`/metrics` shows those); so
+/// has none a path whose report cannot be read, or changed.
 pub(super) fn rtt_of_stored(store: &Store, run: &Run) -> Vec<Option<RttHistogram>> {
     let mut by_key = std::collections::HashMap::new();
     for (region, _) in store.reported(&run.id).unwrap_or_default() {
         let Ok(report) = store.report(&run.id, &region) else {
             continue;
         };
-        for p in &report.paths {
-            let key = (
-                p.source.clone(),
-                p.target.clone(),
-                p.kind,
-                p.target_spec.clone(),
-            );
-            by_key.insert(key, RttHistogram::of(&p.samples_us));
+        let d = Digest::of(report);
+        for (p, h) in d.report.paths.into_iter().zip(d.rtt) {
+            by_key.insert((p.source, p.target, p.kind, p.target_spec), h);
         }
     }
     run.paths

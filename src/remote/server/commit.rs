@@ -15,7 +15,6 @@ use tokio::sync::oneshot;
 
 use super::super::store::{Pending, Put, StoreError};
 use super::State;
-use crate::report::RegionReport;
 
 /// The most reports in one batch.
 const MAX_BATCH: usize = 1024;
@@ -23,14 +22,13 @@ const MAX_BATCH: usize = 1024;
 /// The most bytes in one batch.
 const MAX_BATCH_BYTES: usize = 64 << 20;
 
-/// One report to store, and where to send the outcome (with the report back).
+/// One report to store, and where to send the outcome.
 pub(super) struct Job {
     pub id: String,
-    /// The report without its samples (its bytes hold them), for the assembler.
-    pub report: RegionReport,
+    pub region: String,
     /// The report in the artifact layout: what the file will hold.
     pub bytes: Vec<u8>,
-    pub reply: oneshot::Sender<(Result<Put, StoreError>, RegionReport)>,
+    pub reply: oneshot::Sender<Result<Put, StoreError>>,
 }
 
 /// The committer's loop; returns when the server stops and nothing is left to store.
@@ -62,7 +60,7 @@ pub(super) fn committer(state: Arc<State>, rx: Receiver<Job>) {
                 .iter()
                 .map(|j| Pending {
                     id: &j.id,
-                    region: &j.report.region,
+                    region: &j.region,
                     bytes: &j.bytes,
                 })
                 .collect();
@@ -76,7 +74,7 @@ pub(super) fn committer(state: Arc<State>, rx: Receiver<Job>) {
         );
         for (job, result) in batch.into_iter().zip(results) {
             // A push whose client went away is stored all the same.
-            let _ = job.reply.send((result, job.report));
+            let _ = job.reply.send(result);
         }
     }
 }

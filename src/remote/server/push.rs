@@ -18,10 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 
-use super::super::metrics::RttHistogram;
 use super::super::store::{Put, chain};
 use super::super::wire::{Ack, Push};
-use super::assemble::{Stored, slim};
+use super::assemble::{Digest, Stored};
 use super::commit::Job;
 use super::extract::{Authenticated, JsonContent, LimitedBody};
 use super::{State, error};
@@ -58,7 +57,14 @@ pub(super) async fn push(
     // layout, which has a budget of its own (waited for, not refused: the push is
     // accepted already).
     drop(permit);
-    let (push, stored_bytes, ranges, rtt) = match checked {
+    let Parsed {
+        id,
+        epoch,
+        region,
+        bytes: stored_bytes,
+        ranges,
+        digest,
+    } = match checked {
         Ok(Ok(p)) => p,
         Ok(Err((reason, message))) => return refuse(reason, message),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -75,17 +81,15 @@ pub(super) async fn push(
     else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
     };
-    let id = push.run_id();
-    if let Some(message) = state.retention_refuses(&id, push.epoch) {
+    if let Some(message) = state.retention_refuses(&id, epoch) {
         return refuse(RejectReason::Expired, message);
     }
-    let region = push.region.clone();
-    let fleet: Vec<String> = push.report.regions.iter().map(|r| r.name.clone()).collect();
+    let fleet: Vec<String> = digest.fleet();
     let (reply, answer) = oneshot::channel();
     let started = Instant::now();
     let job = Job {
         id: id.clone(),
-        report: slim(push.report),
+        region: region.clone(),
         bytes: stored_bytes,
         reply,
     };
@@ -95,7 +99,7 @@ pub(super) async fn push(
             "the server is stopping; send the report again later",
         );
     }
-    let Ok((result, report)) = answer.await else {
+    let Ok(result) = answer.await else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is stopping; send the report again later",
@@ -115,9 +119,8 @@ pub(super) async fn push(
                     id: id.clone(),
                     region: region.clone(),
                     fleet,
-                    slim: report,
+                    digest,
                     ranges,
-                    rtt,
                 });
             tracing::info!(
                 "stored the report of {region} for run {id} ({:.0} ms to disk)",
@@ -158,16 +161,21 @@ pub(super) async fn push(
     }
 }
 
-/// Parses and checks a push; returns it with its report in the artifact layout (what
-/// the stored file will hold) and its paths' RTT histograms, or the rejection reason
-/// and message.
-type Parsed = (
-    Push,
-    Vec<u8>,
-    Vec<std::ops::Range<usize>>,
-    Vec<RttHistogram>,
-);
+/// A push parsed and checked.
+struct Parsed {
+    /// Its run.
+    id: String,
+    epoch: chrono::DateTime<chrono::Utc>,
+    region: String,
+    /// Its report in the artifact layout: what the stored file will hold.
+    bytes: Vec<u8>,
+    /// Where each path's text is in `bytes`.
+    ranges: Vec<std::ops::Range<usize>>,
+    /// What the assembler needs of the report.
+    digest: Digest,
+}
 
+/// Parses and checks a push; or the rejection reason and message.
 fn parse(state: &State, bytes: &[u8]) -> Result<Parsed, (RejectReason, String)> {
     let t0 = Instant::now();
     // UTF-8 checked once for the whole body, not string by string.
@@ -202,6 +210,12 @@ fn parse(state: &State, bytes: &[u8]) -> Result<Parsed, (RejectReason, String)> 
         out.len(),
         t2.elapsed().as_secs_f64() * 1e3
     );
-    let rtt = RttHistogram::of_paths(&push.report.paths);
-    Ok((push, out, ranges, rtt))
+    Ok(Parsed {
+        id: push.run_id(),
+        epoch: push.epoch,
+        region: push.region,
+        bytes: out,
+        ranges,
+        digest: Digest::of(push.report),
+    })
 }
