@@ -124,6 +124,19 @@ impl Run {
 
     /// [`Run::from_reports`], taking the reports' paths instead of copying them.
     pub fn from_owned_reports(reports: Vec<RegionReport>) -> Result<Run, AggregateError> {
+        let reports = reports.into_iter().map(|r| (r, Vec::<()>::new())).collect();
+        Run::from_owned_reports_carrying(reports).map(|(run, _)| run)
+    }
+
+    /// [`Run::from_owned_reports`], with a value beside each path of each report (the
+    /// k-th value of a report goes with its k-th path) that is put in the run's order
+    /// with its path: the second vector is as long as the run's paths, and holds
+    /// `None` for a path whose report gave fewer values than paths.
+    #[allow(clippy::type_complexity)]
+    pub fn from_owned_reports_carrying<T>(
+        reports: Vec<(RegionReport, Vec<T>)>,
+    ) -> Result<(Run, Vec<Option<T>>), AggregateError> {
+        let (reports, carried): (Vec<RegionReport>, Vec<Vec<T>>) = reports.into_iter().unzip();
         let first = reports.first().ok_or(AggregateError::Empty)?;
         let (first_started, first_finished) = (first.started_at, first.finished_at);
         let mut regions = Run::regions_of(&reports);
@@ -139,12 +152,15 @@ impl Run {
             .unwrap_or(first_finished);
         let mut probers = BTreeMap::new();
         let mut paths = Vec::with_capacity(reports.iter().map(|r| r.paths.len()).sum());
+        let mut beside: Vec<Option<T>> = Vec::with_capacity(paths.capacity());
         let index: std::collections::HashMap<String, usize> = regions
             .iter()
             .enumerate()
             .map(|(i, r)| (r.name.clone(), i))
             .collect();
-        for report in reports {
+        for (report, carried) in reports.into_iter().zip(carried) {
+            let mut carried = carried.into_iter();
+            beside.extend(report.paths.iter().map(|_| carried.next()));
             if probers
                 .insert(report.region.clone(), report.prober)
                 .is_some()
@@ -164,8 +180,9 @@ impl Run {
                 paths.push(p);
             }
         }
-        sort_paths(&regions, &mut paths);
-        Ok(Run {
+        let order = path_order(&regions, &paths);
+        put_in_order(order, &mut paths, &mut beside);
+        let run = Run {
             schema: RUN_SCHEMA.to_string(),
             id: run_id(started_at),
             started_at,
@@ -174,7 +191,8 @@ impl Run {
             probers,
             paths,
             anomalies: Vec::new(),
-        })
+        };
+        Ok((run, beside))
     }
 
     /// A run of the given regions and paths (no prober health, no anomalies), for runs
@@ -297,9 +315,15 @@ impl Versioned for Run {
 /// Orders paths by source region, target region (in `regions` order), kind and target,
 /// in place.
 fn sort_paths(regions: &[RunRegion], paths: &mut [PathEntry]) {
-    let mut order = path_order(regions, paths);
-    // Position k takes the path at order[k]: follow each cycle of the permutation,
-    // swapping, so that a million paths are never copied.
+    let order = path_order(regions, paths);
+    put_in_order::<()>(order, paths, &mut []);
+}
+
+/// Puts `paths` (and what is `beside` them, when as long) in `order`: position k
+/// takes the path at `order[k]`. Follows each cycle of the permutation, swapping, so
+/// that a million paths are never copied.
+fn put_in_order<T>(mut order: Vec<usize>, paths: &mut [PathEntry], beside: &mut [T]) {
+    let carry = beside.len() == paths.len();
     for k in 0..order.len() {
         if order[k] == k {
             continue;
@@ -312,6 +336,9 @@ fn sort_paths(regions: &[RunRegion], paths: &mut [PathEntry]) {
                 break;
             }
             paths.swap(at, from);
+            if carry {
+                beside.swap(at, from);
+            }
             at = from;
         }
     }
@@ -406,6 +433,35 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn values_carried_beside_paths_follow_them_into_the_run_order() {
+        // Each path carries its own (source, target, kind); the second report gives
+        // one value fewer than it has paths.
+        let tag = |p: &PathEntry| format!("{} {} {:?}", p.source, p.target, p.kind);
+        let c = report("c", &["a", "b"]);
+        let a = report("a", &["b", "c"]);
+        let c_tags: Vec<String> = c.paths.iter().map(tag).collect();
+        let mut a_tags: Vec<String> = a.paths.iter().map(tag).collect();
+        let short = a_tags.pop().unwrap();
+        let (run, beside) =
+            Run::from_owned_reports_carrying(vec![(c, c_tags), (a, a_tags)]).unwrap();
+        assert_eq!(beside.len(), run.paths.len());
+        let mut missing = 0;
+        for (p, v) in run.paths.iter().zip(&beside) {
+            match v {
+                Some(v) => assert_eq!(v, &tag(p)),
+                None => {
+                    assert_eq!(tag(p), short);
+                    missing += 1;
+                }
+            }
+        }
+        assert_eq!(missing, 1);
+        let plain =
+            Run::from_owned_reports(vec![report("c", &["a", "b"]), report("a", &["b", "c"])]);
+        assert_eq!(plain.unwrap().paths, run.paths);
     }
 
     #[test]

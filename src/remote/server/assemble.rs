@@ -24,7 +24,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::anomaly;
-use crate::config::ProbeKind;
 use crate::report::{PathEntry, RegionReport};
 use crate::run::{Run, RunRegion, stands_for_pair};
 
@@ -39,9 +38,12 @@ const RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the retention is applied when nothing is assembled.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// The most memory, estimated, that reports handed over by pushes may hold while
-/// they wait for their build; past it, reports are read from disk when built.
-const CACHE_BYTES: usize = 512 << 20;
+/// The most memory, estimated, that the digests of reports handed over by pushes
+/// may hold while they wait for their build; past it, reports are read from disk
+/// when built. A digest holds a report's standing paths (one per target region and
+/// kind) without samples, about 600 KB at 1,000 regions, so a whole 1,000-region
+/// sweep stays within it and is never read back.
+const CACHE_BYTES: usize = 1 << 30;
 
 /// A report stored by a push, handed to the assembler.
 pub(super) struct Stored {
@@ -519,67 +521,33 @@ impl Assembler {
             .map(|(i, r)| (r.name.as_str(), i))
             .collect();
         let at = |name: &str| rank.get(name).copied().unwrap_or(usize::MAX);
-        // Each report's share of the run, in the run's order: by region, then each
-        // one's paths by target region, kind and target. The paths that stand for a
-        // pair are put in that order too, beside their histograms and their keys.
-        struct Share {
-            source: usize,
-            part: Part,
-            rtt: Vec<RttHistogram>,
-            keys: Vec<(usize, usize, ProbeKind)>,
-        }
-        let mut shares: Vec<Share> = Vec::with_capacity(reports.len());
-        for (report, (histograms, groups)) in reports.iter_mut().zip(rest) {
-            let source = at(&report.region);
-            let mut standing: Vec<(PathEntry, RttHistogram)> = std::mem::take(&mut report.paths)
-                .into_iter()
-                .zip(histograms)
-                .collect();
-            standing.sort_by_cached_key(|(p, _)| (at(&p.target), p.kind));
-            let mut share = Share {
-                source,
-                part: Part {
+        // Each report's share of the run's file, in the run's order: by region, then
+        // each one's paths by target region, kind and target.
+        let mut parts: Vec<(usize, Part)> = reports
+            .iter()
+            .zip(&rest)
+            .map(|(report, (_, groups))| {
+                let part = Part {
                     ranges: ranges.remove(&report.region),
                     region: report.region.clone(),
-                    order: order_of(&groups, &at),
-                },
-                rtt: Vec::with_capacity(standing.len()),
-                keys: Vec::with_capacity(standing.len()),
-            };
-            for (p, h) in standing {
-                share.keys.push((source, at(&p.target), p.kind));
-                share.rtt.push(h);
-                report.paths.push(p);
-            }
-            shares.push(share);
-        }
-        shares.sort_by(|a, b| (a.source, &a.part.region).cmp(&(b.source, &b.part.region)));
-        let mut parts = Vec::with_capacity(shares.len());
-        let mut rtt = Vec::new();
-        let mut keys = Vec::new();
-        for s in shares {
-            parts.push(s.part);
-            rtt.extend(s.rtt);
-            keys.extend(s.keys);
-        }
-        let mut run =
-            Run::from_owned_reports(reports).map_err(|e| AssembleError::Merge(e.to_string()))?;
-        run.id = id.to_string();
-        // The histograms are in the run's order (both are `path_order`'s); checked.
-        let lined_up = keys.len() == run.paths.len()
-            && run
-                .paths
-                .iter()
-                .zip(&keys)
-                .all(|(p, k)| (at(&p.source), at(&p.target), p.kind) == *k);
-        drop(keys);
+                    order: order_of(groups, &at),
+                };
+                (at(&report.region), part)
+            })
+            .collect();
+        parts.sort_by(|a, b| (a.0, &a.1.region).cmp(&(b.0, &b.1.region)));
+        let parts: Vec<Part> = parts.into_iter().map(|(_, p)| p).collect();
         drop(rank);
-        if !lined_up {
-            tracing::error!(
-                "run {id}: its paths' histograms are left out of /metrics (the run's order is not its reports')"
-            );
-            rtt.clear();
-        }
+        // The paths that stand for a pair are put in the run's order with their
+        // histograms.
+        let reports = reports
+            .into_iter()
+            .zip(rest)
+            .map(|(report, (histograms, _))| (report, histograms))
+            .collect();
+        let (mut run, rtt) = Run::from_owned_reports_carrying(reports)
+            .map_err(|e| AssembleError::Merge(e.to_string()))?;
+        run.id = id.to_string();
         for r in regions.into_iter().skip(run.regions.len()) {
             run.regions.push(r);
         }
@@ -611,7 +579,7 @@ impl Assembler {
             tracing::error!("run {id}: not recorded in the history: {e}");
         }
         let written = Instant::now();
-        let rtt: Vec<Option<&RttHistogram>> = rtt.iter().map(Some).collect();
+        let rtt: Vec<Option<&RttHistogram>> = rtt.iter().map(Option::as_ref).collect();
         let latest = Latest::of(id, &run, &rtt);
         tracing::debug!(
             "run {id}: merged in {:.0} ms, analysed in {:.0} ms, written in {:.0} ms",
