@@ -26,20 +26,36 @@ fn is_control(c: char) -> bool {
 
 /// Inline Markdown text, safe in a paragraph, a heading, a list item and a table cell
 /// (CommonMark and GitHub Flavored Markdown): HTML is shown, not interpreted (`<`, `>`
-/// and `&` become entities), the characters that start emphasis, links, images, code,
-/// strikethrough, math, headings and table cells are backslash-escaped, and line breaks
-/// and other control characters become one space or U+FFFD, so the text stays on its
-/// line.
+/// and `&` become entities), the characters that start emphasis, links, autolinks,
+/// images, code, strikethrough, math, headings and table cells are backslash-escaped
+/// (`@` always, `:` before anything but a space, so `host:port` reads `host\:port` in
+/// the file, and shows as it was), and line breaks and other control characters
+/// become one space or U+FFFD, so the text stays on its line.
 pub fn markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for (i, c) in s.chars().enumerate() {
+    let mut chars = s.chars().enumerate().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
         match c {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' | '$' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' | '~' | '$' | '@' => {
                 out.push('\\');
                 out.push(c);
+            }
+            // GitHub's autolinks: `http://`, `mailto:x` and the like need a bare `:`
+            // before a non-space, an e-mail address a bare `@` (escaped above), and
+            // `www.` a bare dot after it; escaped, they stay text (a `:` before a
+            // space or at the end cannot start one, and is left for the reader).
+            ':' if next.is_some_and(|n| !n.is_whitespace()) => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' if out.len() >= 3
+                && out.as_bytes()[out.len() - 3..].eq_ignore_ascii_case(b"www") =>
+            {
+                out.push_str("\\.");
             }
             // At the start of a cell or a list item these start a list or a heading
             // underline; elsewhere they are plain.
@@ -188,7 +204,11 @@ mod tests {
             ),
             ("a|b", "a\\|b"),
             ("**bold** _it_", "\\*\\*bold\\*\\* \\_it\\_"),
-            ("[x](http://e)", "\\[x\\](http://e)"),
+            ("[x](http://e)", "\\[x\\](http\\://e)"),
+            ("www.x WwW.y wwx.z", "www\\.x WwW\\.y wwx.z"),
+            ("a@b:c d: e:", "a\\@b\\:c d: e:"),
+            // A dot after multi-byte characters (fuzzing found the slice that split one).
+            ("éé. →→. éwww.", "éé. →→. éwww\\."),
             ("![i](u)", "\\!\\[i\\](u)"),
             ("`code`", "\\`code\\`"),
             ("a\n### h", "a \\#\\#\\# h"),
@@ -199,6 +219,54 @@ mod tests {
             ("a\\", "a\\\\"),
         ] {
             assert_eq!(markdown(input), expected, "{input:?}");
+        }
+    }
+
+    /// What a GitHub Flavored Markdown renderer (comrak, with GitHub's extensions and
+    /// `$` math) makes of `text`, in a paragraph and in a table cell.
+    fn rendered(text: &str) -> [String; 2] {
+        let mut o = comrak::Options::default();
+        o.extension.strikethrough = true;
+        o.extension.table = true;
+        o.extension.autolink = true;
+        o.extension.tasklist = true;
+        o.extension.footnotes = true;
+        o.extension.math_dollars = true;
+        [
+            comrak::markdown_to_html(&format!("x {text} y\n"), &o),
+            comrak::markdown_to_html(&format!("| a | b |\n| --- | --- |\n| {text} | z |\n"), &o),
+        ]
+    }
+
+    #[test]
+    fn hostile_text_renders_as_text_in_a_real_markdown_renderer() {
+        for input in [
+            "<img src=x onerror=alert(1)>",
+            "<script>alert(1)</script>",
+            "http://evil.example/login",
+            "HTTPS://evil.example",
+            "ftp://evil.example",
+            "www.evil.example",
+            "WWW.evil.example",
+            "ops@evil.example",
+            "mailto:ops@evil.example",
+            "xmpp:ops@evil.example",
+            "[x](http://e) ![i](u) [^1] [ ]",
+            "**b** _i_ ~~s~~ ~s~ $x$ `c` ^s^",
+            "a | b || c",
+            "a\n# h\n- li",
+            "<http://evil.example>",
+            "&lt;b&gt; &#60;b&#62;",
+        ] {
+            for html in rendered(&markdown(input)) {
+                for tag in [
+                    "<a", "<img", "<script", "<em", "<strong", "<del", "<code", "<h1", "<li",
+                    "<sup", "<span", "<section", "<input",
+                ] {
+                    assert!(!html.contains(tag), "{input:?} -> {html:?}");
+                }
+                assert!(html.matches("<td").count() <= 2, "{input:?} -> {html:?}");
+            }
         }
     }
 
