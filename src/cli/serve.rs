@@ -44,7 +44,8 @@ pub struct Args {
     pub keep_for: Option<Duration>,
     /// Refuse (400) a report whose sweep epoch is more than DURATION ahead of this
     /// server's clock: a far-future run would otherwise stay the latest for good.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
+    /// At most 1 day.
+    #[arg(long, value_name = "DURATION", value_parser = crate::remote::server::skew_arg, default_value = "5m")]
     pub max_skew: Duration,
     /// Connections served at once; more are answered 503 with Retry-After (capped by
     /// the open-file limit, which the server raises to its maximum).

@@ -65,10 +65,28 @@ pub struct Settings {
     pub auth_reads: bool,
 }
 
+/// The largest `--max-skew`: a clock more than a day off is broken, and a longer
+/// allowance would let a forged far-future run stay the latest for that long.
+pub const MAX_SKEW_CAP: Duration = Duration::from_secs(24 * 3600);
+
+/// `--max-skew`: a duration of at most [`MAX_SKEW_CAP`].
+pub fn skew_arg(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a number and a unit, like \"5m\" or \"30s\""))?;
+    if d > MAX_SKEW_CAP {
+        return Err(format!(
+            "{s:?} is more than {}; fix the agents' clocks (NTP) instead of allowing more skew",
+            humantime::format_duration(MAX_SKEW_CAP)
+        ));
+    }
+    Ok(d)
+}
+
 /// The server's limits against slow, many and large clients (see docs/security.md).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// How far ahead of the server's clock a sweep's epoch may be.
+    /// How far ahead of the server's clock a sweep's epoch may be (at most
+    /// [`MAX_SKEW_CAP`]).
     pub max_skew: Duration,
     /// Connections served at once; more get `503`.
     pub max_connections: usize,
@@ -152,7 +170,11 @@ impl State {
 
     /// The latest epoch the server takes: its clock plus the allowed skew.
     fn newest_epoch(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::TimeDelta::from_std(self.settings.limits.max_skew).unwrap_or_default()
+        let skew = self.settings.limits.max_skew.min(MAX_SKEW_CAP);
+        let skew = chrono::TimeDelta::from_std(skew).unwrap_or(chrono::TimeDelta::MAX);
+        Utc::now()
+            .checked_add_signed(skew)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Whether run `id` is from a time the server can believe (not ahead of its clock

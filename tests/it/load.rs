@@ -645,6 +645,32 @@ fn short_tokens_are_refused() {
     );
 }
 
+/// A skew so large that the server's newest epoch would leave the calendar is refused
+/// at start with what to do (it used to make every push panic).
+#[test]
+fn a_skew_past_its_cap_is_refused_at_start() {
+    let dir = Dir::new();
+    lab(&dir);
+    dir.write("token", "0123456789abcdef0123\n");
+    for skew in ["270000years", "2days", "300000000years"] {
+        let r = dir.latmap(&[
+            "serve",
+            "--token-file",
+            "token",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-skew",
+            skew,
+        ]);
+        assert_eq!(r.status, Some(2), "{skew}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("--max-skew") && r.stderr.contains("fix the agents' clocks"),
+            "{skew}: {}",
+            r.stderr
+        );
+    }
+}
+
 /// Reports of several targets per pair of regions and of two kinds, their paths in no
 /// particular order, whose replies decide which target stands for each pair (the most
 /// replies; of equals, the first target): the run `serve` assembles, which holds only
