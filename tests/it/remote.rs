@@ -1,6 +1,7 @@
 //! Continuous operation on loopback: `latmap serve` and `latmap agent` as real processes
 //! over real sockets, with the lab.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -367,6 +368,28 @@ fn pushes_are_authenticated_limited_validated_and_stored_once() {
     refused(&big, 413, "limit of 65536 bytes");
     let huge = push_body(epoch, report("a", &["a", "b"], 20_000));
     refused(&post(addr, &[auth, JSON], &huge), 413, "limit");
+    // A body that breaks (a bad chunk; fewer bytes than declared, then the end) is
+    // malformed, not too large.
+    for (framing, body) in [
+        ("Transfer-Encoding: chunked", "zz\r\n{}\r\n0\r\n\r\n"),
+        ("Content-Length: 100", "{}"),
+    ] {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        let head = format!(
+            "POST /v1/reports HTTP/1.1\r\nHost: x\r\nAuthorization: {BEARER}\r\nContent-Type: application/json\r\n{framing}\r\n\r\n{body}"
+        );
+        s.write_all(head.as_bytes()).expect("send");
+        s.shutdown(std::net::Shutdown::Write).expect("half-close");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 400") && answer.contains("\"malformed\""),
+            "{framing}: {answer}"
+        );
+        assert!(answer.contains("could not be read"), "{framing}: {answer}");
+    }
     refused(
         &post(addr, &[auth, JSON], b"{\"schema\": \"latmap.push/1\", "),
         400,
@@ -477,7 +500,8 @@ fn pushes_are_authenticated_limited_validated_and_stored_once() {
         ("unauthorized", 5),
         ("unsupported_media_type", 1),
         ("too_large", 2),
-        ("malformed", 2),
+        // Two broken bodies and two that are not envelopes.
+        ("malformed", 4),
         ("invalid", 5),
         ("conflict", 1),
     ] {

@@ -172,7 +172,15 @@ impl FromRequest<Arc<State>> for LimitedBody {
                 permit,
                 peer,
             }),
-            Ok(Err(_)) => Err(too_large()),
+            Ok(Err(e)) if over_limit(&e) => Err(too_large()),
+            // A broken chunk, or a body that ends before its declared length.
+            Ok(Err(e)) => Err(state.refuse(
+                peer,
+                Refusal::new(
+                    RejectReason::Malformed,
+                    format!("the body could not be read: {e}; send it whole, as declared"),
+                ),
+            )),
             Err(_) => Err(state.refuse(
                 peer,
                 Refusal::new(
@@ -185,4 +193,16 @@ impl FromRequest<Arc<State>> for LimitedBody {
             )),
         }
     }
+}
+
+/// Whether reading a body failed because it passed its limit (not because it broke).
+fn over_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
