@@ -39,7 +39,7 @@ pub use lab::NETNS_MAX_REGIONS;
 pub use load::{load, parse};
 pub use ops::schedule_problem;
 pub use ops::{DiffThresholds, ScheduleSettings};
-pub use region_name::{MAX_NAME_LEN, RegionName, is_bidi_control};
+pub use region_name::{MAX_NAME_LEN, MAX_REGIONS, RegionName, is_bidi_control};
 pub use thresholds::{
     DetectorId, DetectorSet, LimitResolver, PairRule, PathLimits, RegionPattern, Thresholds,
 };

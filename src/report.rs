@@ -18,7 +18,7 @@ mod check;
 
 pub use check::{
     Invalid, MAX_SAMPLE_US, first_duplicate, list as name_list, location as check_location,
-    name as check_name, regions as check_regions,
+    name as check_name, prober_quantiles, regions as check_regions,
 };
 
 /// The schema tag of a region report.

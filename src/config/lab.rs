@@ -10,7 +10,7 @@ use super::matrix::NamedMatrix;
 use super::raw::{At, Problem, RawConfig, Span, Table};
 use super::suggest::closest;
 use super::validate::CheckedRegion;
-use super::{LabFault, LabMode, LabSettings, LabSource, Region, SquareMatrix};
+use super::{LabFault, LabMode, LabSettings, LabSource, MAX_REGIONS, Region, SquareMatrix};
 
 /// Most regions of a netns lab: region N (1-based) has 198.18.N.0/24 and 198.19.N.2.
 pub const NETNS_MAX_REGIONS: usize = 255;
@@ -122,6 +122,22 @@ pub(super) fn lab(
         Some(matrix_key) => matrix_lab(lab, raw, &matrix_key, checked, input, out),
         None => geo_lab(lab, raw, checked, out),
     };
+    if let Some(regions) = &regions
+        && regions.len() > MAX_REGIONS
+        && raw.regions.len() <= MAX_REGIONS
+    {
+        // (More [[region]] tables than that are reported where they are.)
+        let at = lab
+            .text(&MATRIX)
+            .map_or(lab.span.clone(), |m| m.span.clone());
+        out.push(Problem::new(
+            at,
+            format!(
+                "this lab has {} regions; a fleet holds at most {MAX_REGIONS}, so use a smaller matrix",
+                regions.len()
+            ),
+        ));
+    }
     if let (Some(LabMode::Netns), Some(regions)) = (mode, &regions)
         && regions.len() > NETNS_MAX_REGIONS
     {

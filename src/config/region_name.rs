@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 /// Longest region name, in characters.
 pub const MAX_NAME_LEN: usize = 63;
 
+/// The most regions a fleet, a region report or a run may list. A run's drawings and
+/// pages grow with the square of its regions (a 1,000-region heatmap is a million
+/// cells); without a cap one small report listing many invented regions would make
+/// every read of its run huge.
+pub const MAX_REGIONS: usize = 1000;
+
 /// A region's name that follows the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -346,6 +346,27 @@ fn a_netns_lab_takes_every_kind_and_at_most_255_regions() {
     // The loopback lab has no such limit.
     let loopback = format!("[lab]\n{}", regions(NETNS_MAX_REGIONS + 1));
     assert!(problems(&loopback).is_empty());
+    // A fleet has at most MAX_REGIONS, whatever it runs on: the first one too many
+    // is pointed at.
+    let regions = |n: usize| {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "[[region]]\nname = \"r{i}\"\nlocation = {{ lat = 0, lon = {} }}\n",
+                    i as f64 / 10.0
+                )
+            })
+            .collect::<String>()
+    };
+    let most = format!("[lab]\n{}", regions(crate::config::MAX_REGIONS));
+    assert!(problems(&most).is_empty());
+    let over = format!("[lab]\n{}", regions(crate::config::MAX_REGIONS + 2));
+    let got = problems(&over);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("t.toml:3002:1: this is region number 1001; a fleet holds at most 1000 regions, so remove 2 of them"),
+        "{got:?}"
+    );
 }
 
 #[test]

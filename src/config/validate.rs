@@ -12,7 +12,7 @@ use super::diag::LineIndex;
 use super::keys::{location as loc, probe as keys, region as reg};
 use super::raw::{At, Problem, RawConfig, RawRegion, Span, Table};
 use super::suggest::{closest, list};
-use super::{Host, Location, ProbeKind, ProbeSettings, Region, RegionName, Target};
+use super::{Host, Location, MAX_REGIONS, ProbeKind, ProbeSettings, Region, RegionName, Target};
 
 /// A region that passed its own checks, with where its name is.
 #[derive(Debug, Clone)]
@@ -145,8 +145,18 @@ pub(super) fn regions(
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
     let mut lines: Option<LineIndex<'_>> = None;
     let mut checked = Vec::new();
-    for r in &raw.regions {
+    for (i, r) in raw.regions.iter().enumerate() {
         let t = &r.table;
+        if i == MAX_REGIONS {
+            out.push(Problem::new(
+                t.span.clone(),
+                format!(
+                    "this is region number {}; a fleet holds at most {MAX_REGIONS} regions, so remove {} of them",
+                    i + 1,
+                    raw.regions.len() - MAX_REGIONS
+                ),
+            ));
+        }
         let name = match t.text(&reg::NAME) {
             None => {
                 if !t.is_broken(&reg::NAME) {

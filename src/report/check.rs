@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 pub use crate::artifact::Invalid;
-use crate::config::{Location, MAX_TIMEOUT, RegionName};
+use crate::config::{Location, MAX_REGIONS, MAX_TIMEOUT, RegionName};
 use crate::stats::RttSummary;
 
 use super::{PathEntry, RegionInfo, RegionReport, loss_fields};
@@ -57,6 +57,14 @@ pub fn regions<'a>(
 ) -> Result<HashSet<&'a str>, Invalid> {
     let mut names = HashSet::new();
     for (i, (n, loc)) in list.enumerate() {
+        if i == MAX_REGIONS {
+            return Err(Invalid::new(
+                format!("{field}[{i}]"),
+                format!(
+                    "more than {MAX_REGIONS} regions are listed; latmap maps fleets of at most {MAX_REGIONS} regions"
+                ),
+            ));
+        }
         // The field is named only when something is wrong (a fleet lists its regions
         // in every report: this runs a million times for a thousand regions).
         if let Some(problem) = RegionName::problem(n) {
@@ -265,6 +273,17 @@ impl PathEntry {
                 ),
             );
         }
+        let probes = u128::from(self.sent) + u128::from(self.send_failed);
+        if u128::from(self.lagged) > probes {
+            return bad(
+                "lagged",
+                format!(
+                    "lagged ({}) is more than the {probes} probes of {}",
+                    self.lagged,
+                    what()
+                ),
+            );
+        }
         if self.syn_retries > self.received {
             return bad(
                 "syn_retries",
@@ -444,6 +463,7 @@ impl RegionReport {
             }
             p.check(&at)?;
         }
+        prober(&self.prober, &self.paths)?;
         if let Some(i) = first_duplicate(&self.paths) {
             let p = &self.paths[i];
             return Err(Invalid::new(
@@ -456,6 +476,56 @@ impl RegionReport {
         }
         Ok(())
     }
+}
+
+/// The prober's health as a report gives it: quantiles in order
+/// ([`prober_quantiles`]), and no more late sends than the report's paths made probes.
+fn prober(h: &crate::probe::ProberHealth, paths: &[PathEntry]) -> Result<(), Invalid> {
+    prober_quantiles(h, "prober")?;
+    let probes: u128 = paths
+        .iter()
+        .map(|p| u128::from(p.sent) + u128::from(p.send_failed))
+        .sum();
+    if u128::from(h.lagged_sends) > probes {
+        return Err(Invalid::new(
+            "prober.lagged_sends",
+            format!(
+                "lagged_sends ({}) is more than the {probes} probes of the report's paths",
+                h.lagged_sends
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A prober's send lag and receive gap quantiles are in order (p50 ≤ p99 ≤ max, mean
+/// ≤ max), as `at` (`prober`, `probers.REGION`) gives them; for reports and runs.
+pub fn prober_quantiles(h: &crate::probe::ProberHealth, at: &str) -> Result<(), Invalid> {
+    let order = |fields: &[(&str, u64)]| -> Result<(), Invalid> {
+        for w in fields.windows(2) {
+            let ((a, x), (b, y)) = (w[0], w[1]);
+            if x > y {
+                return Err(Invalid::new(
+                    format!("{at}.{a}"),
+                    format!("{a} ({x}) is more than {b} ({y})"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    order(&[
+        ("send_lag_p50_us", h.send_lag_p50_us),
+        ("send_lag_p99_us", h.send_lag_p99_us),
+        ("send_lag_max_us", h.send_lag_max_us),
+    ])?;
+    order(&[
+        ("send_lag_mean_us", h.send_lag_mean_us),
+        ("send_lag_max_us", h.send_lag_max_us),
+    ])?;
+    order(&[
+        ("receive_gap_p50_us", h.receive_gap_p50_us),
+        ("receive_gap_p99_us", h.receive_gap_p99_us),
+    ])
 }
 
 /// The index of a path whose key an earlier path has, if any: the keys' hashes are
@@ -564,6 +634,8 @@ mod tests {
             (|p| p.send_failed = 1, "paths[0].sent"),
             (|p| p.refused = 2, "paths[0].refused"),
             (|p| p.syn_retries = 4, "paths[0].syn_retries"),
+            (|p| p.lagged = u64::MAX, "paths[0].lagged"),
+            (|p| p.lagged = 5, "paths[0].lagged"),
             (
                 |p| p.samples_us[0] = Some(61_000_000),
                 "paths[0].samples_us[0]",
@@ -670,5 +742,45 @@ mod tests {
         let mut r = report("a", &["a", "b"], &["b"]);
         r.paths[0].source = "b".into();
         assert_eq!(r.check(None).unwrap_err().field, "paths[0].source");
+    }
+
+    #[test]
+    fn a_fleet_has_at_most_max_regions() {
+        let names: Vec<String> = (0..=MAX_REGIONS).map(|i| format!("r{i}")).collect();
+        let listed: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            report("r0", &listed[..MAX_REGIONS], &["r1"]).check(None),
+            Ok(())
+        );
+        let e = report("r0", &listed, &["r1"]).check(None).unwrap_err();
+        assert_eq!(e.field, format!("regions[{MAX_REGIONS}]"));
+        assert!(e.problem.contains("at most 1000 regions"), "{e}");
+    }
+
+    #[test]
+    fn the_probers_health_is_consistent() {
+        let good = report("a", &["a", "b"], &["b"]);
+        type Edit = fn(&mut ProberHealth);
+        let cases: &[(Edit, &str)] = &[
+            (|h| h.send_lag_p50_us = 10, "prober.send_lag_p50_us"),
+            (|h| h.send_lag_p99_us = 10, "prober.send_lag_p99_us"),
+            (|h| h.send_lag_mean_us = 10, "prober.send_lag_mean_us"),
+            (|h| h.receive_gap_p50_us = 10, "prober.receive_gap_p50_us"),
+            // One path of one probe: at most one late send.
+            (|h| h.lagged_sends = 2, "prober.lagged_sends"),
+            (|h| h.lagged_sends = u64::MAX, "prober.lagged_sends"),
+        ];
+        for (edit, field) in cases {
+            let mut r = good.clone();
+            edit(&mut r.prober);
+            assert_eq!(r.check(None).unwrap_err().field, *field);
+        }
+        let mut r = good.clone();
+        r.prober.lagged_sends = 1;
+        r.prober.send_lag_p50_us = 10;
+        r.prober.send_lag_p99_us = 20;
+        r.prober.send_lag_max_us = 20;
+        r.prober.send_lag_mean_us = 12;
+        assert_eq!(r.check(None), Ok(()));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use crate::report::{Invalid, check_regions};
+use crate::report::{Invalid, check_regions, prober_quantiles};
 
 use super::{Anomaly, Run, Subject};
 
@@ -62,13 +62,14 @@ impl Run {
             .filter(|r| r.reported)
             .map(|r| r.name.as_str())
             .collect();
-        for name in self.probers.keys() {
+        for (name, health) in &self.probers {
             if !reported.contains(name.as_str()) {
                 return Err(Invalid::new(
                     format!("probers.{name}"),
                     format!("{name:?} is not a region of the run that reported"),
                 ));
             }
+            prober_quantiles(health, &format!("probers.{name}"))?;
         }
         for (i, p) in self.paths.iter().enumerate() {
             let at = format!("paths[{i}]");
