@@ -257,6 +257,17 @@ pub enum HistoryError {
     Open { path: PathBuf, reason: String },
     #[error("the history {path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    /// Another run already holds the start time (a forged or corrupt start time):
+    /// recording this one would replace its points.
+    #[error(
+        "the history {path} already holds run {held} starting at {at}; run {run} claims the same start and is not recorded"
+    )]
+    Taken {
+        path: PathBuf,
+        held: String,
+        run: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// The history of one series of runs.
@@ -480,6 +491,26 @@ impl History {
     /// Adds `run`'s points, as the run the series calls `name` (its folder).
     pub fn add_named(&self, run: &Run, name: Option<&str>) -> Result<(), HistoryError> {
         let t = ms(run.started_at);
+        // Only the same run may replace the points held at its start time.
+        let held = {
+            let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+            match tx.open_table(RUNS) {
+                Ok(runs) => runs
+                    .get(t)
+                    .map_err(|e| self.io(e))?
+                    .map(|v| v.value().to_string()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(self.io(e)),
+            }
+        };
+        if let Some(held) = held.filter(|h| *h != run.id) {
+            return Err(HistoryError::Taken {
+                path: self.path.clone(),
+                held,
+                run: run.id.clone(),
+                at: run.started_at,
+            });
+        }
         let findings = path_findings(run);
         let mut ids = self.lock_ids();
         let mut new_keys = Vec::new();
@@ -676,8 +707,12 @@ impl History {
         let mut added = 0;
         for name in on_disk.iter().filter(|n| !have.contains(n.as_str())) {
             if let Some(run) = read(name) {
-                self.add_named(&run, Some(name))?;
-                added += 1;
+                match self.add_named(&run, Some(name)) {
+                    Ok(()) => added += 1,
+                    // One run with a forged start leaves the others recorded.
+                    Err(e @ HistoryError::Taken { .. }) => tracing::warn!("{e}"),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(added)
@@ -805,6 +840,44 @@ mod tests {
             PathEntry::from_samples("b", "a", ProbeKind::Udp, "y", samples(rtt_ms + 1)),
         ];
         Run::new(regions, paths, at(minute * 60_000))
+    }
+
+    #[test]
+    fn another_run_cannot_take_a_held_start_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join(FILE_NAME)).unwrap();
+        let mut first = run_at(5, 10);
+        first.id = "20261203T120500Z".into();
+        h.add_named(&first, Some(&first.id)).unwrap();
+        // The same run again (a rebuild) replaces its own points.
+        let mut again = run_at(5, 11);
+        again.id = first.id.clone();
+        h.add_named(&again, Some(&again.id)).unwrap();
+        // A later run whose report claims the same start is refused, and the points
+        // held stay.
+        let mut forged = run_at(5, 99);
+        forged.id = "20261203T121000Z".into();
+        let e = h.add_named(&forged, Some(&forged.id)).unwrap_err();
+        assert!(
+            matches!(e, HistoryError::Taken { ref held, .. } if held == "20261203T120500Z"),
+            "{e}"
+        );
+        let key = PathKey {
+            source: "a".into(),
+            target: "b".into(),
+            kind: ProbeKind::Udp,
+        };
+        let pts = h.path(&key, None).unwrap();
+        assert_eq!(pts.len(), 1);
+        assert_eq!(pts[0].p50_us(), Some(11_005));
+        assert_eq!(
+            h.names()
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
+            ["20261203T120500Z"]
+        );
     }
 
     #[test]

@@ -96,6 +96,13 @@ impl Push {
             ));
         }
         check_epoch(self.epoch, newest)?;
+        if self.report.finished_at > newest {
+            return Err(format!(
+                "report.finished_at {} is later than the server's clock allows (at most {}, the server's time plus --max-skew); a report is pushed after its sweep finished",
+                self.report.finished_at.to_rfc3339(),
+                newest.to_rfc3339()
+            ));
+        }
         crate::config::RegionName::new(&self.region)
             .map_err(|problem| format!("region: {problem}"))?;
         if self.report.region != self.region {

@@ -78,6 +78,14 @@ fn far_future_epochs_are_refused_and_cannot_delete_real_runs() {
         .expect("time")
         .to_rfc3339();
     refused(&push_one(addr, &ahead), 400, "--max-skew");
+    // A real epoch whose report says its sweep finished in year 9999.
+    let mut r = report("a", &["a"], 3);
+    r.finished_at = "9999-12-31T23:59:59Z".parse().expect("time");
+    refused(
+        &post(addr, &[AUTH, JSON], &push_body(&real[0], r)),
+        400,
+        "report.finished_at 9999-12-31T23:59:59+00:00 is later than the server's clock allows",
+    );
     // Nothing of them was stored; the real runs are all there, the newest is latest.
     let want: Vec<String> = real
         .iter()
