@@ -259,6 +259,12 @@ pub(crate) fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
     })
 }
 
+/// A path as a message shows it: control characters written as visible escapes
+/// (`\u{1b}`), so a file name cannot send terminal sequences.
+pub(crate) fn shown(path: &Path) -> String {
+    crate::render::escape::terminal(&path.display().to_string()).into_owned()
+}
+
 /// Writes `text` to stdout; a closed pipe (`latmap ... | head`) is not an error.
 pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     use std::io::Write;

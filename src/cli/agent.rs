@@ -91,7 +91,7 @@ pub fn run(config_path: &std::path::Path, args: Args) -> anyhow::Result<ExitCode
         args.region,
         cadence.schedule,
         args.aggregator,
-        spool_dir.display()
+        super::shown(&spool_dir)
     );
     let rt = super::runtime()?;
     let outcome = rt.block_on(async {
@@ -105,7 +105,7 @@ pub fn run(config_path: &std::path::Path, args: Args) -> anyhow::Result<ExitCode
         Some(r) => r.context("the agent stopped")?,
         None => eprintln!(
             "latmap: agent stopped; {left} report(s) stay in {} and are sent at the next start",
-            spool_dir.display()
+            super::shown(&spool_dir)
         ),
     }
     Ok(ExitCode::SUCCESS)

@@ -54,7 +54,7 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         "latmap: {} paths from {} reports written to {} (heatmaps beside it)",
         run.paths.len(),
         reports.len(),
-        args.out.display()
+        super::shown(&args.out)
     );
     Ok(args.fail.exit_code(&run))
 }

@@ -21,7 +21,7 @@ pub fn summary(config: &Config) -> String {
     let n = config.regions.len();
     let p = &config.probe;
     let kinds: Vec<&str> = p.kinds.iter().map(|k| k.as_str()).collect();
-    let _ = writeln!(s, "{}: ok", config.path.display());
+    let _ = writeln!(s, "{}: ok", super::shown(&config.path));
     let _ = writeln!(
         s,
         "  {n} regions, {} paths per kind, kinds: {}",
@@ -38,7 +38,7 @@ pub fn summary(config: &Config) -> String {
     );
     if let Some(lab) = &config.lab {
         let source = match &lab.source {
-            LabSource::Matrix { rtt_file, .. } => format!("matrix {}", rtt_file.display()),
+            LabSource::Matrix { rtt_file, .. } => format!("matrix {}", super::shown(rtt_file)),
             LabSource::Geo { inflation, base_ms } => {
                 format!("locations ({base_ms} ms + {inflation} x fiber distance)")
             }

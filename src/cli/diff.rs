@@ -137,7 +137,7 @@ fn run_files(arg: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if out.is_empty() {
         bail!(
             "{} holds no run: expected {0}/run.json, or {0}/<epoch>/run.json as `latmap sweep --every` writes",
-            arg.display()
+            super::shown(arg)
         );
     }
     Ok(out)
@@ -170,7 +170,7 @@ fn baseline_files(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
             if folder && c == current {
                 eprintln!(
                     "latmap: not using {} as a baseline: it is the run being judged",
-                    f.display()
+                    super::shown(&f)
                 );
                 continue;
             }
@@ -237,11 +237,11 @@ pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
             "{} and the current run {} have no path in common, so there is nothing to compare: the {} has regions {} \
              and the current run {}; diff runs of the same fleet and probe kinds",
             if files.len() == 1 {
-                files[0].display().to_string()
+                super::shown(&files[0]).to_string()
             } else {
                 format!("the {} baselines", files.len())
             },
-            args.current.display(),
+            super::shown(&args.current),
             if files.len() == 1 {
                 "base"
             } else {

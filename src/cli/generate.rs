@@ -50,7 +50,7 @@ pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "latmap: {} man pages written to {}",
                 written.len(),
-                dir.display()
+                super::shown(&dir)
             );
         }
     }

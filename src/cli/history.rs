@@ -167,7 +167,7 @@ fn local(
         bail!(
             "{} is not a folder of runs: give the folder `latmap sweep --every` writes into, \
              a `latmap serve` data folder, or an aggregator's URL",
-            dir.display()
+            super::shown(dir)
         );
     }
     let series = Series::detect(dir);
@@ -177,8 +177,8 @@ fn local(
     if names.is_empty() {
         bail!(
             "{} holds no run: expected {}/<run>/run.json, as `latmap sweep --every` writes",
-            dir.display(),
-            series.runs.display()
+            super::shown(dir),
+            super::shown(&series.runs)
         );
     }
     let (history, _scratch) = open(&series, rebuild)?;
@@ -247,7 +247,7 @@ fn no_such_path(want: &Selection, kind: Option<ProbeKind>, all: &[PathKey], dir:
     };
     format!(
         "the runs in {} have no history of {}{kind_note}; their regions are: {}",
-        dir.display(),
+        super::shown(dir),
         want.describe(),
         if regions.is_empty() {
             "(none)".to_string()

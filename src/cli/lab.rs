@@ -118,7 +118,7 @@ fn lab_config(config_path: &Path) -> anyhow::Result<Config> {
         bail!(
             "{} has no [lab] table, so there is no lab to run; add one (docs/lab.md), or start from \
              the repository's regions.toml",
-            config.path.display()
+            super::shown(&config.path)
         );
     }
     Ok(config)
@@ -130,7 +130,7 @@ fn up(config_path: &Path) -> anyhow::Result<ExitCode> {
     if let Some(r) = registry.find_up(&config.path) {
         bail!(
             "a lab is already up for {} (pid {}); `latmap lab status` shows it, `latmap lab down` stops it",
-            r.config.display(),
+            super::shown(&r.config),
             r.owner.pid
         );
     }
@@ -204,7 +204,7 @@ fn status(config_path: &Path, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let Some(record) = registry.find_up(&config.path) else {
         eprintln!(
             "latmap: no lab is up for {}; `latmap lab up` starts one (a sweep starts its own when none is up)",
-            config.path.display()
+            super::shown(&config.path)
         );
         return Ok(ExitCode::from(1));
     };
@@ -251,7 +251,7 @@ fn text(r: &Record, regions: bool) -> String {
         "lab {} ({} mode) for {}, {owner} ({state}), since {}",
         r.id,
         r.mode,
-        r.config.display(),
+        super::shown(&r.config),
         r.started.format("%Y-%m-%d %H:%M:%S UTC")
     );
     if let Some(core) = &r.core {
@@ -340,7 +340,7 @@ fn exec(config_path: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let Some(record) = registry.find_up(&config.path) else {
         bail!(
             "no lab is up for {}; start one with `latmap lab up` (in another terminal, or in the background)",
-            config.path.display()
+            super::shown(&config.path)
         );
     };
     if record.mode == LabMode::Loopback {
@@ -408,7 +408,7 @@ fn down(config_path: &Path, args: &DownArgs) -> anyhow::Result<ExitCode> {
             if args.all {
                 "on this machine".to_string()
             } else {
-                format!("for {}", config_path.display())
+                format!("for {}", super::shown(config_path))
             }
         );
         return Ok(ExitCode::SUCCESS);
@@ -421,7 +421,7 @@ fn down(config_path: &Path, args: &DownArgs) -> anyhow::Result<ExitCode> {
                     "latmap: removed leftover lab {} ({} namespaces) of {}",
                     r.id,
                     r.namespaces.len(),
-                    r.config.display()
+                    super::shown(&r.config)
                 ),
                 Err(e) => {
                     failed = true;

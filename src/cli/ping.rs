@@ -301,7 +301,7 @@ fn read_targets(args: &Args) -> anyhow::Result<Vec<Target>> {
             if !meta.is_file() {
                 bail!(
                     "{} is not a regular file; give a file of targets, one per line",
-                    file.display()
+                    super::shown(file)
                 );
             }
             Box::new(std::io::BufReader::new(
@@ -315,7 +315,7 @@ fn read_targets(args: &Args) -> anyhow::Result<Vec<Target>> {
             if t.is_empty() || t.starts_with('#') {
                 continue;
             }
-            texts.push((t.to_string(), format!("{}:{}", file.display(), n + 1)));
+            texts.push((t.to_string(), format!("{}:{}", super::shown(file), n + 1)));
         }
     }
     if texts.is_empty() {

@@ -51,7 +51,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         args.region,
         report.paths.len(),
         answered,
-        out.display()
+        super::shown(&out)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -96,7 +96,7 @@ pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
     eprintln!(
         "latmap: {} heatmap written to {}",
         view.as_str(),
-        out.display()
+        super::shown(&out)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -122,7 +122,7 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
         move |addr| {
             eprintln!(
                 "latmap: serving on http://{addr}, data in {}",
-                data.display()
+                super::shown(&data)
             )
         },
         super::shutdown_signal(),

@@ -109,7 +109,7 @@ fn clean_stale(out: &Path) {
                 for name in removed {
                     tracing::info!(
                         "removed {}: a write that an interrupted sweep left",
-                        dir.join(name).display()
+                        super::shown(&dir.join(name))
                     );
                 }
             }
@@ -165,7 +165,7 @@ fn scheduled(
     eprintln!(
         "latmap: sweeping {} into {}; Ctrl-C stops",
         scheduler.schedule(),
-        args.out.display()
+        super::shown(&args.out)
     );
     // The series' history, beside its runs: reconciled with the runs on disk first (a
     // run written just before a crash, runs removed while it was not running).
@@ -309,7 +309,7 @@ fn sweep_once(
         run.paths.len(),
         reports.len(),
         started.elapsed().as_secs_f64(),
-        dir.display()
+        super::shown(dir)
     );
     Ok(run)
 }

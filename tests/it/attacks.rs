@@ -390,6 +390,20 @@ fn hostile_names_are_escaped_in_every_output() {
     no_escape("aggregate", &agg.stdout);
     let svg = std::fs::read_to_string(dir.join("agg/heatmap-rtt.svg")).expect("svg");
     roxmltree::Document::parse(&svg).expect("well-formed");
+    // File names a command prints back (written to ...) are escaped too.
+    let out = "o\u{1b}[1m/run.json";
+    let agg = dir.latmap(&["aggregate", "h.json", "m.json", "-o", out]);
+    agg.assert_ok();
+    no_escape("aggregate -o", &format!("{}{}", agg.stdout, agg.stderr));
+    assert!(
+        agg.stdout.contains("o\\u{1b}[1m/run.json") || agg.stderr.contains("o\\u{1b}[1m/run.json"),
+        "{}{}",
+        agg.stdout,
+        agg.stderr
+    );
+    let render = dir.latmap(&["render", "run.json", "-o", "r\u{1b}[1m.svg"]);
+    render.assert_ok();
+    no_escape("render -o", &format!("{}{}", render.stdout, render.stderr));
 }
 
 #[test]
