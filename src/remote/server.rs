@@ -25,13 +25,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State as AxumState};
+use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
+use self::extract::{Param, Params};
 use super::Token;
 use super::metrics::{self, Counters, Latest};
 use super::reject::Refusal;
@@ -672,7 +673,7 @@ async fn load(state: &Arc<State>, id: &str) -> Result<Run, Response> {
     }
 }
 
-async fn run_json(AxumState(state): AxumState<Arc<State>>, Path(id): Path<String>) -> Response {
+async fn run_json(AxumState(state): AxumState<Arc<State>>, Param(id): Param<String>) -> Response {
     let id = match resolve(&state, &id) {
         Ok(id) => id,
         Err(r) => return r,
@@ -711,8 +712,8 @@ async fn run_json(AxumState(state): AxumState<Arc<State>>, Path(id): Path<String
 
 async fn heatmap(
     AxumState(state): AxumState<Arc<State>>,
-    Path(id): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
+    Param(id): Param<String>,
+    Params(query): Params<BTreeMap<String, String>>,
 ) -> Response {
     let view = match query.get("view").map(String::as_str).unwrap_or("rtt") {
         "rtt" => View::Rtt,
@@ -774,7 +775,7 @@ async fn heatmap(
     }
 }
 
-async fn report_md(AxumState(state): AxumState<Arc<State>>, Path(id): Path<String>) -> Response {
+async fn report_md(AxumState(state): AxumState<Arc<State>>, Param(id): Param<String>) -> Response {
     let id = match resolve(&state, &id) {
         Ok(id) => id,
         Err(r) => return r,

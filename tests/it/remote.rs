@@ -493,6 +493,18 @@ fn pushes_are_authenticated_limited_validated_and_stored_once() {
         let a = get(addr, bad);
         assert!(a.status == 404 || a.status == 400, "{bad}: {}", a.status);
     }
+    // A parameter that is not UTF-8 is refused with a reason, as JSON.
+    for bad in [
+        "/v1/runs/%FF",
+        "/runs/%FF",
+        "/paths/%FF/b",
+        "/v1/runs/%FF/heatmap.svg",
+    ] {
+        let a = get(addr, bad);
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+        let e = a.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(e.contains("UTF-8"), "{bad}: {}", a.body);
+    }
     let delta = get(addr, "/v1/runs/20261126T050000Z/heatmap.svg?view=delta");
     refused(&delta, 404, "first run");
     let metrics = get(addr, "/metrics").body;

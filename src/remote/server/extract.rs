@@ -206,3 +206,40 @@ fn over_limit(e: &axum::Error) -> bool {
     }
     false
 }
+
+/// A route's parameters (`Path`), refused as every other request is: a status and
+/// a JSON reason (`400` for `%FF` in an id), not the framework's plain text.
+pub(super) struct Param<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Param<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Param<T>, Response> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Param(v)),
+            Err(e) => Err(super::error(e.status(), e.body_text())),
+        }
+    }
+}
+
+/// A request's query (`Query`), refused with a JSON reason like [`Param`].
+pub(super) struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, Response> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(e) => Err(super::error(e.status(), e.body_text())),
+        }
+    }
+}

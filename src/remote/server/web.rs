@@ -21,12 +21,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State as AxumState};
+use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
+use super::extract::{Param, Params};
 use super::{State, error, load, resolve};
 use crate::config::ProbeKind;
 use crate::history::Point;
@@ -100,7 +101,7 @@ pub(super) async fn index(AxumState(state): AxumState<Arc<State>>) -> Response {
 /// `/runs/{id}`.
 pub(super) async fn run_page(
     AxumState(state): AxumState<Arc<State>>,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
 ) -> Response {
     match resolve(&state, &id) {
         Ok(id) => run_page_of(&state, id).await,
@@ -308,7 +309,7 @@ fn findings_html(run: &Run, body: &mut String) {
 /// `/runs`: newest first, a page at a time.
 pub(super) async fn runs_page(
     AxumState(state): AxumState<Arc<State>>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Params(q): Params<BTreeMap<String, String>>,
 ) -> Response {
     let ids: Vec<String> = {
         let index = state.index_read();
@@ -424,7 +425,7 @@ async fn series(
 /// `GET /v1/history`.
 pub(super) async fn history_json(
     AxumState(state): AxumState<Arc<State>>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Params(q): Params<BTreeMap<String, String>>,
 ) -> Response {
     let kind = match kind_of(&q) {
         Ok(k) => k,
@@ -476,8 +477,8 @@ pub(super) async fn history_json(
 /// `/paths/{source}/{target}`.
 pub(super) async fn path_page(
     AxumState(state): AxumState<Arc<State>>,
-    Path((source, target)): Path<(String, String)>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Param((source, target)): Param<(String, String)>,
+    Params(q): Params<BTreeMap<String, String>>,
 ) -> Response {
     let kind = match kind_of(&q) {
         Ok(k) => k,
