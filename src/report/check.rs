@@ -395,8 +395,14 @@ impl PathEntry {
     }
 }
 
+/// A ratio as a message shows it: plainly, or in exponent form when far out of range
+/// (a forged 1e300 is not printed as 301 digits).
 fn show(v: Option<f64>) -> String {
-    v.map_or_else(|| "null".to_string(), |v| v.to_string())
+    match v {
+        None => "null".to_string(),
+        Some(v) if v != 0.0 && !(1e-6..=1e6).contains(&v.abs()) => format!("{v:e}"),
+        Some(v) => v.to_string(),
+    }
 }
 
 impl RegionReport {
@@ -456,7 +462,7 @@ impl RegionReport {
                 return Err(Invalid::new(
                     format!("{at}.target"),
                     format!(
-                        "region {:?} is not among the report's regions; list every region probed in \"regions\"",
+                        "region {} is not among the report's regions; list every region probed in \"regions\"",
                         crate::config::quote(&p.target)
                     ),
                 ));
@@ -742,6 +748,19 @@ mod tests {
         let mut r = report("a", &["a", "b"], &["b"]);
         r.paths[0].source = "b".into();
         assert_eq!(r.check(None).unwrap_err().field, "paths[0].source");
+    }
+
+    #[test]
+    fn messages_show_numbers_and_names_once() {
+        assert_eq!(show(Some(1e300)), "1e300");
+        assert_eq!(show(Some(-3.5)), "-3.5");
+        assert_eq!(show(Some(0.0)), "0");
+        assert_eq!(show(None), "null");
+        let e = report("a", &["a"], &["nowhere"]).check(None).unwrap_err();
+        assert!(
+            e.problem.starts_with("region \"nowhere\" is not among"),
+            "{e}"
+        );
     }
 
     #[test]
