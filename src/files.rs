@@ -46,6 +46,22 @@ pub fn open_regular(path: &Path) -> io::Result<fs::File> {
     Ok(file)
 }
 
+/// The whole content of the regular file `path`, refused (`InvalidData`) past `max`
+/// bytes without reading more than that, whatever size the file claims (a sparse
+/// file, `/proc`).
+pub fn read_regular_at_most(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is larger than {} MiB", max >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The whole content of the regular file `path`.
 pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     let mut file = open_regular(path)?;

@@ -272,6 +272,10 @@ const fn like(k: Key, example: &'static str) -> Key {
 
 const INF: f64 = f64::INFINITY;
 const AT_LEAST_0: Range = Range::Closed(0.0, INF);
+/// The milliseconds a lab can add to a path: at most the longest probe timeout (a
+/// slower path is a lost one; give it a loss instead).
+pub const MAX_LAB_MS: f64 = 60_000.0;
+const LAB_MS: Range = Range::Closed(0.0, MAX_LAB_MS);
 const PERCENT: Range = Range::Closed(0.0, 100.0);
 
 /// Most probes per path per sweep.
@@ -341,11 +345,11 @@ section! {
         MODE = key("mode", Kind::Text, Default::Text("loopback"), Range::Any, r#""netns""#, "how the WAN is emulated");
         MATRIX = text("matrix", r#""lab/rtt.csv""#, "RTTs between regions (CSV)");
         LOSS = text("loss", r#""lab/loss.csv""#, "loss between regions (CSV)");
-        JITTER_MS = like(num("jitter_ms", 0.0, AT_LEAST_0, "uniform RTT noise in milliseconds"), "0.5");
+        JITTER_MS = like(num("jitter_ms", 0.0, LAB_MS, "uniform RTT noise in milliseconds"), "0.5");
         PORT = like(int("port", 8620, Range::Whole(0, u16::MAX as i128), "UDP port of every region's reflector"), "8620");
         SEED = like(int("seed", 1, Range::Whole(0, u64::MAX as i128), "seed of the lab's random loss and jitter"), "1");
-        INFLATION = like(num("inflation", 1.6, Range::Closed(1.0, INF), "factor on the fibre distance in a geo lab"), "1.6");
-        BASE_MS = like(num("base_ms", 1.0, AT_LEAST_0, "fixed RTT added to every path in a geo lab"), "1.0");
+        INFLATION = like(num("inflation", 1.6, Range::Closed(1.0, 100.0), "factor on the fibre distance in a geo lab"), "1.6");
+        BASE_MS = like(num("base_ms", 1.0, LAB_MS, "fixed RTT added to every path in a geo lab"), "1.0");
         FAULT = table("fault", Kind::Tables, "faults injected into the lab");
     }
 }
@@ -356,7 +360,7 @@ section! {
         SOURCE = text("source", r#""us-west-2""#, "the region the path starts from");
         TARGET = text("target", r#""eu-central-1""#, "the region the path goes to");
         BOTH_DIRECTIONS = flag("both_directions", "also apply to the reverse direction");
-        EXTRA_MS = like(num("extra_ms", 0.0, AT_LEAST_0, "extra RTT in milliseconds"), "120.0");
+        EXTRA_MS = like(num("extra_ms", 0.0, LAB_MS, "extra RTT in milliseconds"), "120.0");
         LOSS_PCT = like(num("loss_pct", 0.0, PERCENT, "extra loss in percent"), "5.0");
     }
 }

@@ -22,19 +22,25 @@ use super::{Config, LabMode, Region, keys, thresholds};
 /// Syntax errors beyond this many are summarised in one line.
 const MAX_SYNTAX_ERRORS: usize = 10;
 
+/// The largest configuration or matrix file read: a matrix of the most regions
+/// ([`super::MAX_REGIONS`]) takes about 10 MiB; a larger file is refused before it
+/// is read whole.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let bytes = crate::files::read_regular(path).map_err(|e| ConfigError {
-        diagnostics: vec![Diagnostic {
-            file: file.clone(),
-            line: 1,
-            column: 1,
-            message: format!(
-                "cannot read {file}: {e}; check the path and that the file is readable"
-            ),
-        }],
-    })?;
+    let bytes =
+        crate::files::read_regular_at_most(path, MAX_FILE_BYTES).map_err(|e| ConfigError {
+            diagnostics: vec![Diagnostic {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "cannot read {file}: {e}; check the path and that the file is readable"
+                ),
+            }],
+        })?;
     let text = utf8(&bytes, &file).map_err(|d| ConfigError {
         diagnostics: vec![d],
     })?;
@@ -200,7 +206,7 @@ fn read_matrix(
     let resolved: PathBuf = dir.join(written);
     let csv_file = resolved.display().to_string();
     files.add(&csv_file);
-    let bytes = match crate::files::read_regular(&resolved) {
+    let bytes = match crate::files::read_regular_at_most(&resolved, MAX_FILE_BYTES) {
         Ok(bytes) => bytes,
         Err(e) => {
             let hint = if Path::new(written).is_absolute() {

@@ -305,7 +305,7 @@ fn value(cell: &str, unit: Unit) -> Result<Option<f64>, String> {
     .unwrap_or(cell);
     let fix = match unit {
         Unit::RttMs => {
-            "write a number of milliseconds >= 0, like 12.5, or leave the cell empty for no path"
+            "write a number of milliseconds from 0 to 60000, like 12.5 (a slower path is a lost one: give it a loss), or leave the cell empty for no path"
         }
         Unit::LossPct => "write a percentage from 0 to 100, like 0.5, or leave the cell empty",
     };
@@ -314,7 +314,7 @@ fn value(cell: &str, unit: Unit) -> Result<Option<f64>, String> {
         Err(_) => return Err(format!("{cell:?} is not {}; {fix}", unit.noun())),
     };
     let ok = match unit {
-        Unit::RttMs => v.is_finite() && v >= 0.0,
+        Unit::RttMs => v.is_finite() && (0.0..=super::keys::MAX_LAB_MS).contains(&v),
         Unit::LossPct => (0.0..=100.0).contains(&v),
     };
     if ok {

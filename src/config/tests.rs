@@ -381,7 +381,7 @@ fn lab_rules() {
         ),
         (
             lab("jitter_ms = -1"),
-            Some("jitter_ms is out of range; use a number >= 0"),
+            Some("jitter_ms is out of range; use a number from 0 to 60000"),
         ),
         (lab("port = 65536"), Some("port is out of range")),
         (
@@ -390,7 +390,7 @@ fn lab_rules() {
         ),
         (
             lab("inflation = 0.9"),
-            Some("inflation is out of range; use a number >= 1"),
+            Some("inflation is out of range; use a number from 1 to 100"),
         ),
         (lab("base_ms = -0.1"), Some("base_ms is out of range")),
         (lab("loss = \"loss.csv\""), Some("loss needs a matrix")),
@@ -543,6 +543,19 @@ fn matrix_lab_rules() {
     let regions = "[[region]]\nname = \"c\"\n[[region]]\nname = \"a\"\n";
     for (text, files, expected) in [
         ("[lab]\nmatrix = \"rtt.csv\"", vec![("rtt.csv", RTT)], None),
+        // What a lab adds to a path is bounded (its reflectors once panicked on 1e23).
+        (
+            "[lab]\nmatrix = \"rtt.csv\"",
+            vec![("rtt.csv", ",a,b,c\na,,1e23,5\nb,5,,5\nc,5,5,\n")],
+            Some(
+                "rtt.csv:2:4: 1e23 is out of range; write a number of milliseconds from 0 to 60000",
+            ),
+        ),
+        (
+            "[lab]\nmatrix = \"rtt.csv\"\njitter_ms = 1e300",
+            vec![("rtt.csv", RTT)],
+            Some("t:3:13: jitter_ms is out of range; use a number from 0 to 60000"),
+        ),
         (
             "[lab]\nmatrix = \"m/rtt.csv\"\nloss = \"m/loss.csv\"",
             vec![
@@ -679,6 +692,31 @@ fn an_unreadable_matrix_does_not_stop_other_checks() {
         messages[1].starts_with("fault names an unknown region \"c\""),
         "{messages:#?}"
     );
+}
+
+#[test]
+fn a_huge_matrix_or_configuration_is_refused_unread() {
+    // Sparse: the size is claimed, not written.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("rtt.csv");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len((64 << 20) + 1))
+        .expect("sparse file");
+    let config = dir.path().join("regions.toml");
+    std::fs::write(&config, "[lab]\nmatrix = \"rtt.csv\"\n").expect("write");
+    let err = super::load::load(&config).expect_err("too large");
+    assert_eq!(err.diagnostics.len(), 1, "{err}");
+    let d = &err.diagnostics[0];
+    assert_eq!((d.line, d.column), (2, 10), "{err}");
+    assert!(
+        d.message.starts_with("cannot read rtt.csv: it is larger than 64 MiB"),
+        "{err}"
+    );
+    std::fs::File::create(&config)
+        .and_then(|f| f.set_len((64 << 20) + 1))
+        .expect("sparse file");
+    let err = super::load::load(&config).expect_err("too large");
+    assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
 }
 
 #[test]

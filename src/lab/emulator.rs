@@ -209,9 +209,12 @@ impl Model {
             return Fate::Lose;
         }
         let noise = stream.jitter(self.jitter_ms / 2.0);
-        Fate::Hold(Duration::from_secs_f64(
-            ((rtt_ms / 2.0) + noise).max(0.0) / 1000.0,
-        ))
+        // The configuration bounds every term (`MAX_LAB_MS`); a sum past what a
+        // duration holds is lost, never a panic.
+        match Duration::try_from_secs_f64(((rtt_ms / 2.0) + noise).max(0.0) / 1000.0) {
+            Ok(d) => Fate::Hold(d),
+            Err(_) => Fate::Lose,
+        }
     }
 }
 

@@ -65,7 +65,11 @@ impl Impairment for LabImpairment {
         }
         let noise = stream.jitter(self.jitter_ms);
         drop(stream);
-        let rtt = Duration::from_secs_f64((rtt_ms + noise).max(0.0) / 1000.0);
+        // The configuration bounds every term (`MAX_LAB_MS`); a sum past what a
+        // duration holds is dropped, never a panic.
+        let Ok(rtt) = Duration::try_from_secs_f64((rtt_ms + noise).max(0.0) / 1000.0) else {
+            return Fate::Drop;
+        };
         let inbound = rtt / 2;
         Fate::Deliver {
             inbound,
