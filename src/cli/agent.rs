@@ -94,18 +94,33 @@ pub fn run(config_path: &std::path::Path, args: Args) -> anyhow::Result<ExitCode
         super::shown(&spool_dir)
     );
     let rt = super::runtime()?;
+    let held = agent::HeldReports::new(args.spool_max);
     let outcome = rt.block_on(async {
         tokio::select! {
-            r = agent::run(&config, index, &cadence, spool.clone(), &delivery) => Some(r),
+            r = agent::run(&config, index, &cadence, spool.clone(), &delivery, &held) => Some(r),
             _ = super::shutdown_signal() => None,
         }
     });
+    // A last try to spool what a full disk held back.
+    held.flush(&spool, &tokio::sync::Notify::new());
     let left = spool.pending().map(|p| p.len()).unwrap_or(0);
+    let lost = held.len();
+    if lost > 0 {
+        tracing::error!(
+            "{lost} report(s) held in memory, because the spool disk refused them, are lost with this stop; free space in {}",
+            super::shown(&spool_dir)
+        );
+    }
     match outcome {
         Some(r) => r.context("the agent stopped")?,
         None => eprintln!(
-            "latmap: agent stopped; {left} report(s) stay in {} and are sent at the next start",
-            super::shown(&spool_dir)
+            "latmap: agent stopped; {left} report(s) stay in {} and are sent at the next start{}",
+            super::shown(&spool_dir),
+            if lost > 0 {
+                format!("; {lost} held in memory (the disk refused them) are lost")
+            } else {
+                String::new()
+            }
         ),
     }
     Ok(ExitCode::SUCCESS)

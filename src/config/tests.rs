@@ -709,7 +709,8 @@ fn a_huge_matrix_or_configuration_is_refused_unread() {
     let d = &err.diagnostics[0];
     assert_eq!((d.line, d.column), (2, 10), "{err}");
     assert!(
-        d.message.starts_with("cannot read rtt.csv: it is larger than 64 MiB"),
+        d.message
+            .starts_with("cannot read rtt.csv: it is larger than 64 MiB"),
         "{err}"
     );
     std::fs::File::create(&config)

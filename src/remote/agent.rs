@@ -196,6 +196,7 @@ pub async fn run(
     cadence: &Cadence,
     spool: Spool,
     delivery: &Delivery,
+    held: &HeldReports,
 ) -> Result<(), AgentError> {
     let sender = Sender::new(delivery)?;
     let wake = Arc::new(Notify::new());
@@ -207,8 +208,9 @@ pub async fn run(
         delivery.backoff_max,
         wake.clone(),
         done.clone(),
+        held.clone(),
     ));
-    let swept = sweep_loop(config, index, cadence, &spool, &wake).await;
+    let swept = sweep_loop(config, index, cadence, &spool, &wake, held).await;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     wake.notify_one();
     if let Err(e) = swept {
@@ -229,9 +231,9 @@ async fn sweep_loop(
     cadence: &Cadence,
     spool: &Spool,
     wake: &Notify,
+    held: &HeldReports,
 ) -> Result<(), AgentError> {
     let region = &config.regions[index].name;
-    let mut held = Held::new(spool.max());
     let mut scheduler = Scheduler::new(cadence.schedule.clone(), cadence.jitter)?;
     let mut n = 0u64;
     while cadence.sweeps.is_none_or(|max| n < max) {
@@ -272,10 +274,13 @@ async fn sweep_loop(
             held.add(Push::new(epoch, report));
         }
         held.flush(spool, wake);
+        // Delivered from memory if the spool refuses it.
+        wake.notify_one();
         tracing::info!("{region}: report of epoch {} done", run_dir_name(epoch));
         n += 1;
     }
-    // The last reports, if a full disk still holds them back.
+    // The last reports, if a full disk still holds them back (the delivery sends
+    // them from memory meanwhile).
     while !held.is_empty() {
         tokio::time::sleep(SPOOL_RETRY).await;
         held.flush(spool, wake);
@@ -287,8 +292,60 @@ async fn sweep_loop(
 const SPOOL_RETRY: Duration = Duration::from_secs(10);
 
 /// Reports that could not be written to the spool (a full or failing disk), kept in
-/// memory, oldest first, and written as soon as the disk takes them; bounded like the
-/// spool. Failures are logged once a minute.
+/// memory, oldest first: written as soon as the disk takes them, and meanwhile sent
+/// from memory when the spool has nothing older to send. Bounded like the spool;
+/// failures are logged once a minute. Shared by the sweeps, the delivery and the
+/// command, which says at a stop how many are lost with the process.
+#[derive(Clone)]
+pub struct HeldReports(Arc<std::sync::Mutex<Held>>);
+
+impl HeldReports {
+    /// At most `max` reports (the spool's bound).
+    pub fn new(max: usize) -> HeldReports {
+        HeldReports(Arc::new(std::sync::Mutex::new(Held::new(max))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many reports are held in memory.
+    pub fn len(&self) -> usize {
+        self.lock().pushes.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn add(&self, push: Push) {
+        self.lock().add(push);
+    }
+
+    /// Spools what it holds, oldest first, until the disk refuses.
+    pub fn flush(&self, spool: &Spool, wake: &Notify) {
+        self.lock().flush(spool, wake);
+    }
+
+    /// The oldest report held, to send from memory.
+    fn oldest(&self) -> Option<Push> {
+        self.lock().pushes.front().cloned()
+    }
+
+    /// Forgets the report of `push`'s run and region (delivered, or refused).
+    fn forget(&self, push: &Push) {
+        let mut h = self.lock();
+        if let Some(i) = h
+            .pushes
+            .iter()
+            .position(|p| p.epoch == push.epoch && p.region == push.region)
+        {
+            h.pushes.remove(i);
+        }
+    }
+}
+
 struct Held {
     pushes: std::collections::VecDeque<Push>,
     max: usize,
@@ -302,10 +359,6 @@ impl Held {
             max: max.max(1),
             quiet: Quiet::new(Duration::from_secs(60)),
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pushes.is_empty()
     }
 
     fn add(&mut self, push: Push) {
@@ -371,6 +424,7 @@ async fn deliver_loop(
     max: Duration,
     wake: Arc<Notify>,
     done: Arc<std::sync::atomic::AtomicBool>,
+    held: HeldReports,
 ) -> Result<(), AgentError> {
     let mut attempt = 0u32;
     let mut quiet = Quiet::new(Duration::from_secs(60));
@@ -390,6 +444,40 @@ async fn deliver_loop(
             }
         };
         let Some(path) = pending.into_iter().next() else {
+            // Nothing older on disk: what a full spool disk held back goes from memory.
+            if let Some(push) = held.oldest() {
+                let name = format!("{}-{}", push.run_id(), push.region);
+                let Ok(body) = serde_json::to_vec(&push) else {
+                    held.forget(&push);
+                    continue;
+                };
+                match sender.send(body).await {
+                    Outcome::Acknowledged => {
+                        held.forget(&push);
+                        attempt = 0;
+                        tracing::info!("delivered {name} from memory (the spool disk refused it)");
+                    }
+                    Outcome::Rejected(reason) => {
+                        held.forget(&push);
+                        tracing::error!(
+                            "the aggregator refused {name} ({reason}); it was held in memory, as the spool disk refused it, and is dropped"
+                        );
+                    }
+                    Outcome::Retry(reason, asked) => {
+                        let delay = match asked {
+                            Some(d) => d.min(max) + backoff(0, Duration::from_secs(1), max),
+                            None => backoff(attempt, start, max),
+                        };
+                        tracing::warn!(
+                            "cannot deliver {name} from memory ({reason}); retrying in {:.1} s",
+                            delay.as_secs_f64()
+                        );
+                        attempt = attempt.saturating_add(1);
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                continue;
+            }
             if finished {
                 return Ok(());
             }

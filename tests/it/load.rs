@@ -482,6 +482,77 @@ fn an_agent_with_a_full_spool_disk_keeps_its_reports_and_delivers_them_later() {
     );
 }
 
+/// The spool disk stays full: the agent sends what it holds in memory as soon as the
+/// aggregator answers, so nothing waits for the disk; a stop with reports still in
+/// memory (the aggregator down as well) says how many are lost.
+#[test]
+fn an_agent_with_a_full_spool_disk_delivers_from_memory_and_says_what_a_stop_loses() {
+    let _t = timing_lock();
+    let dir = Dir::new();
+    lab(&dir);
+    let Some(_mount) = Mount::tmpfs(&dir.join("spool/a"), "256k") else {
+        return;
+    };
+    std::fs::create_dir_all(dir.join("spool/a/rejected")).expect("mkdir");
+    let _filler = fill(&dir.join("spool/a"));
+    let (server, addr) = serve(&dir, 0, &["--deadline", "1s"]);
+    let mut a = agent(&dir, "a", addr, "2");
+    let status = a.wait(Duration::from_secs(90));
+    let log = a.log();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("cannot write to the spool"), "{log}");
+    assert_eq!(
+        log.matches("from memory (the spool disk refused it)")
+            .count(),
+        2,
+        "{log}"
+    );
+    until(Duration::from_secs(30), "both sweeps assembled", || {
+        let got = runs(addr)
+            .into_iter()
+            .filter(|r| {
+                r["reported"]
+                    .as_array()
+                    .is_some_and(|x| x.contains(&"a".into()))
+            })
+            .count();
+        (got == 2).then_some(())
+    });
+    // Now nobody answers either: a stop loses what memory holds, and says so.
+    drop(server);
+    let mut a = crate::service::Proc::start(
+        dir.path(),
+        "agent-a-stopped.log",
+        &[
+            "--config",
+            "lab.toml",
+            "agent",
+            "--region",
+            "a",
+            "--aggregator",
+            &format!("http://{addr}"),
+            "--token-file",
+            "token",
+            "--every",
+            "2s",
+            "--spool",
+            "spool/a",
+        ],
+    );
+    until(Duration::from_secs(60), "a report held in memory", || {
+        a.log().contains("held in memory").then_some(())
+    });
+    a.signal(Signal::SIGTERM);
+    a.wait(Duration::from_secs(30));
+    let log = a.log();
+    assert!(
+        log.contains(
+            "report(s) held in memory, because the spool disk refused them, are lost with this stop"
+        ),
+        "{log}"
+    );
+}
+
 #[test]
 fn startup_does_not_read_the_stored_runs() {
     let _t = timing_lock();
