@@ -447,9 +447,13 @@ async fn deliver_loop(
             // Nothing older on disk: what a full spool disk held back goes from memory.
             if let Some(push) = held.oldest() {
                 let name = format!("{}-{}", push.run_id(), push.region);
-                let Ok(body) = serde_json::to_vec(&push) else {
-                    held.forget(&push);
-                    continue;
+                let body = match serde_json::to_vec(&push) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("cannot encode {name} ({e}); it is dropped");
+                        held.forget(&push);
+                        continue;
+                    }
                 };
                 match sender.send(body).await {
                     Outcome::Acknowledged => {
