@@ -446,40 +446,7 @@ async fn deliver_loop(
         let Some(path) = pending.into_iter().next() else {
             // Nothing older on disk: what a full spool disk held back goes from memory.
             if let Some(push) = held.oldest() {
-                let name = format!("{}-{}", push.run_id(), push.region);
-                let body = match serde_json::to_vec(&push) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!("cannot encode {name} ({e}); it is dropped");
-                        held.forget(&push);
-                        continue;
-                    }
-                };
-                match sender.send(body).await {
-                    Outcome::Acknowledged => {
-                        held.forget(&push);
-                        attempt = 0;
-                        tracing::info!("delivered {name} from memory (the spool disk refused it)");
-                    }
-                    Outcome::Rejected(reason) => {
-                        held.forget(&push);
-                        tracing::error!(
-                            "the aggregator refused {name} ({reason}); it was held in memory, as the spool disk refused it, and is dropped"
-                        );
-                    }
-                    Outcome::Retry(reason, asked) => {
-                        let delay = match asked {
-                            Some(d) => d.min(max) + backoff(0, Duration::from_secs(1), max),
-                            None => backoff(attempt, start, max),
-                        };
-                        tracing::warn!(
-                            "cannot deliver {name} from memory ({reason}); retrying in {:.1} s",
-                            delay.as_secs_f64()
-                        );
-                        attempt = attempt.saturating_add(1);
-                        tokio::time::sleep(delay).await;
-                    }
-                }
+                attempt = deliver_held(&push, &sender, &held, attempt, start, max).await;
                 continue;
             }
             if finished {
@@ -540,11 +507,7 @@ async fn deliver_loop(
                 }
             },
             Outcome::Retry(reason, asked) => {
-                // The server's Retry-After (a busy server), else the backoff.
-                let delay = match asked {
-                    Some(d) => d.min(max) + backoff(0, Duration::from_secs(1), max),
-                    None => backoff(attempt, start, max),
-                };
+                let delay = retry_delay(asked, attempt, start, max);
                 tracing::warn!(
                     "cannot deliver {name} ({reason}); retrying in {:.1} s",
                     delay.as_secs_f64()
@@ -552,6 +515,60 @@ async fn deliver_loop(
                 attempt = attempt.saturating_add(1);
                 tokio::time::sleep(delay).await;
             }
+        }
+    }
+}
+
+/// The wait before sending again after a retryable answer: the server's
+/// `Retry-After` (a busy server) with a little jitter, else the backoff.
+fn retry_delay(asked: Option<Duration>, attempt: u32, start: Duration, max: Duration) -> Duration {
+    match asked {
+        Some(d) => d.min(max) + backoff(0, Duration::from_secs(1), max),
+        None => backoff(attempt, start, max),
+    }
+}
+
+/// Sends `push`, the oldest report a full spool disk held in memory, once; forgets it
+/// when acknowledged or refused, waits before a retry. Returns the next attempt's
+/// number.
+async fn deliver_held(
+    push: &Push,
+    sender: &Sender,
+    held: &HeldReports,
+    attempt: u32,
+    start: Duration,
+    max: Duration,
+) -> u32 {
+    let name = format!("{}-{}", push.run_id(), push.region);
+    let body = match serde_json::to_vec(push) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("cannot encode {name} ({e}); it is dropped");
+            held.forget(push);
+            return attempt;
+        }
+    };
+    match sender.send(body).await {
+        Outcome::Acknowledged => {
+            held.forget(push);
+            tracing::info!("delivered {name} from memory (the spool disk refused it)");
+            0
+        }
+        Outcome::Rejected(reason) => {
+            held.forget(push);
+            tracing::error!(
+                "the aggregator refused {name} ({reason}); it was held in memory, as the spool disk refused it, and is dropped"
+            );
+            attempt
+        }
+        Outcome::Retry(reason, asked) => {
+            let delay = retry_delay(asked, attempt, start, max);
+            tracing::warn!(
+                "cannot deliver {name} from memory ({reason}); retrying in {:.1} s",
+                delay.as_secs_f64()
+            );
+            tokio::time::sleep(delay).await;
+            attempt.saturating_add(1)
         }
     }
 }
