@@ -436,16 +436,36 @@ fn a_full_disk_refuses_pushes_and_assembly_is_retried_until_it_fits() {
     drop(server);
 }
 
+/// The spool of `region` on a small file system filled to the last block (its
+/// `rejected/` folder made first); `None` (the test skips) without root.
+fn full_spool(dir: &Dir, region: &str) -> Option<(Mount, PathBuf)> {
+    let spool = dir.join(&format!("spool/{region}"));
+    let mount = Mount::tmpfs(&spool, "256k")?;
+    std::fs::create_dir_all(spool.join("rejected")).expect("mkdir");
+    let filler = fill(&spool);
+    Some((mount, filler))
+}
+
+/// How many runs listed by the server hold a report of `region`.
+fn reported_in(addr: SocketAddr, region: &str) -> usize {
+    runs(addr)
+        .into_iter()
+        .filter(|r| {
+            r["reported"]
+                .as_array()
+                .is_some_and(|x| x.contains(&region.into()))
+        })
+        .count()
+}
+
 #[test]
 fn an_agent_with_a_full_spool_disk_keeps_its_reports_and_delivers_them_later() {
     let _t = timing_lock();
     let dir = Dir::new();
     lab(&dir);
-    let Some(_mount) = Mount::tmpfs(&dir.join("spool/a"), "256k") else {
+    let Some((_mount, filler)) = full_spool(&dir, "a") else {
         return;
     };
-    std::fs::create_dir_all(dir.join("spool/a/rejected")).expect("mkdir");
-    let filler = fill(&dir.join("spool/a"));
     let (_server, addr) = serve(&dir, 0, &["--deadline", "1s"]);
     let mut a = agent(&dir, "a", addr, "2");
     until(Duration::from_secs(60), "the spool failure logged", || {
@@ -468,17 +488,7 @@ fn an_agent_with_a_full_spool_disk_keeps_its_reports_and_delivers_them_later() {
     until(
         Duration::from_secs(30),
         "both sweeps delivered and assembled",
-        || {
-            let got = runs(addr)
-                .into_iter()
-                .filter(|r| {
-                    r["reported"]
-                        .as_array()
-                        .is_some_and(|x| x.contains(&"a".into()))
-                })
-                .count();
-            (got == 2).then_some(())
-        },
+        || (reported_in(addr, "a") == 2).then_some(()),
     );
 }
 
@@ -490,11 +500,9 @@ fn an_agent_with_a_full_spool_disk_delivers_from_memory_and_says_what_a_stop_los
     let _t = timing_lock();
     let dir = Dir::new();
     lab(&dir);
-    let Some(_mount) = Mount::tmpfs(&dir.join("spool/a"), "256k") else {
+    let Some((_mount, _filler)) = full_spool(&dir, "a") else {
         return;
     };
-    std::fs::create_dir_all(dir.join("spool/a/rejected")).expect("mkdir");
-    let _filler = fill(&dir.join("spool/a"));
     let (server, addr) = serve(&dir, 0, &["--deadline", "1s"]);
     let mut a = agent(&dir, "a", addr, "2");
     let status = a.wait(Duration::from_secs(90));
@@ -508,15 +516,7 @@ fn an_agent_with_a_full_spool_disk_delivers_from_memory_and_says_what_a_stop_los
         "{log}"
     );
     until(Duration::from_secs(30), "both sweeps assembled", || {
-        let got = runs(addr)
-            .into_iter()
-            .filter(|r| {
-                r["reported"]
-                    .as_array()
-                    .is_some_and(|x| x.contains(&"a".into()))
-            })
-            .count();
-        (got == 2).then_some(())
+        (reported_in(addr, "a") == 2).then_some(())
     });
     // Now nobody answers either: a stop loses what memory holds, and says so.
     drop(server);
