@@ -20,7 +20,9 @@
 //!
 //! Run with `cargo bench --bench serve` (all), or name scenarios and options after
 //! `--`: `cargo bench --bench serve -- burst --regions 300`, `-- slow --seconds 70`,
-//! `-- burst --warm` (the measured sweep is the server's second, not its first).
+//! `-- burst --warm` (the measured sweep is the server's second, not its first),
+//! `-- burst --prefault 0` (the burst measures on memory the host has not backed
+//! yet; by default 8 GiB are touched and handed back first, see [`prefault`]).
 //! Plain binary (`harness = false`); it starts `latmap serve` itself on loopback,
 //! with its data in the system's temporary folder (or `--dir`). Not part of
 //! `cargo test`.
@@ -51,6 +53,12 @@ struct Options {
     /// measured one, as an aggregator that has run for a while has (its history
     /// already knows every path).
     warm: bool,
+    /// GiB of memory the bench touches and hands back before it measures (`--prefault`;
+    /// 0 for none). On a virtual machine the host backs a guest page only when it is
+    /// first used, which costs about 1 s of system time per GiB here; what the server
+    /// uses first would pay it and the write it is compared with, which comes after and
+    /// reuses the pages the server gave back, would not.
+    prefault: usize,
 }
 
 fn options() -> Options {
@@ -60,6 +68,7 @@ fn options() -> Options {
         seconds: 45,
         dir: std::env::temp_dir(),
         warm: false,
+        prefault: 8,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -70,6 +79,7 @@ fn options() -> Options {
             "--seconds" => o.seconds = value().parse().unwrap_or(o.seconds),
             "--dir" => o.dir = PathBuf::from(value()),
             "--warm" => o.warm = true,
+            "--prefault" => o.prefault = value().parse().unwrap_or(o.prefault),
             "burst" | "acks" | "slow" | "memory" => o.scenarios.push(a.clone()),
             _ => {}
         }
@@ -478,6 +488,7 @@ fn burst(o: &Options) {
         bytes as f64 / (1 << 20) as f64,
         t.elapsed().as_secs_f64()
     );
+    prefault(o.prefault);
     let server = Server::start(o, &["--deadline", "30m"]);
     if o.warm {
         // The sweep before, a minute earlier, pushed and built before anything is
@@ -517,6 +528,10 @@ fn burst(o: &Options) {
             .expect("perf")
     });
     let cpu0 = server.cpu();
+    let assembler0 = server
+        .cpu_by_thread()
+        .remove("assembler")
+        .unwrap_or_default();
     // The server's resident memory, sampled, to tell the pushes from the build.
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
@@ -537,8 +552,13 @@ fn burst(o: &Options) {
     let listing = wait_complete(&server, &id, Duration::from_secs(1800));
     let wall = t.elapsed();
     let cpu = server.cpu() - cpu0;
-    let threads: Vec<String> = server
-        .cpu_by_thread()
+    let by_thread = server.cpu_by_thread();
+    let assembler = by_thread
+        .get("assembler")
+        .copied()
+        .unwrap_or_default()
+        .saturating_sub(assembler0);
+    let threads: Vec<String> = by_thread
         .into_iter()
         .map(|(name, t)| format!("{name} {:.2} s", t.as_secs_f64()))
         .collect();
@@ -610,6 +630,13 @@ fn burst(o: &Options) {
         cpu.as_secs_f64() / write_wall.as_secs_f64(),
         cpu.as_secs_f64() / write_cpu.as_secs_f64().max(1e-3)
     );
+    println!(
+        "split: the build (the assembler thread: merge, analysis, history, the run's file) {:.2} s = {:.2}x the write; taking the pushes in (HTTP, parsing and checking, laying out, digests, group commit) {:.2} s = {:.2}x",
+        assembler.as_secs_f64(),
+        assembler.as_secs_f64() / write_wall.as_secs_f64(),
+        cpu.saturating_sub(assembler).as_secs_f64(),
+        cpu.saturating_sub(assembler).as_secs_f64() / write_wall.as_secs_f64()
+    );
     drop(run);
     floor(&names, e, &server.data, write_wall);
     // A scrape of the run's metrics (gauges, and histograms up to their path limit).
@@ -633,6 +660,26 @@ fn burst(o: &Options) {
         );
     }
     server.stop();
+}
+
+/// Touches `gib` GiB of memory and hands it back, so that the pages the server and
+/// the write then use are backed by the host already (see [`Options::prefault`]).
+fn prefault(gib: usize) {
+    if gib == 0 {
+        return;
+    }
+    let me = "/proc/self/stat";
+    let (c, t) = (cpu_of(me), Instant::now());
+    // Written, so every page is really touched, and all held at once, so that they
+    // are different pages; then freed (mappings this large go back to the kernel).
+    let held: Vec<Vec<u8>> = (0..gib).map(|_| vec![1u8; 1 << 30]).collect();
+    std::hint::black_box(&held);
+    drop(held);
+    println!(
+        "prefault: touched {gib} GiB in {:.1} s ({:.1} s of CPU), handed back before the server starts (--prefault 0: none)",
+        t.elapsed().as_secs_f64(),
+        (cpu_of(me) - c).as_secs_f64()
+    );
 }
 
 fn acks(o: &Options) {
