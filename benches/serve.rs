@@ -57,7 +57,8 @@ struct Options {
     /// 0 for none). On a virtual machine the host backs a guest page only when it is
     /// first used, which costs about 1 s of system time per GiB here; what the server
     /// uses first would pay it and the write it is compared with, which comes after and
-    /// reuses the pages the server gave back, would not.
+    /// reuses the pages the server gave back, would not. At most half of the memory
+    /// the machine has available.
     prefault: usize,
 }
 
@@ -665,6 +666,9 @@ fn burst(o: &Options) {
 /// Touches `gib` GiB of memory and hands it back, so that the pages the server and
 /// the write then use are backed by the host already (see [`Options::prefault`]).
 fn prefault(gib: usize) {
+    // Never more than half of what the machine has free.
+    let available = status_mib("/proc/meminfo", "MemAvailable:") / 1024.0;
+    let gib = gib.min((available / 2.0) as usize);
     if gib == 0 {
         return;
     }
