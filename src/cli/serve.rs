@@ -62,9 +62,18 @@ pub struct Args {
     /// after it too).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
     pub header_timeout: Duration,
-    /// Time a client has to send a push's body (408 after it).
+    /// Time a client has to send a push's body (408 after it), and to read a heavy
+    /// answer (a run's page, heatmap or report, a history, /metrics), plus a second
+    /// per MiB of it; then the connection is cut.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
     pub body_timeout: Duration,
+    /// Heavy reads served at once: drawing a run (its page, heatmap or Markdown
+    /// report; a 1,000-region run takes a core for seconds and more than a GiB) or
+    /// reading the history for a page; /metrics is rendered as many times at once, on
+    /// its own. 8 times as many wait their turn; more are answered 503 with
+    /// Retry-After.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_drawings)]
+    pub max_drawings: usize,
     /// Close a connection on which nothing moved for DURATION outside a request (a
     /// client that stopped reading its answer, for one).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
@@ -110,6 +119,7 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
             body_timeout: args.body_timeout.max(Duration::from_millis(100)),
             idle_timeout: args.idle_timeout.max(Duration::from_millis(100)),
             shutdown_timeout: args.shutdown_timeout,
+            max_drawings: args.max_drawings.max(1),
             ..Limits::default()
         },
         auth_reads: args.auth_reads,
@@ -129,4 +139,30 @@ pub fn run(config: &ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
     ))?;
     eprintln!("latmap: server stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_of_max_drawings_says_how_many_wait() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "max_drawings")
+            .and_then(|a| a.get_long_help().or(a.get_help()))
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let waiting = crate::remote::server::WAITING_PER_SLOT;
+        assert!(
+            help.contains(&format!("{waiting} times as many wait")),
+            "{help}"
+        );
+    }
 }

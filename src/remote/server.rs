@@ -11,6 +11,7 @@
 mod assemble;
 mod commit;
 mod extract;
+mod gate;
 mod http;
 mod push;
 mod web;
@@ -33,6 +34,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
 use self::extract::{Param, Params};
+#[cfg(test)]
+pub(crate) use self::gate::WAITING_PER_SLOT;
 use super::Token;
 use super::metrics::{self, Counters, Latest};
 use super::reject::Refusal;
@@ -107,6 +110,11 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
     /// What `503` answers ask clients to wait.
     pub retry_after: Duration,
+    /// Heavy reads served at once: drawing a run (its page, heatmap or Markdown
+    /// report) or reading the history for a page; `/metrics` is rendered as many
+    /// times at once, on a gate of its own. `WAITING_PER_SLOT` times as many
+    /// wait; more get `503` with `Retry-After`.
+    pub max_drawings: usize,
 }
 
 impl Default for Limits {
@@ -120,6 +128,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(2),
+            max_drawings: 1,
         }
     }
 }
@@ -158,6 +167,11 @@ pub(crate) struct State {
     storing: Arc<Semaphore>,
     /// Pushes being parsed and checked (one per core).
     parsing: Arc<Semaphore>,
+    /// Runs being drawn and history read for pages (`--max-drawings`).
+    drawings: gate::Gate,
+    /// `/metrics` being rendered (as many as drawings, on a gate of their own so that
+    /// a scrape never waits behind a drawing).
+    scrapes: gate::Gate,
     /// Unauthorised requests logged in the current minute, and when it began.
     unauthorized: Mutex<(Instant, u64)>,
     /// The runs' history (`DATA/history.redb`), when it could be opened.
@@ -165,6 +179,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// `answer` through `gate`: a bounded number at once, a bounded line, and the slot
+    /// kept until the answer is sent (see [`gate::gated`]).
+    async fn gated(&self, gate: &gate::Gate, answer: impl Future<Output = Response>) -> Response {
+        let l = self.settings.limits;
+        gate::gated(gate, l.retry_after, l.body_timeout, answer).await
+    }
+
     fn index_read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Option<RunListing>>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -460,6 +481,8 @@ pub async fn serve(
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
         storing: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
         parsing: Arc::new(Semaphore::new(cores)),
+        drawings: gate::Gate::new("drawings", limits.max_drawings),
+        scrapes: gate::Gate::new("renderings of /metrics", limits.max_drawings),
         settings,
         store,
         counters: Counters::default(),
@@ -734,7 +757,13 @@ async fn heatmap(
         Ok(id) => id,
         Err(r) => return r,
     };
-    let run = match load(&state, &id).await {
+    state
+        .gated(&state.drawings, heatmap_of(&state, id, view))
+        .await
+}
+
+async fn heatmap_of(state: &Arc<State>, id: String, view: View) -> Response {
+    let run = match load(state, &id).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -750,7 +779,7 @@ async fn heatmap(
                 format!("run {id} is the first run: the delta view needs an earlier one"),
             );
         };
-        match load(&state, &previous).await {
+        match load(state, &previous).await {
             Ok(r) => Some(r),
             Err(r) => return r,
         }
@@ -780,18 +809,21 @@ async fn report_md(AxumState(state): AxumState<Arc<State>>, Param(id): Param<Str
         Ok(id) => id,
         Err(r) => return r,
     };
-    let run = match load(&state, &id).await {
-        Ok(run) => run,
-        Err(r) => return r,
+    let answer = async {
+        let run = match load(&state, &id).await {
+            Ok(run) => run,
+            Err(r) => return r,
+        };
+        match tokio::task::spawn_blocking(move || render(&run, Format::Markdown)).await {
+            Ok(text) => (
+                [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+                text,
+            )
+                .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
     };
-    match tokio::task::spawn_blocking(move || render(&run, Format::Markdown)).await {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-            text,
-        )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    state.gated(&state.drawings, answer).await
 }
 
 async fn metrics_text(AxumState(state): AxumState<Arc<State>>) -> Response {
@@ -800,6 +832,14 @@ async fn metrics_text(AxumState(state): AxumState<Arc<State>>) -> Response {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let text = metrics::render(&state.counters, latest);
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+    let answer = async {
+        // A 1,000-region fleet's gauges take about a second: off the threads that
+        // answer health checks.
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || metrics::render(&s.counters, latest)).await {
+            Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    };
+    state.gated(&state.scrapes, answer).await
 }

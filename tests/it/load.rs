@@ -867,3 +867,72 @@ fn a_served_run_of_many_targets_per_pair_is_the_run_the_whole_reports_make() {
         assert!((sum - want).abs() < 1e-9, "{labels}: {sum} against {want}");
     }
 }
+
+#[test]
+fn heavy_reads_are_drawn_a_few_at_once_and_past_their_line_get_503() {
+    let dir = Dir::new();
+    lab(&dir);
+    let (server, addr) = serve(&dir, 0, &["--max-drawings", "1"]);
+    let fleet = names(60);
+    let statuses = push_all(
+        addr,
+        fleet.iter().map(|r| body(&recent(1), r, &fleet)).collect(),
+    );
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
+    until(Duration::from_secs(60), "the run complete", || {
+        runs(addr)
+            .iter()
+            .any(|r| r["complete"] == true)
+            .then_some(())
+    });
+    // One drawing alone, for its size and time.
+    let t = Instant::now();
+    let alone = get(addr, "/v1/runs/latest/heatmap.svg");
+    let one = t.elapsed();
+    assert_eq!(alone.status, 200, "{}", alone.body);
+    assert!(alone.body.trim_end().ends_with("</svg>"));
+    // Many at once: one is drawn, 8 wait their turn, the others are turned away at
+    // once with a reason and Retry-After. Each drawing takes `one`, so the line is
+    // still full while the requests, sent within a few milliseconds, arrive.
+    let n = 30;
+    let answers: Vec<(crate::service::Answer, Duration)> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (get(addr, "/v1/runs/latest/heatmap.svg"), t.elapsed())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect();
+    let drawn: Vec<_> = answers.iter().filter(|(a, _)| a.status == 200).collect();
+    let refused: Vec<_> = answers.iter().filter(|(a, _)| a.status == 503).collect();
+    assert_eq!(drawn.len() + refused.len(), n, "only 200 or 503");
+    assert!(
+        drawn.len() >= 9,
+        "the one drawn and the 8 waiting: {}",
+        drawn.len()
+    );
+    assert!(
+        !refused.is_empty(),
+        "a drawing takes {one:?}; none turned away"
+    );
+    for (a, _) in &drawn {
+        assert_eq!(a.body, alone.body, "every drawing whole and the same");
+    }
+    for (a, took) in &refused {
+        assert_eq!(a.header("retry-after"), Some("2"));
+        let reason = a.json()["error"].as_str().unwrap_or("").to_string();
+        assert!(reason.contains("--max-drawings"), "{reason}");
+        // Turned away without waiting for a drawing.
+        assert!(
+            *took < one * 4 + Duration::from_secs(2),
+            "{took:?} against {one:?}"
+        );
+    }
+    // The server is still answering, and drawings go on once the line is gone.
+    assert_eq!(get(addr, "/healthz").status, 200);
+    assert_eq!(get(addr, "/v1/runs/latest/heatmap.svg").status, 200);
+    assert!(server.log().contains("answered 503 to a read"));
+}

@@ -113,6 +113,12 @@ pub(super) async fn run_page(
 }
 
 async fn run_page_of(state: &Arc<State>, id: String) -> Response {
+    state
+        .gated(&state.drawings, run_page_drawn(state, id))
+        .await
+}
+
+async fn run_page_drawn(state: &Arc<State>, id: String) -> Response {
     let run = match load(state, &id).await {
         Ok(r) => r,
         Err(r) => return r,
@@ -457,21 +463,24 @@ pub(super) async fn history_json(
         }
     };
     let what = which.describe();
-    match series(&state, which, kind, since).await {
-        Ok(v) if v.is_empty() => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no history of {}",
-                what.chars().take(200).collect::<String>()
+    let answer = async {
+        match series(&state, which, kind, since).await {
+            Ok(v) if v.is_empty() => error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no history of {}",
+                    what.chars().take(200).collect::<String>()
+                ),
             ),
-        ),
-        Ok(v) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            Doc::new(v.into_iter().map(|(s, _)| s).collect()).to_json(),
-        )
-            .into_response(),
-        Err(r) => r,
-    }
+            Ok(v) => (
+                [(header::CONTENT_TYPE, "application/json")],
+                Doc::new(v.into_iter().map(|(s, _)| s).collect()).to_json(),
+            )
+                .into_response(),
+            Err(r) => r,
+        }
+    };
+    state.gated(&state.drawings, answer).await
 }
 
 /// `/paths/{source}/{target}`.
@@ -484,11 +493,25 @@ pub(super) async fn path_page(
         Ok(k) => k,
         Err(r) => return r,
     };
+    state
+        .gated(
+            &state.drawings,
+            path_page_drawn(&state, source, target, kind),
+        )
+        .await
+}
+
+async fn path_page_drawn(
+    state: &Arc<State>,
+    source: String,
+    target: String,
+    kind: Option<ProbeKind>,
+) -> Response {
     let which = Selection::Path {
         source: source.clone(),
         target: target.clone(),
     };
-    let found = match series(&state, which, kind, None).await {
+    let found = match series(state, which, kind, None).await {
         Ok(v) => v,
         Err(r) => return r,
     };
