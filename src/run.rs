@@ -92,9 +92,21 @@ impl Run {
 
     /// The regions of a run merged from `reports`, in the order they are first named
     /// (each report's list of regions, then its own region), none reported yet.
+    ///
+    /// A region's place comes from its own report when that report gives one: no
+    /// other region's report can move it (a forged place would make its paths look
+    /// slow against the speed of light). A region without a report of its own, or
+    /// whose report gives none, takes the place most of the reports that list it
+    /// give, and of equally many the smallest, so the run does not depend on the
+    /// order of the reports.
     pub fn regions_of(reports: &[RegionReport]) -> Vec<RunRegion> {
+        use crate::config::Location;
+        use std::collections::HashMap;
         let mut regions: Vec<RunRegion> = Vec::new();
-        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        // Places given for each region (by index), and how many reports give each.
+        let mut given: Vec<HashMap<(u64, u64), usize>> = Vec::new();
+        let mut own: Vec<Option<Location>> = Vec::new();
         for report in reports {
             for r in report
                 .regions
@@ -102,22 +114,46 @@ impl Run {
                 .map(|r| (r.name.as_str(), r.location))
                 .chain([(report.region.as_str(), None)])
             {
-                match seen.get(r.0) {
-                    Some(&i) => {
-                        if regions[i].location.is_none() {
-                            regions[i].location = r.1;
-                        }
+                let i = *seen.entry(r.0).or_insert_with(|| {
+                    regions.push(RunRegion {
+                        name: r.0.to_string(),
+                        location: None,
+                        reported: false,
+                    });
+                    given.push(HashMap::new());
+                    own.push(None);
+                    regions.len() - 1
+                });
+                if let Some(l) = r.1 {
+                    if r.0 == report.region {
+                        own[i].get_or_insert(l);
                     }
-                    None => {
-                        seen.insert(r.0, regions.len());
-                        regions.push(RunRegion {
-                            name: r.0.to_string(),
-                            location: r.1,
-                            reported: false,
-                        });
-                    }
+                    *given[i]
+                        .entry((l.lat.to_bits(), l.lon.to_bits()))
+                        .or_default() += 1;
                 }
             }
+        }
+        for ((region, own), given) in regions.iter_mut().zip(own).zip(given) {
+            region.location = own.or_else(|| {
+                given
+                    .into_iter()
+                    .map(|((lat, lon), n)| {
+                        (
+                            n,
+                            Location {
+                                lat: f64::from_bits(lat),
+                                lon: f64::from_bits(lon),
+                            },
+                        )
+                    })
+                    .max_by(|(n, a), (m, b)| {
+                        n.cmp(m)
+                            .then(b.lat.total_cmp(&a.lat))
+                            .then(b.lon.total_cmp(&a.lon))
+                    })
+                    .map(|(_, l)| l)
+            });
         }
         regions
     }
@@ -407,6 +443,66 @@ fn run_id(started_at: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use crate::config::ProbeKind;
+
+    #[test]
+    fn a_region_is_where_its_own_report_or_most_reports_put_it() {
+        use crate::config::Location;
+        use crate::report::RegionInfo;
+        let at = |lat: f64, lon: f64| Some(Location { lat, lon });
+        let listing = |me: &str, places: &[(&str, Option<Location>)]| RegionReport {
+            region: me.into(),
+            regions: places
+                .iter()
+                .map(|(name, location)| RegionInfo {
+                    name: name.to_string(),
+                    location: *location,
+                })
+                .collect(),
+            ..report(me, &[])
+        };
+        // b's report moves c to the South Pole and says d is elsewhere than the others.
+        let a = listing(
+            "a",
+            &[
+                ("a", at(1.0, 1.0)),
+                ("c", at(7.0, 7.0)),
+                ("d", at(3.0, 3.0)),
+            ],
+        );
+        let b = listing(
+            "b",
+            &[
+                ("b", at(2.0, 2.0)),
+                ("c", at(-89.0, 179.0)),
+                ("d", at(9.0, 9.0)),
+            ],
+        );
+        let c = listing("c", &[("c", at(7.0, 7.0)), ("d", at(3.0, 3.0))]);
+        // e is given two places, once each: the smaller wins, whatever the order.
+        let e1 = listing("a", &[("e", at(5.0, 0.0))]);
+        let e2 = listing("b", &[("e", at(4.0, 9.0))]);
+        let place = |reports: &[RegionReport], name: &str| {
+            Run::regions_of(reports)
+                .into_iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.location)
+                .map(|l| (l.lat, l.lon))
+        };
+        for order in [
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![b.clone(), a.clone(), c.clone()],
+            vec![c.clone(), b.clone(), a.clone()],
+        ] {
+            assert_eq!(place(&order, "c"), Some((7.0, 7.0)), "its own report");
+            assert_eq!(place(&order, "d"), Some((3.0, 3.0)), "most reports");
+            assert_eq!(place(&order, "b"), Some((2.0, 2.0)));
+        }
+        // Without c's own report, two against one still put it right.
+        let d = listing("d", &[("c", at(7.0, 7.0))]);
+        assert_eq!(place(&[b.clone(), a.clone(), d], "c"), Some((7.0, 7.0)));
+        assert_eq!(place(&[e1.clone(), e2.clone()], "e"), Some((4.0, 9.0)));
+        assert_eq!(place(&[e2, e1], "e"), Some((4.0, 9.0)));
+    }
 
     fn report(region: &str, targets: &[&str]) -> RegionReport {
         let t = chrono::DateTime::from_timestamp(1_795_000_000, 5).unwrap();

@@ -6,7 +6,9 @@
 //! a name becomes decides what is refused rather than escaped: it is a file name on the
 //! aggregator (`reports/RUN/REGION.json`), so no `/`, `\`, leading `.` (no `..`, no
 //! hidden file) and at most 200 bytes; a CSV cell and a Markdown table cell, so no `,`,
-//! `|` or `"`; and text shown to a person, so no control or bidirectional characters.
+//! `|` or `"`; and text shown to a person, so no control, bidirectional or invisible
+//! characters (zero-width spaces, a byte-order mark, line separators), and only one
+//! way to write it: Unicode normal form C, so that "é" is one region, not two.
 //! Everything else (spaces, parentheses, letters of any script) is kept, and escaped
 //! where it goes: HTML, XML, Markdown, Prometheus labels and URLs (percent-encoding)
 //! each escape it in their own way.
@@ -67,6 +69,31 @@ pub fn is_bidi_control(c: char) -> bool {
     )
 }
 
+/// Characters that show as nothing (or as a line break) and so make two names that
+/// read the same: zero-width spaces and joiners, the byte-order mark, the soft
+/// hyphen, word joiners and invisible operators, variation selectors, Hangul fillers
+/// and the line and paragraph separators. Region names may not hold them.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+    )
+}
+
 impl RegionName {
     /// `name`, if it follows the rule; else why not, in words for the user.
     pub fn new(name: &str) -> Result<RegionName, String> {
@@ -99,10 +126,24 @@ impl RegionName {
         }
         if let Some(c) = name
             .chars()
-            .find(|&c| c.is_control() || is_bidi_control(c) || NAME_FORBIDDEN.contains(&c))
+            .find(|&c| {
+                c.is_control()
+                    || is_bidi_control(c)
+                    || is_invisible(c)
+                    || NAME_FORBIDDEN.contains(&c)
+            })
         {
             return Some(format!(
                 "region name {name:?} contains {c:?}; use {allowed}"
+            ));
+        }
+        // One way to write each name: "é" as one character, not "e" and an accent,
+        // which would look the same and be another region.
+        if !unicode_normalization::is_nfc(name) {
+            use unicode_normalization::UnicodeNormalization;
+            return Some(format!(
+                "region name {name:?} is not in Unicode normal form C; write it as {:?} (the same letters, composed)",
+                name.nfc().collect::<String>()
             ));
         }
         if name.starts_with(['-', '.'])
@@ -156,6 +197,11 @@ mod tests {
             ("a\"b", "contains '\"'"),
             ("a\u{1b}[2J", "contains '\\u{1b}'"),
             ("abc\u{202e}fed", "contains '\\u{202e}'"),
+            ("eu-west-1\u{200b}", "contains '\\u{200b}'"),
+            ("\u{feff}bom", "contains '\\u{feff}'"),
+            ("x\u{2028}y", "contains '\\u{2028}'"),
+            ("soft\u{ad}hyphen", "contains '\\u{ad}'"),
+            ("e\u{301}", "not in Unicode normal form C; write it as \"é\""),
         ] {
             let e = RegionName::new(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

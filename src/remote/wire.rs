@@ -96,6 +96,14 @@ impl Push {
             ));
         }
         check_epoch(self.epoch, newest)?;
+        if self.report.started_at < self.epoch - START_SLACK {
+            return Err(format!(
+                "report.started_at {} is before the sweep's epoch {} (by more than the {} min a clock may step); a sweep starts at its epoch",
+                self.report.started_at.to_rfc3339(),
+                self.epoch.to_rfc3339(),
+                START_SLACK.num_minutes()
+            ));
+        }
         if self.report.finished_at > newest {
             return Err(format!(
                 "report.finished_at {} is later than the server's clock allows (at most {}, the server's time plus --max-skew); a report is pushed after its sweep finished",
@@ -116,6 +124,12 @@ impl Push {
             .map_err(|e| e.within("report.").to_string())
     }
 }
+
+/// How much earlier than its epoch a report may say its sweep started: an agent
+/// waits for the epoch by its own clock and then probes, so only a step of that
+/// clock (NTP at boot) can put the start before it. A start further back is forged
+/// or broken, and a run's start is what the history files it under.
+pub const START_SLACK: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Whether the server can take a sweep of `epoch`: one it could list (years 0 to
 /// 9999, so that its run id is the 16 characters of [`run_dir_name`]) and not later
@@ -286,6 +300,27 @@ mod tests {
         assert!(e.contains("outside the years 0 to 9999"), "{e}");
         p.epoch = year(-1);
         assert!(p.validate(None, newest).is_err());
+    }
+
+    #[test]
+    fn a_sweep_starts_at_its_epoch_within_a_clock_step() {
+        let mut p = push("a", "a");
+        let epoch = p.epoch;
+        for (start, ok) in [
+            (epoch, true),
+            (epoch + chrono::TimeDelta::seconds(40), true),
+            (epoch - chrono::TimeDelta::seconds(299), true),
+            (epoch - chrono::TimeDelta::seconds(301), false),
+            ("2001-01-01T00:00:00Z".parse().unwrap(), false),
+        ] {
+            p.report.started_at = start;
+            p.report.finished_at = start.max(epoch);
+            let got = p.validate(None, far());
+            assert_eq!(got.is_ok(), ok, "{start}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.starts_with("report.started_at"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -548,6 +548,13 @@ impl Assembler {
         let (mut run, rtt) = Run::from_owned_reports_carrying(reports)
             .map_err(|e| AssembleError::Merge(e.to_string()))?;
         run.id = id.to_string();
+        // A sweep starts at its epoch: a report may say it started up to a clock step
+        // before (`START_SLACK`), but the run, which the history files under its start,
+        // never does, so no report can move its sweep onto an earlier run's place.
+        if let Some(epoch) = super::parse_run_id(id) {
+            run.started_at = run.started_at.max(epoch);
+            run.finished_at = run.finished_at.max(run.started_at);
+        }
         for r in regions.into_iter().skip(run.regions.len()) {
             run.regions.push(r);
         }
