@@ -217,12 +217,29 @@ fn print_json(d: &crate::diff::RunDiff) -> anyhow::Result<()> {
 
 pub fn run(config: &super::ConfigArg, args: Args) -> anyhow::Result<ExitCode> {
     let t = thresholds(config, &args)?;
-    let files = baseline_files(&args)?;
+    let mut files = baseline_files(&args)?;
     let current = config.read_run(&args.current)?;
     let mut builder = DiffBuilder::new(current);
-    for f in &files {
-        builder.add_baseline(config.read_run(f)?);
+    // One run is one baseline, however many copies of it are named: two copies would
+    // count as two runs that agree exactly, and make the test surer than it is.
+    let mut ids: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut kept = Vec::with_capacity(files.len());
+    for f in files {
+        let run = config.read_run(&f)?;
+        if let Some(first) = ids.get(&run.id) {
+            eprintln!(
+                "latmap: not using {} as a baseline: it holds run {}, as {} does",
+                super::shown(&f),
+                crate::render::escape::terminal(&run.id),
+                super::shown(first)
+            );
+            continue;
+        }
+        ids.insert(run.id.clone(), f.clone());
+        builder.add_baseline(run);
+        kept.push(f);
     }
+    files = kept;
     let d = builder.finish(&t);
     if d.paths.is_empty() {
         let names = |r: &Run| {

@@ -124,15 +124,9 @@ impl RegionName {
                 "region name {name:?} is longer than {MAX_NAME_BYTES} bytes of UTF-8; shorten it"
             ));
         }
-        if let Some(c) = name
-            .chars()
-            .find(|&c| {
-                c.is_control()
-                    || is_bidi_control(c)
-                    || is_invisible(c)
-                    || NAME_FORBIDDEN.contains(&c)
-            })
-        {
+        if let Some(c) = name.chars().find(|&c| {
+            c.is_control() || is_bidi_control(c) || is_invisible(c) || NAME_FORBIDDEN.contains(&c)
+        }) {
             return Some(format!(
                 "region name {name:?} contains {c:?}; use {allowed}"
             ));
@@ -201,7 +195,10 @@ mod tests {
             ("\u{feff}bom", "contains '\\u{feff}'"),
             ("x\u{2028}y", "contains '\\u{2028}'"),
             ("soft\u{ad}hyphen", "contains '\\u{ad}'"),
-            ("e\u{301}", "not in Unicode normal form C; write it as \"é\""),
+            (
+                "e\u{301}",
+                "not in Unicode normal form C; write it as \"é\"",
+            ),
         ] {
             let e = RegionName::new(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

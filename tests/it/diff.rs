@@ -270,6 +270,24 @@ fn several_baselines_from_files_and_a_scheduled_folder() {
     let out = dir.latmap(&["diff", &newest, "runs", "now/run.json", "--format", "json"]);
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
     assert_eq!(json(&out)["baselines"].as_array().unwrap().len(), 3);
+    // A copy of a baseline is the same run: it counts once, and says so.
+    std::fs::copy(dir.join(&newest), dir.join("copy.json")).unwrap();
+    let out = dir.latmap(&[
+        "diff",
+        "runs",
+        "copy.json",
+        "now/run.json",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(json(&out)["baselines"].as_array().unwrap().len(), 3);
+    assert!(
+        out.stderr
+            .contains("not using copy.json as a baseline: it holds run"),
+        "{}",
+        out.stderr
+    );
     let out = dir.latmap(&[
         "diff",
         "runs",
