@@ -16,15 +16,23 @@ use crate::history::{History, PathKey, Point, Series};
 use crate::render::smoke;
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["path", "region"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["path", "region", "source"])))]
 pub struct Args {
     /// A series of runs: the folder `latmap sweep --every` writes into, the data folder
     /// of `latmap serve`, or an aggregator's URL (http://host:8455).
     #[arg(value_name = "RUNS")]
     pub runs: String,
-    /// The path to show, SOURCE:TARGET (region names).
+    /// The path to show, SOURCE:TARGET (region names; when a name holds ':' give
+    /// --source and --target instead).
     #[arg(long, value_name = "SRC:DST")]
     pub path: Option<String>,
+    /// The path to show by its two regions, SOURCE with --target (for names holding
+    /// ':').
+    #[arg(long, value_name = "REGION", requires = "target", conflicts_with_all = ["path", "region"])]
+    pub source: Option<String>,
+    /// The path's target region, with --source.
+    #[arg(long, value_name = "REGION", requires = "source")]
+    pub target: Option<String>,
     /// Every path from and to this region, as small multiples (SVG) or one series per
     /// path (JSON, CSV).
     #[arg(long, value_name = "REGION", conflicts_with = "path")]
@@ -87,10 +95,25 @@ fn since_arg(s: &str) -> Result<Since, String> {
 
 /// Which paths were asked for.
 fn selection(args: &Args) -> anyhow::Result<Selection> {
+    if let (Some(s), Some(t)) = (&args.source, &args.target) {
+        if s == t {
+            bail!("--source and --target are both {s:?}: give two different regions");
+        }
+        return Ok(Selection::Path {
+            source: s.clone(),
+            target: t.clone(),
+        });
+    }
     if let Some(p) = &args.path {
         let Some((s, t)) = p.split_once(':') else {
             bail!("--path {p:?}: write it SOURCE:TARGET, e.g. --path eu-west-1:us-east-1");
         };
+        if t.contains(':') {
+            // Region names may hold ':': which one splits the path is not known.
+            bail!(
+                "--path {p:?} has more than one ':', and region names may hold ':'; give the regions apart: --source {s:?} --target {t:?}, or whichever split is meant"
+            );
+        }
         if s.is_empty() || t.is_empty() || s == t {
             bail!("--path {p:?}: write it SOURCE:TARGET with two different regions");
         }
@@ -101,7 +124,7 @@ fn selection(args: &Args) -> anyhow::Result<Selection> {
     }
     match &args.region {
         Some(r) => Ok(Selection::Region(r.clone())),
-        None => bail!("give --path SOURCE:TARGET or --region REGION"),
+        None => bail!("give --path SOURCE:TARGET (or --source and --target) or --region REGION"),
     }
 }
 

@@ -264,6 +264,20 @@ fn a_scheduled_series_flags_a_step_within_two_runs_and_no_quiet_run() {
         "{}",
         again.stderr
     );
+    // The same path by its two regions (the way for names holding ':'); a --path
+    // with two ':' is ambiguous and says what to give instead.
+    let apart = dir.latmap(&[
+        "history", "runs", "--source", "a", "--target", "b", "--format", "json",
+    ]);
+    apart.assert_ok();
+    assert_eq!(apart.stdout, json.stdout);
+    let two = dir.latmap(&["history", "runs", "--path", "a:b:c", "--format", "json"]);
+    assert_eq!(two.status, Some(2), "{}", two.stderr);
+    assert!(
+        two.stderr.contains("--source \"a\" --target \"b:c\""),
+        "{}",
+        two.stderr
+    );
 }
 
 #[test]
