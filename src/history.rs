@@ -272,7 +272,9 @@ pub enum HistoryError {
 
 /// The history of one series of runs.
 pub struct History {
-    db: Database,
+    /// The open file; `None` after an I/O error (redb refuses every transaction after
+    /// one until the file is opened again), opened again by the next use.
+    db: std::sync::Mutex<Option<std::sync::Arc<Database>>>,
     path: PathBuf,
     /// Every path's id, read once when the file is opened.
     ids: std::sync::Mutex<Ids>,
@@ -411,20 +413,57 @@ fn at(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
+/// Creates `path` empty, readable by its owner and group only (0640, as every data
+/// file), if it does not exist: redb would create it as the umask allows.
+fn private_file(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(path);
+}
+
+/// Where a damaged history file at `path` is moved: beside it, named by the time to
+/// the millisecond and, if that is taken, a count.
+pub fn damaged_name(path: &Path) -> PathBuf {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut n = 0;
+    loop {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(format!(".damaged-{stamp}"));
+        if n > 0 {
+            name.push(format!("-{n}"));
+        }
+        let candidate = PathBuf::from(name);
+        if !candidate.exists() {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
 impl History {
     /// Opens (or creates) the history file at `path`.
     pub fn open(path: &Path) -> Result<History, HistoryError> {
+        private_file(path);
         let db = Database::create(path).map_err(|e| HistoryError::Open {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
         let h = History {
-            db,
+            db: std::sync::Mutex::new(Some(std::sync::Arc::new(db))),
             path: path.to_path_buf(),
             ids: std::sync::Mutex::new(Ids::default()),
         };
-        // Create the tables, so that readers never meet a missing one.
-        h.write(|tx| {
+        h.load()?;
+        Ok(h)
+    }
+
+    /// Creates the tables (so that readers never meet a missing one) and reads the
+    /// path ids.
+    fn load(&self) -> Result<(), HistoryError> {
+        self.write(|tx| {
             tx.open_table(PATH_KEYS)?;
             tx.open_table(POINTS)?;
             tx.open_table(RUNS)?;
@@ -432,14 +471,48 @@ impl History {
             Ok(())
         })?;
         let mut ids = Ids::default();
-        for (id, key) in h.keys()?.into_iter().enumerate() {
+        for (id, key) in self.keys()?.into_iter().enumerate() {
             if let Some(k) = key {
                 let (s, t) = (ids.region(&k.source), ids.region(&k.target));
                 ids.insert(id as u32, (s, t, k.kind));
             }
         }
-        *h.lock_ids() = ids;
-        Ok(h)
+        *self.lock_ids() = ids;
+        Ok(())
+    }
+
+    /// The open file, opened again if an I/O error closed it.
+    fn db(&self) -> Result<std::sync::Arc<Database>, HistoryError> {
+        let mut held = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = held.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = std::sync::Arc::new(Database::create(&self.path).map_err(|e| self.io(e))?);
+        tracing::info!(
+            "history {}: opened again after an I/O error",
+            self.path.display()
+        );
+        *held = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Moves the file aside (to `FILE.damaged-TIME`) and starts an empty one in its
+    /// place, for a file so damaged that reading it fails or panics; returns where
+    /// the old one went. The history is then rebuilt from the runs
+    /// ([`History::sync_series`]).
+    pub fn set_aside(&self) -> Result<PathBuf, HistoryError> {
+        let mut held = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        // Closed first: the file is locked while open.
+        held.take();
+        let aside = damaged_name(&self.path);
+        std::fs::rename(&self.path, &aside).map_err(|e| self.io(e))?;
+        private_file(&self.path);
+        let db = Database::create(&self.path).map_err(|e| self.io(e))?;
+        *held = Some(std::sync::Arc::new(db));
+        drop(held);
+        *self.lock_ids() = Ids::default();
+        self.load()?;
+        Ok(aside)
     }
 
     fn lock_ids(&self) -> std::sync::MutexGuard<'_, Ids> {
@@ -448,7 +521,7 @@ impl History {
 
     /// Path keys by id (`None` for an id whose key cannot be read).
     fn keys(&self) -> Result<Vec<Option<PathKey>>, HistoryError> {
-        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let tx = self.db()?.begin_read().map_err(|e| self.io(e))?;
         let keys = tx.open_table(PATH_KEYS).map_err(|e| self.io(e))?;
         let mut out = Vec::new();
         for row in keys.iter().map_err(|e| self.io(e))? {
@@ -468,9 +541,15 @@ impl History {
     }
 
     fn io(&self, e: impl std::fmt::Display) -> HistoryError {
+        let reason = e.to_string();
+        // After an I/O error (a full disk) redb refuses every later transaction: the
+        // file is opened again at the next use.
+        if reason.contains("I/O error") {
+            self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
         HistoryError::Io {
             path: self.path.clone(),
-            reason: e.to_string(),
+            reason,
         }
     }
 
@@ -478,7 +557,7 @@ impl History {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), HistoryError> {
-        let tx = self.db.begin_write().map_err(|e| self.io(e))?;
+        let tx = self.db()?.begin_write().map_err(|e| self.io(e))?;
         f(&tx).map_err(|e| self.io(e))?;
         tx.commit().map_err(|e| self.io(e))
     }
@@ -493,7 +572,7 @@ impl History {
         let t = ms(run.started_at);
         // Only the same run may replace the points held at its start time.
         let held = {
-            let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+            let tx = self.db()?.begin_read().map_err(|e| self.io(e))?;
             match tx.open_table(RUNS) {
                 Ok(runs) => runs
                     .get(t)
@@ -632,7 +711,7 @@ impl History {
 
     /// The runs held, as (start, run id), oldest first.
     pub fn runs(&self) -> Result<Vec<(DateTime<Utc>, String)>, HistoryError> {
-        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let tx = self.db()?.begin_read().map_err(|e| self.io(e))?;
         let runs = tx.open_table(RUNS).map_err(|e| self.io(e))?;
         let mut out = Vec::new();
         for row in runs.iter().map_err(|e| self.io(e))? {
@@ -674,7 +753,7 @@ impl History {
 
     /// The series' names of the runs held, with their start.
     pub fn names(&self) -> Result<Vec<(String, DateTime<Utc>)>, HistoryError> {
-        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let tx = self.db()?.begin_read().map_err(|e| self.io(e))?;
         let names = tx.open_table(NAMES).map_err(|e| self.io(e))?;
         let mut out = Vec::new();
         for row in names.iter().map_err(|e| self.io(e))? {
@@ -742,7 +821,7 @@ impl History {
         let Some(id) = self.lock_ids().lookup(path) else {
             return Ok(Vec::new());
         };
-        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let tx = self.db()?.begin_read().map_err(|e| self.io(e))?;
         let points = tx.open_table(POINTS).map_err(|e| self.io(e))?;
         let runs = tx.open_table(RUNS).map_err(|e| self.io(e))?;
         let from = since.map_or(i64::MIN, ms);
@@ -772,7 +851,7 @@ impl History {
                 .filter_map(|id| Some((id, ids.key(id)?)))
                 .collect()
         };
-        let tx = self.db.begin_read().map_err(|e| self.io(e))?;
+        let tx = self.db()?.begin_read().map_err(|e| self.io(e))?;
         let points = tx.open_table(POINTS).map_err(|e| self.io(e))?;
         let runs = tx.open_table(RUNS).map_err(|e| self.io(e))?;
         let mut starts = Vec::with_capacity(n);

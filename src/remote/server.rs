@@ -179,6 +179,48 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Runs `f` on the history, if there is one. A damaged file can make redb panic
+    /// rather than return an error: then the file is set aside, the history rebuilt
+    /// from the stored runs, and `None` given, as when there is no history; the
+    /// thread doing it (the assembler's) goes on.
+    fn with_history<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&crate::history::History) -> T,
+    ) -> Option<T> {
+        let h = self.history.as_ref()?;
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        match catch_unwind(AssertUnwindSafe(|| f(h))) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                let why = panic_message(&p);
+                match h.set_aside() {
+                    Ok(aside) => {
+                        tracing::error!(
+                            "history: {what} failed inside the history file ({why}): it is damaged; moved it to {} and rebuilding it from the stored runs",
+                            aside.display()
+                        );
+                        let series = crate::history::Series::of_store(self.store.root());
+                        match catch_unwind(AssertUnwindSafe(|| series.sync(h))) {
+                            Ok(Ok(s)) => {
+                                tracing::info!("history: rebuilt, {} run(s) recorded", s.added)
+                            }
+                            Ok(Err(e)) => tracing::error!("history: {e}"),
+                            Err(p) => tracing::error!(
+                                "history: rebuilding failed ({})",
+                                panic_message(&p)
+                            ),
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        "history: {what} failed inside the history file ({why}), and it cannot be set aside: {e}"
+                    ),
+                }
+                None
+            }
+        }
+    }
+
     /// `answer` through `gate`: a bounded number at once, a bounded line, and the slot
     /// kept until the answer is sent (see [`gate::gated`]).
     async fn gated(&self, gate: &gate::Gate, answer: impl Future<Output = Response>) -> Response {
@@ -331,8 +373,8 @@ impl State {
                     index.remove(id);
                 }
                 drop(index);
-                if let Some(h) = &self.history
-                    && let Err(e) = h.remove_named(&gone)
+                if let Some(Err(e)) =
+                    self.with_history("forgetting deleted runs", |h| h.remove_named(&gone))
                 {
                     tracing::error!("retention: the history keeps runs deleted: {e}");
                 }
@@ -510,10 +552,22 @@ pub async fn serve(
         ];
         let mut handles = Vec::new();
         for (name, f) in threads {
+            // Without its committer or assembler the server would answer and never
+            // store or build again: it stops instead, for its supervisor to start it
+            // again (nothing acknowledged is lost: it is on disk).
+            let guarded = move || {
+                if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    tracing::error!(
+                        "the {name} thread failed ({}); stopping the server (exit 70) for its supervisor to start it again; nothing acknowledged is lost",
+                        panic_message(&p)
+                    );
+                    std::process::exit(70);
+                }
+            };
             handles.push(
                 std::thread::Builder::new()
                     .name(name.into())
-                    .spawn(f)
+                    .spawn(guarded)
                     .map_err(ServeError::Io)?,
             );
         }
@@ -550,6 +604,14 @@ pub async fn serve(
     Ok(())
 }
 
+/// What a panic said, for the log.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
+}
+
 /// The store's history, opened (it is made to hold the stored runs in the background,
 /// at start). One that cannot be opened (damaged) is moved aside and rebuilt from the
 /// runs; if even that fails the server runs without history (runs are judged alone)
@@ -560,10 +622,7 @@ fn open_history(data: &std::path::Path) -> Option<crate::history::History> {
         Ok(h) => return Some(h),
         Err(e) => tracing::error!("{e}"),
     }
-    let aside = series.file.with_extension(format!(
-        "redb.damaged-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ")
-    ));
+    let aside = crate::history::damaged_name(&series.file);
     if let Err(e) = std::fs::rename(&series.file, &aside) {
         tracing::error!(
             "cannot move {} aside ({e}); running without history: runs are judged without their paths' past (no shift findings)",

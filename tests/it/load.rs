@@ -804,7 +804,7 @@ fn a_served_run_of_many_targets_per_pair_is_the_run_the_whole_reports_make() {
             let other = next(k as u64 + 1) as usize;
             r.paths.swap(k, other);
         }
-        reports.push(r);
+        reports.push(crate::remote::at_epoch(&e, r));
     }
     let statuses = push_all(
         addr,

@@ -304,7 +304,19 @@ pub(crate) fn report(region: &str, fleet: &[&str], samples: usize) -> RegionRepo
     }
 }
 
+/// `report` as the sweep of `epoch` makes it: starting 250 ms after the epoch, as an
+/// agent's does (a server refuses a start well before the epoch), and finishing then
+/// at the earliest.
+pub(crate) fn at_epoch(epoch: &str, mut report: RegionReport) -> RegionReport {
+    let epoch: DateTime<Utc> = epoch.parse().expect("epoch");
+    report.started_at = epoch + chrono::Duration::milliseconds(250);
+    report.finished_at = report.finished_at.max(report.started_at);
+    report
+}
+
+/// The push of `report` (see [`at_epoch`]) for the sweep of `epoch`.
 pub(crate) fn push_body(epoch: &str, report: RegionReport) -> Vec<u8> {
+    let report = at_epoch(epoch, report);
     serde_json::to_vec(&Push::new(epoch.parse().expect("epoch"), report)).expect("JSON")
 }
 

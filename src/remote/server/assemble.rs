@@ -209,6 +209,7 @@ pub(super) fn assembler(state: Arc<State>, rx: Receiver<Stored>) {
         epochs: BTreeMap::new(),
         cached_bytes: 0,
         last_build: Duration::ZERO,
+        unrecorded: Default::default(),
     };
     a.start();
     let mut last_prune = Instant::now();
@@ -244,6 +245,7 @@ pub(super) fn assembler(state: Arc<State>, rx: Receiver<Stored>) {
         let since = last_prune.elapsed();
         if since >= PRUNE_EVERY || (!pruned_after_build && since >= Duration::from_secs(2)) {
             a.state.prune();
+            a.record_pending();
             last_prune = Instant::now();
             pruned_after_build = true;
         }
@@ -256,6 +258,8 @@ struct Assembler {
     cached_bytes: usize,
     /// How long the last build took: late reports wait at least twice that.
     last_build: Duration,
+    /// Runs built whose recording in the history failed, to try again.
+    unrecorded: std::cell::RefCell<BTreeSet<String>>,
 }
 
 impl Assembler {
@@ -280,14 +284,16 @@ impl Assembler {
         self.state.load_index();
         // The history holds exactly the stored runs: those retention deleted while the
         // server was down are forgotten, those assembled before a crash recorded.
-        if let Some(h) = &self.state.history {
-            match crate::history::Series::of_store(self.store().root()).sync(h) {
-                Ok(s) if s.added > 0 => {
-                    tracing::info!("history: recorded {} stored run(s) it lacked", s.added)
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!("history: {e}"),
+        let series = crate::history::Series::of_store(self.store().root());
+        match self
+            .state
+            .with_history("recording the stored runs", |h| series.sync(h))
+        {
+            Some(Ok(s)) if s.added > 0 => {
+                tracing::info!("history: recorded {} stored run(s) it lacked", s.added)
             }
+            Some(Err(e)) => tracing::error!("history: {e}"),
+            _ => {}
         }
         let ids = match self.store().report_ids() {
             Ok(ids) => ids,
@@ -466,6 +472,53 @@ impl Assembler {
         }
     }
 
+    /// Records the run of `id` in the history; if that fails (a full disk), it is
+    /// tried again later ([`Assembler::record_pending`]), so that the history does not
+    /// miss the run or keep its figures from before a rebuild.
+    fn record(&self, id: &str, run: &Run) {
+        let done = self
+            .state
+            .with_history("recording a run", |h| h.add_named(run, Some(id)));
+        let mut pending = self.unrecorded.borrow_mut();
+        match done {
+            None | Some(Ok(())) => {
+                pending.remove(id);
+            }
+            Some(Err(e @ crate::history::HistoryError::Taken { .. })) => {
+                tracing::error!("run {id}: not recorded in the history: {e}");
+                pending.remove(id);
+            }
+            Some(Err(e)) => {
+                if pending.insert(id.to_string()) {
+                    tracing::error!(
+                        "run {id}: not recorded in the history: {e}; trying again every minute"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Tries again to record the runs whose recording failed (each read back from its
+    /// file without samples).
+    fn record_pending(&self) {
+        let ids: Vec<String> = self.unrecorded.borrow().iter().cloned().collect();
+        for id in ids {
+            match Run::read_without_samples(&self.store().run_path(&id)) {
+                Ok(run) => {
+                    self.record(&id, &run);
+                    if !self.unrecorded.borrow().contains(&id) {
+                        tracing::info!("run {id}: recorded in the history now");
+                    }
+                }
+                // Deleted by retention meanwhile, or unreadable: nothing to record.
+                Err(e) => {
+                    tracing::warn!("run {id}: not recorded in the history: {}", chain(&e));
+                    self.unrecorded.borrow_mut().remove(&id);
+                }
+            }
+        }
+    }
+
     /// Builds, analyses and stores the run of `id`, replacing an earlier one.
     fn assemble(
         &self,
@@ -560,12 +613,16 @@ impl Assembler {
         }
         let merged = Instant::now();
         // Each path is judged against its own past too (`shift`).
-        let recent = self.state.history.as_ref().and_then(|h| {
-            anomaly::shift::past(h, &run, &self.state.settings.thresholds)
-                .map_err(|e| tracing::error!("run {id}: judged without history: {e}"))
-                .ok()
-                .flatten()
-        });
+        let recent = self
+            .state
+            .with_history("reading the paths' past", |h| {
+                anomaly::shift::past(h, &run, &self.state.settings.thresholds)
+            })
+            .and_then(|r| {
+                r.map_err(|e| tracing::error!("run {id}: judged without history: {e}"))
+                    .ok()
+                    .flatten()
+            });
         run.anomalies =
             anomaly::analyse_with_history(&run, &self.state.settings.thresholds, recent.as_ref());
         drop(recent);
@@ -580,11 +637,7 @@ impl Assembler {
             |out| copy_paths(store, id, &parts, total, out),
             &listing,
         )?;
-        if let Some(h) = &self.state.history
-            && let Err(e) = h.add_named(&run, Some(id))
-        {
-            tracing::error!("run {id}: not recorded in the history: {e}");
-        }
+        self.record(id, &run);
         let written = Instant::now();
         let rtt: Vec<Option<&RttHistogram>> = rtt.iter().map(Option::as_ref).collect();
         let latest = Latest::of(id, &run, &rtt);
