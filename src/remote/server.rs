@@ -618,7 +618,16 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// and says so.
 fn open_history(data: &std::path::Path) -> Option<crate::history::History> {
     let series = crate::history::Series::of_store(data);
-    match crate::history::History::open(&series.file) {
+    // A damaged file can make redb panic while it is read, not return an error.
+    let open = |file: &std::path::Path| {
+        std::panic::catch_unwind(|| crate::history::History::open(file)).unwrap_or_else(|p| {
+            Err(crate::history::HistoryError::Open {
+                path: file.to_path_buf(),
+                reason: format!("reading it failed ({})", panic_message(&p)),
+            })
+        })
+    };
+    match open(&series.file) {
         Ok(h) => return Some(h),
         Err(e) => tracing::error!("{e}"),
     }
@@ -634,7 +643,7 @@ fn open_history(data: &std::path::Path) -> Option<crate::history::History> {
         "moved the damaged history to {}; it is rebuilt from the stored runs",
         aside.display()
     );
-    match crate::history::History::open(&series.file) {
+    match open(&series.file) {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::error!("{e}; running without history");
