@@ -487,7 +487,8 @@ impl History {
         if let Some(db) = held.as_ref() {
             return Ok(db.clone());
         }
-        let db = std::sync::Arc::new(Database::create(&self.path).map_err(|e| self.io(e))?);
+        // Not `io`: it takes this lock.
+        let db = std::sync::Arc::new(Database::create(&self.path).map_err(|e| self.err(e))?);
         tracing::info!(
             "history {}: opened again after an I/O error",
             self.path.display()
@@ -505,9 +506,9 @@ impl History {
         // Closed first: the file is locked while open.
         held.take();
         let aside = damaged_name(&self.path);
-        std::fs::rename(&self.path, &aside).map_err(|e| self.io(e))?;
+        std::fs::rename(&self.path, &aside).map_err(|e| self.err(e))?;
         private_file(&self.path);
-        let db = Database::create(&self.path).map_err(|e| self.io(e))?;
+        let db = Database::create(&self.path).map_err(|e| self.err(e))?;
         *held = Some(std::sync::Arc::new(db));
         drop(held);
         *self.lock_ids() = Ids::default();
@@ -540,16 +541,23 @@ impl History {
         History::open(&dir.join(FILE_NAME))
     }
 
+    /// The error of a use of the file. After an I/O error (a full disk) redb refuses
+    /// every later transaction: the file is then opened again at the next use. Takes
+    /// the lock of `db`: never called with it held (that is [`History::err`]).
     fn io(&self, e: impl std::fmt::Display) -> HistoryError {
-        let reason = e.to_string();
-        // After an I/O error (a full disk) redb refuses every later transaction: the
-        // file is opened again at the next use.
-        if reason.contains("I/O error") {
+        let e = self.err(e);
+        if let HistoryError::Io { reason, .. } = &e
+            && reason.contains("I/O error")
+        {
             self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
+        e
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> HistoryError {
         HistoryError::Io {
             path: self.path.clone(),
-            reason,
+            reason: e.to_string(),
         }
     }
 
