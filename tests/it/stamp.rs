@@ -171,7 +171,25 @@ fn latmap_sender_measures_against_stamp_suite_reflector() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the stamp-suite reflector");
-    std::thread::sleep(Duration::from_millis(500));
+    // Measured once the reflector holds its port (a fixed wait was too short on a
+    // busy machine: every probe went out before it listened). The kernel's table of
+    // UDP sockets says so without touching the port.
+    let bound = Instant::now();
+    let listening = |port: u16| {
+        std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .any(|local| local.ends_with(&format!(":{port:04X}")))
+        })
+    };
+    let number: u16 = port.parse().expect("port");
+    while !listening(number) {
+        assert!(
+            bound.elapsed() < Duration::from_secs(15),
+            "the stamp-suite reflector did not bind 127.0.0.1:{port} within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let target = format!("127.0.0.1:{port}");
     let (status, run) = ping_json(&["--kind", "udp", &target, "-c", "30", "-p", "5ms"]);
     let _ = child.kill();
